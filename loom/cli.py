@@ -1,0 +1,431 @@
+"""The `loom` command: parses arguments, calls the domain layers, prints. Nothing else lives here.
+
+Heavy imports (numpy, llama_cpp, textual) happen inside the subcommands so `loom --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from loom.engine.engine import Engine
+    from loom.store.loom import Loom
+
+EXPORT_FORMATS = ("loom-json", "openloom", "socketteer", "markdown", "dot", "html", "svg")
+IMPORT_FORMATS = ("loom-json", "openloom", "socketteer", "loomsidian")
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def _fail(message: str) -> NoReturn:
+    raise CliError(message)
+
+
+# --- shared helpers -----------------------------------------------------------------------------
+
+
+def _existing_loom(path: Path) -> Path:
+    if not path.exists():
+        _fail(f"no such loom file: {path}")
+    if path.is_dir():
+        _fail(f"{path} is a directory, not a loom file")
+    return path
+
+
+def _open_loom(path: Path, *, readonly: bool) -> Loom:
+    from loom.store.loom import Loom
+
+    return Loom.open(_existing_loom(path), readonly=readonly)
+
+
+def _node_id(loom: Loom, raw: str | None) -> int:
+    if raw is None:
+        return loom.current
+    try:
+        node_id = int(raw)
+    except ValueError:
+        _fail(f"node ids are whole numbers, not {raw!r}")
+    loom.header(node_id)  # raises UnknownNodeError with a one-line message
+    return node_id
+
+
+def _read_prompt(args: argparse.Namespace) -> str:
+    if args.prompt is not None and args.prompt_file is not None:
+        _fail("give --prompt or --prompt-file, not both")
+    if args.prompt_file is not None:
+        try:
+            return Path(args.prompt_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"cannot read prompt file {args.prompt_file}: {exc}")
+    return str(args.prompt or "")
+
+
+def _progress_printer(label: str) -> Callable[[int, int], None]:
+    """A progress callback that prints one updating line on stderr (only on a terminal)."""
+    tty = sys.stderr.isatty()
+
+    def report(done: int, total: int) -> None:
+        if not tty or total <= 0:
+            return
+        pct = 100 * done // total
+        end = "\n" if done >= total else ""
+        print(f"\r{label}: {pct:3d}%", end=end, file=sys.stderr, flush=True)
+
+    return report
+
+
+def _resolve_model(model: str | None) -> Path:
+    from loom.engine.models import default_model_path
+
+    if model is None:
+        return default_model_path(progress=_progress_printer("assembling the default model"))
+    path = Path(model)
+    if not path.exists():
+        _fail(f"no such model file: {path}")
+    return path
+
+
+def _load_engine(model: str | None) -> Engine:
+    from loom.engine.engine import Engine
+
+    return Engine.load(_resolve_model(model))
+
+
+# --- subcommands --------------------------------------------------------------------------------
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from loom.store.loom import Loom
+
+    path: Path = args.path
+    if path.exists():
+        _fail(f"{path} already exists; open it with `loom open {path}`")
+    prompt = _read_prompt(args)
+    title = args.title or path.stem
+    personas = None
+    if args.personas is not None:
+        from loom.personas.sets import load_persona_set
+
+        persona_set = load_persona_set(Path(args.personas))
+        personas = persona_set.personas
+        if not prompt:
+            prompt = persona_set.prompt or ""
+        title = args.title or persona_set.title or title
+    tokenizer = None if args.no_tokenize else _tokenizer_for(args.model)
+    loom = Loom.create(path, title=title, prompt=prompt, tokenizer=tokenizer)
+    with loom:
+        if personas:
+            loom.set_personas(personas)
+        print(f"created {path} (root node {loom.root_id})")
+    return 0
+
+
+def _tokenizer_for(model: str | None) -> Any:
+    from loom.engine.tokenizer import load_tokenizer
+
+    return load_tokenizer(_resolve_model(model))
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from loom.store.formats import read_document
+    from loom.store.loom import Loom
+
+    src: Path = args.src
+    if not src.exists():
+        _fail(f"no such file: {src}")
+    out: Path = args.output
+    if out.exists():
+        _fail(f"{out} already exists; choose another -o path")
+    doc = read_document(src, args.from_format)
+    with Loom.from_document(out, doc) as loom:
+        print(f"imported {len(doc.nodes)} nodes from {src} into {out} (root {loom.root_id})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from loom.store.formats import write_document
+
+    with _open_loom(args.path, readonly=True) as loom:
+        current = _node_id(loom, args.node)
+        doc = loom.to_document()
+    if args.output is None or str(args.output) == "-":
+        write_document(doc, args.format, sys.stdout, current=current, whole_tree=args.tree)
+    else:
+        write_document(doc, args.format, Path(args.output), current=current, whole_tree=args.tree)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _open_loom(args.path, readonly=True) as loom:
+        node_id = _node_id(loom, args.node)
+        sys.stdout.write(loom.path_text(node_id))
+        if sys.stdout.isatty():
+            sys.stdout.write("\n")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _open_loom(args.path, readonly=True) as loom:
+        stats = loom.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+    else:
+        width = max(len(k) for k in stats)
+        for key, value in stats.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    with _open_loom(args.path, readonly=True) as loom:
+        hits = loom.search(args.query, limit=args.limit)
+    for hit in hits:
+        snippet = " ".join(hit.snippet.split())
+        print(f"{hit.node_id}\t{_printable(snippet)}")
+    if not hits:
+        print("no matches", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _printable(text: str) -> str:
+    """Model and user text is inert on the terminal: control characters are shown, not obeyed."""
+    return "".join(ch if ch.isprintable() or ch == "\t" else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from loom.engine.models import discover_models
+
+    models = discover_models(extra_dirs=[Path(d) for d in args.dir])
+    if args.json:
+        print(json.dumps([m.to_json() for m in models], indent=2))
+        return 0
+    if not models:
+        print("no models found", file=sys.stderr)
+        return 1
+    for m in models:
+        size_mb = m.size_bytes / 1e6
+        print(
+            f"{m.name}\t{size_mb:.0f} MB\t{m.architecture}\tctx {m.n_ctx_train}\t"
+            f"{m.looks_like}\t{m.path}"
+        )
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from loom.session import generate_children
+
+    if not 1 <= args.n <= 64:
+        _fail(f"-n must be between 1 and 64, not {args.n}")
+    if not 1 <= args.max_tokens <= 4096:
+        _fail(f"--max-tokens must be between 1 and 4096, not {args.max_tokens}")
+    if args.temperature < 0:
+        _fail("--temperature must be ≥ 0")
+    if not 0 < args.top_p <= 1:
+        _fail("--top-p must be in (0, 1]")
+    _existing_loom(args.path)
+    if args.remote is not None and args.model is not None:
+        _fail("give --model or --remote, not both")
+    backend: Any
+    if args.remote is not None:
+        from loom.engine.remote import RemoteBackend
+
+        backend = RemoteBackend(args.remote)
+    else:
+        backend = _load_engine(args.model)
+    with _open_loom(args.path, readonly=False) as loom:
+        node_id = _node_id(loom, args.node)
+        ids = generate_children(
+            loom,
+            backend,
+            node_id,
+            n=args.n,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            min_p=args.min_p,
+            seed=args.seed,
+            keep_recent=args.keep_recent,
+        )
+    for node in ids:
+        print(node)
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from loom.personas.label import label_nodes
+    from loom.personas.sets import load_persona_set
+
+    persona_set = load_persona_set(Path(args.personas))
+    _existing_loom(args.path)
+    engine = _load_engine(args.model)
+    with _open_loom(args.path, readonly=False) as loom:
+        node_ids = None if args.node is None else [_node_id(loom, args.node)]
+        results = label_nodes(loom, engine, persona_set, node_ids=node_ids)
+    for node_id, label in results.items():
+        best = max(label.posterior.items(), key=lambda kv: kv[1]) if label.posterior else ("-", 0)
+        print(f"{node_id}\t{label.label or '?'}\t{best[0]}={best[1]:.3f}")
+    return 0
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    from loom.tui.app import run_app
+
+    return run_app(
+        _existing_loom(args.path),
+        prompt=None,
+        model_path=None if args.model is None else Path(args.model),
+        readonly=args.readonly,
+    )
+
+
+def cmd_default(args: argparse.Namespace) -> int:
+    """`loom` alone: open the last loom, or a new one from --prompt."""
+    from loom.tui.app import run_app
+
+    return run_app(
+        None,
+        prompt=args.prompt,
+        model_path=None if args.model is None else Path(args.model),
+        readonly=False,
+    )
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loom",
+        description="Explore what a local base language model could say, as a tree of branches.",
+    )
+    parser.add_argument("--prompt", help="start a new loom from this prompt (with no subcommand)")
+    parser.add_argument("--model", help="GGUF model file (default: the bundled Gemma 3 270M)")
+    parser.set_defaults(func=cmd_default)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("new", help="create a loom file from a prompt")
+    p.add_argument("path", type=Path, help="the .loom file to create")
+    p.add_argument("--prompt", help="the prompt text")
+    p.add_argument("--prompt-file", help="read the prompt from this file")
+    p.add_argument("--title", help="title of the loom (default: the file name)")
+    p.add_argument("--personas", help="persona set TOML; its prompt is used if none is given")
+    p.add_argument("--model", help="tokenize with this GGUF model (default: Gemma 3 270M)")
+    p.add_argument(
+        "--no-tokenize", action="store_true", help="store the prompt without token ids"
+    )
+    p.set_defaults(func=cmd_new)
+
+    p = sub.add_parser("open", help="open a loom in the terminal app")
+    p.add_argument("path", type=Path)
+    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
+    p.add_argument("--readonly", action="store_true", help="browse without changing the file")
+    p.set_defaults(func=cmd_open)
+
+    p = sub.add_parser("import", help="import a loom from another format")
+    p.add_argument("src", type=Path, help="file to import")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .loom file to create")
+    p.add_argument("--from", dest="from_format", choices=IMPORT_FORMATS, help="source format")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="export a loom to another format")
+    p.add_argument("path", type=Path)
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    p.add_argument("-o", "--output", help="output file (default: standard output)")
+    p.add_argument("--node", help="node whose path is exported (markdown; default: current)")
+    p.add_argument("--tree", action="store_true", help="markdown: the whole tree as an outline")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("show", help="print the text of the path to a node")
+    p.add_argument("path", type=Path)
+    p.add_argument("--node", help="node id (default: the last visited)")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("stats", help="counts and depths of a loom")
+    p.add_argument("path", type=Path)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("search", help="full-text search over node text")
+    p.add_argument("path", type=Path)
+    p.add_argument("query")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("models", help="list available GGUF models")
+    p.add_argument("--dir", action="append", default=[], help="also look in this folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("generate", help="add N model-written children to a node")
+    p.add_argument("path", type=Path)
+    p.add_argument("--node", help="parent node id (default: the last visited)")
+    p.add_argument("-n", type=int, default=4, help="number of branches (1-64)")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--seed", type=int, help="seed (default: random, recorded in the loom)")
+    p.add_argument(
+        "--keep-recent",
+        action="store_true",
+        help="if the path is longer than the context, keep only its most recent tokens",
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
+    group.add_argument("--remote", help="OpenAI-compatible server base URL")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("label", help="label nodes with the persona they voice")
+    p.add_argument("path", type=Path)
+    p.add_argument("--personas", required=True, help="persona set TOML")
+    p.add_argument("--node", help="label this node (default: every unlabelled node)")
+    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
+    p.set_defaults(func=cmd_label)
+
+    return parser
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Domain exceptions whose messages are written for users."""
+    errors: list[type[BaseException]] = [CliError]
+    for module, name in (
+        ("loom.store.errors", "LoomError"),
+        ("loom.store.formats.errors", "FormatError"),
+        ("loom.engine.errors", "EngineError"),
+        ("loom.personas.errors", "PersonaError"),
+    ):
+        try:
+            mod = __import__(module, fromlist=[name])
+            errors.append(getattr(mod, name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("loom: interrupted", file=sys.stderr)
+        return 130
+    except _known_errors() as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"loom: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Persona sets and Bayesian labelling of branches. Never imports textual or rich."""

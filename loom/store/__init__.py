@@ -1,0 +1,1 @@
+"""The tree and its file. Never imports textual or rich."""

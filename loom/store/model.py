@@ -1,0 +1,148 @@
+"""Plain data of a loom: what the store keeps and what every import/export format converts.
+
+`LoomDocument` is the in-memory, flat form of a whole loom (the loom-json contract of DESIGN.md §3).
+Formats convert between it and files; the store converts between it and SQLite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from loom.tokens import TokenArray
+
+Author = Literal["human", "model"]
+LabelSource = Literal["model", "human"]
+NodeId = int
+
+
+@dataclass
+class GenerationSettings:
+    """How a model-written node was made: enough to re-run it (`loom regenerate`)."""
+
+    model: str
+    model_sha256: str
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    seed: int | None
+    max_tokens: int
+    # The batch the node was generated in: batched decoding is only reproducible for the same batch.
+    batch_id: str | None = None
+    batch_index: int | None = None
+    batch_size: int | None = None
+    stop: list[str] = field(default_factory=list)
+    forced_tokens: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "seed": self.seed,
+            "max_tokens": self.max_tokens,
+            "batch_id": self.batch_id,
+            "batch_index": self.batch_index,
+            "batch_size": self.batch_size,
+            "stop": list(self.stop),
+            "forced_tokens": list(self.forced_tokens),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GenerationSettings:
+        return cls(
+            model=str(data.get("model", "")),
+            model_sha256=str(data.get("model_sha256", "")),
+            temperature=float(data.get("temperature", 1.0)),
+            top_p=float(data.get("top_p", 1.0)),
+            top_k=int(data.get("top_k", 0)),
+            min_p=float(data.get("min_p", 0.0)),
+            seed=None if data.get("seed") is None else int(data["seed"]),
+            max_tokens=int(data.get("max_tokens", 0)),
+            batch_id=data.get("batch_id"),
+            batch_index=data.get("batch_index"),
+            batch_size=data.get("batch_size"),
+            stop=[str(s) for s in data.get("stop") or []],
+            forced_tokens=[int(t) for t in data.get("forced_tokens") or []],
+        )
+
+
+@dataclass
+class PersonaLabel:
+    """Which persona a node voices. `label` None with a posterior means "scored, undecided"."""
+
+    label: str | None
+    source: LabelSource
+    posterior: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "source": self.source, "posterior": dict(self.posterior)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PersonaLabel:
+        source = data.get("source", "model")
+        if source not in ("model", "human"):
+            raise ValueError(f"persona source must be 'model' or 'human', not {source!r}")
+        return cls(
+            label=data.get("label"),
+            source=source,
+            posterior={str(k): float(v) for k, v in (data.get("posterior") or {}).items()},
+        )
+
+
+@dataclass
+class Persona:
+    name: str
+    description: str
+    color: str = "white"
+    prior: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "color": self.color,
+            "prior": self.prior,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Persona:
+        return cls(
+            name=str(data["name"]),
+            description=str(data.get("description", "")),
+            color=str(data.get("color", "white")),
+            prior=float(data.get("prior", 1.0)),
+        )
+
+
+@dataclass
+class Node:
+    id: NodeId
+    parent: NodeId | None
+    author: Author
+    text: str
+    created_at: float  # unix seconds
+    tokens: TokenArray = field(default_factory=TokenArray.empty)
+    generation: GenerationSettings | None = None
+    persona: PersonaLabel | None = None  # the model's posterior (and label) for this node
+    manual_persona: str | None = None  # a label the user set by hand; always wins
+    bookmarked: bool = False
+    pruned: bool = False
+    tags: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)  # foreign fields kept by importers
+
+
+@dataclass
+class LoomDocument:
+    """A whole loom, flat: nodes listed parents-before-children, never nested."""
+
+    title: str
+    root: NodeId
+    nodes: list[Node]
+    personas: list[Persona] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
