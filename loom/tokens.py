@@ -129,17 +129,29 @@ class TokenArray:
 
     def to_json(self) -> list[dict[str, Any]]:
         """The `tokens` list of a loom-json node (DESIGN.md §3), plus `entropy` where known."""
+        # Column-wise conversion with tolist(): per-element numpy scalar access dominates export
+        # time on large looms otherwise.
+        ids = self.ids.tolist()
+        logprobs = self.logprobs.tolist()
+        top_ids = self.top_ids.tolist()
+        top_lps = self.top_logprobs.tolist()
+        entropy = self.entropy.tolist() if self.entropy is not None else None
+        top_texts = self.top_texts
         out: list[dict[str, Any]] = []
-        for i in range(len(self)):
-            lp = float(self.logprobs[i])
+        for i, token_id in enumerate(ids):
+            lp = logprobs[i]
             entry: dict[str, Any] = {
-                "id": int(self.ids[i]),
+                "id": token_id,
                 "text": self.texts[i],
-                "logprob": None if math.isnan(lp) else lp,
-                "top": [{"id": a.id, "text": a.text, "logprob": a.logprob} for a in self.top(i)],
+                "logprob": None if lp != lp else lp,  # NaN marks an unknown logprob
+                "top": [
+                    {"id": a, "text": top_texts.get(a, ""), "logprob": alp}
+                    for a, alp in zip(top_ids[i], top_lps[i], strict=True)
+                    if alp == alp
+                ],
             }
-            if self.entropy is not None and not math.isnan(float(self.entropy[i])):
-                entry["entropy"] = float(self.entropy[i])
+            if entropy is not None and entropy[i] == entropy[i]:
+                entry["entropy"] = entropy[i]
             out.append(entry)
         return out
 

@@ -78,9 +78,28 @@ class PersonaLabel:
     label: str | None
     source: LabelSource
     posterior: dict[str, float] = field(default_factory=dict)
+    # Written by loom.personas (see docs/personas.md); serialised only when set, so plain labels
+    # keep the loom-json shape of DESIGN.md §3.
+    raw_posterior: dict[str, float] = field(default_factory=dict)  # uncalibrated posterior
+    path_posterior: dict[str, float] = field(default_factory=dict)  # after root..node (trajectory)
+    collapse: bool = False  # the path posterior jumped at this node (waluigi collapse)
+    mode_collapse: bool = False  # the path ends in a repetition loop at this node
+    bias: dict[str, float] = field(default_factory=dict)  # calibration used, nats per token
 
     def to_json(self) -> dict[str, Any]:
-        return {"label": self.label, "source": self.source, "posterior": dict(self.posterior)}
+        out: dict[str, Any] = {
+            "label": self.label,
+            "source": self.source,
+            "posterior": dict(self.posterior),
+        }
+        for key in ("raw_posterior", "path_posterior", "bias"):
+            value: dict[str, float] = getattr(self, key)
+            if value:
+                out[key] = dict(value)
+        for key in ("collapse", "mode_collapse"):
+            if getattr(self, key):
+                out[key] = True
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PersonaLabel:
@@ -90,8 +109,17 @@ class PersonaLabel:
         return cls(
             label=data.get("label"),
             source=source,
-            posterior={str(k): float(v) for k, v in (data.get("posterior") or {}).items()},
+            posterior=_floats(data.get("posterior")),
+            raw_posterior=_floats(data.get("raw_posterior")),
+            path_posterior=_floats(data.get("path_posterior")),
+            collapse=bool(data.get("collapse", False)),
+            mode_collapse=bool(data.get("mode_collapse", False)),
+            bias=_floats(data.get("bias")),
         )
+
+
+def _floats(data: dict[str, Any] | None) -> dict[str, float]:
+    return {str(k): float(v) for k, v in (data or {}).items()}
 
 
 @dataclass

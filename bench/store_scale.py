@@ -1,0 +1,209 @@
+"""How the store scales: a small and a large loom, built and measured through the public API.
+
+    python bench/store_scale.py                 # 1k vs 100k nodes
+    python bench/store_scale.py --large 20000   # a quicker run
+
+Each node carries realistic tokens: ~48 tokens with logprobs, entropy and top-5 alternatives.
+Both looms are built the way the app grows one: `add_children` batches of 8 (one generation
+each) under a node chosen the way a user wanders (mostly the newest branch, sometimes anywhere).
+Prints absolute times and the large/small ratios:
+  open    open + header(root) + children(root) + node(current): should not grow with the tree
+  append  1k more generated nodes (batches of 8)
+  export  the whole loom to a LoomDocument, and to loom-json text (if loom.store.formats exists)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loom.store.loom import Loom, NewNode
+from loom.store.model import GenerationSettings
+from loom.tokens import TokenArray
+
+VOCAB = 32_000
+N_TOKENS = 48
+TOP_K = 5
+BATCH = 8
+
+GEN = GenerationSettings(
+    model="gemma-3-270m-q4_k_m.gguf",
+    model_sha256="0" * 64,
+    temperature=1.0,
+    top_p=1.0,
+    top_k=0,
+    min_p=0.0,
+    seed=None,
+    max_tokens=N_TOKENS,
+    batch_size=BATCH,
+)
+
+
+class Generator:
+    """Fake model output with the shape and variety of the real thing."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        syllables = ["an", "the", "ro", "mi", "ck", "ou", "sa", "int", "er", "el", "qu", "y"]
+        self.vocab = [
+            (" " if i % 3 == 0 else "")
+            + "".join(syllables[(i >> s) % 12] for s in (0, 4, 8))[: 2 + i % 6]
+            for i in range(VOCAB)
+        ]
+
+    def tokens(self) -> TokenArray:
+        rng = self.rng
+        n = int(rng.integers(N_TOKENS - 8, N_TOKENS + 9))
+        # Zipf-like ids: a few frequent tokens, a long tail.
+        top_ids = (rng.pareto(1.1, size=(n, TOP_K)) * 50).astype(np.int64) % VOCAB
+        top_ids = top_ids.astype(np.int32)
+        top_lps = -np.sort(rng.exponential(1.5, size=(n, TOP_K)), axis=1).astype(np.float32)
+        pick = np.where(rng.random(n) < 0.8, 0, rng.integers(0, TOP_K, n))
+        ids = top_ids[np.arange(n), pick]
+        texts = [self.vocab[i] for i in ids.tolist()]
+        vocab = self.vocab
+        return TokenArray(
+            ids=ids,
+            texts=texts,
+            logprobs=top_lps[np.arange(n), pick].copy(),
+            top_ids=top_ids,
+            top_logprobs=top_lps,
+            top_texts={i: vocab[i] for i in set(top_ids.ravel().tolist())},
+            entropy=rng.uniform(0, 4, n).astype(np.float32),
+        )
+
+    def batch(self) -> list[NewNode]:
+        out = []
+        for _ in range(BATCH):
+            tokens = self.tokens()
+            out.append(NewNode(tokens.text, tokens=tokens, author="model", generation=GEN))
+        return out
+
+
+def grow(lm: Loom, gen: Generator, n_nodes: int, parents: list[int]) -> float:
+    """Add `n_nodes` in batches of 8 the way a session does; returns seconds spent in the store."""
+    rng = gen.rng
+    spent = 0.0
+    added = 0
+    while added < n_nodes:
+        if rng.random() < 0.7 and len(parents) > 1:
+            parent = parents[-1 - int(rng.integers(0, min(len(parents) - 1, BATCH)))]
+        else:
+            parent = parents[int(rng.integers(0, len(parents)))]
+        nodes = gen.batch()
+        start = time.perf_counter()
+        ids = lm.add_children(parent, nodes)
+        spent += time.perf_counter() - start
+        parents.extend(ids)
+        added += len(ids)
+    return spent
+
+
+def build(path: Path, n_nodes: int, seed: int) -> list[int]:
+    gen = Generator(seed)
+    with Loom.create(path, title=f"{n_nodes} nodes", prompt="Bob sat down at the cafe.") as lm:
+        parents = [lm.root_id]
+        last = time.perf_counter()
+        while len(parents) - 1 < n_nodes:
+            grow(lm, gen, min(5_000, n_nodes - (len(parents) - 1)), parents)
+            if time.perf_counter() - last > 10:
+                print(f"  … {len(parents) - 1} nodes", flush=True)
+                last = time.perf_counter()
+        lm.set_current(parents[-1])
+    return parents
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def open_and_show(path: Path) -> None:
+    with Loom.open(path) as lm:
+        lm.header(lm.root_id)
+        lm.children(lm.root_id)
+        lm.node(lm.current)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--small", type=int, default=1_000, help="nodes in the small loom")
+    parser.add_argument("--large", type=int, default=100_000, help="nodes in the large loom")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where to build (default: a temp dir)"
+    )
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        results: dict[str, dict[str, float]] = {}
+        for label, size in (("small", args.small), ("large", args.large)):
+            path = Path(tmp) / f"{label}.loom"
+            print(f"building {label}: {size} nodes …", flush=True)
+            start = time.perf_counter()
+            parents = build(path, size, seed=size)
+            build_s = time.perf_counter() - start
+            r: dict[str, float] = {"build": build_s, "bytes": path.stat().st_size}
+            r["open"] = timed(lambda p=path: open_and_show(p), repeat=15)
+            with Loom.open(path) as lm:
+                r["append_1k"] = grow(lm, Generator(7), 1_000, parents)
+                start = time.perf_counter()
+                doc = lm.to_document()
+                r["to_document"] = time.perf_counter() - start
+                r["stats"] = timed(lm.stats, repeat=3)
+            try:
+                from loom.store.formats import render_document
+            except ImportError:
+                r["loom_json"] = float("nan")
+            else:
+                start = time.perf_counter()
+                text = render_document(doc, "loom-json")
+                r["loom_json"] = time.perf_counter() - start
+                r["json_bytes"] = len(text)
+                del text
+            del doc
+            results[label] = r
+            print(
+                f"  {label:5} {size:>7} nodes  file {r['bytes'] / 1e6:8.1f} MB"
+                f"  build {build_s:7.1f} s  ({build_s / size * 1e3:.2f} ms/node)",
+                flush=True,
+            )
+
+    small, large = results["small"], results["large"]
+    print()
+    print(f"{'measure':<34}{'small':>12}{'large':>12}{'large/small':>13}")
+    rows = [
+        ("open + root + children + current", "open", 1e3, "ms"),
+        ("append 1k nodes (batches of 8)", "append_1k", 1, "s"),
+        ("export to LoomDocument", "to_document", 1, "s"),
+        ("export to loom-json text", "loom_json", 1, "s"),
+        ("stats() (full scan)", "stats", 1e3, "ms"),
+    ]
+    for name, key, scale, unit in rows:
+        a, b = small[key] * scale, large[key] * scale
+        print(
+            f"{name:<34}{a:>9.2f} {unit:<2}{b:>9.2f} {unit:<2}{b / a if a else float('nan'):>12.2f}"
+        )
+    ratio = large["open"] / small["open"]
+    print(f"\nopen ratio {ratio:.2f} (goal ≤ 3): {'ok' if ratio <= 3 else 'TOO SLOW'}")
+    return 0 if ratio <= 3 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""TokenArray <-> the bytes the store keeps, and <-> a compact JSON form for exported events.
+
+Arrays are stored little-endian whatever the machine, so a .loom file moves between machines.
+Both forms are exact: float32 bytes keep NaN (unknown logprob) and -0.0 as they were.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from loom.tokens import TokenArray
+
+_I4 = np.dtype("<i4")
+_F4 = np.dtype("<f4")
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """One row of the `tokens` table."""
+
+    n: int
+    k: int
+    ids: bytes
+    logprobs: bytes
+    top_ids: bytes
+    top_logprobs: bytes
+    entropy: bytes | None
+    texts: str  # JSON list
+    top_texts: str  # JSON, see `_top_texts_json`
+    sum_logprob: float | None
+    n_logprob: int
+
+    @property
+    def digest(self) -> bytes:
+        h = hashlib.blake2b(digest_size=16)
+        for part in (
+            str(self.n).encode(),
+            str(self.k).encode(),
+            self.ids,
+            self.logprobs,
+            self.top_ids,
+            self.top_logprobs,
+            b"-" if self.entropy is None else self.entropy,
+            self.texts.encode(),
+            self.top_texts.encode(),
+        ):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+        return h.digest()
+
+
+def _dumps(value: Any) -> str:
+    # ASCII-only JSON: token texts may hold lone surrogates (bytes of a split UTF-8 character).
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+
+
+def encode(tokens: TokenArray) -> TokenRow:
+    n, k = len(tokens), tokens.k
+    logprobs = np.asarray(tokens.logprobs, dtype=_F4)
+    known = ~np.isnan(logprobs)
+    n_logprob = int(known.sum())
+    return TokenRow(
+        n=n,
+        k=k,
+        ids=np.asarray(tokens.ids, dtype=_I4).tobytes(),
+        logprobs=logprobs.tobytes(),
+        top_ids=np.asarray(tokens.top_ids, dtype=_I4).reshape(n, k).tobytes(),
+        top_logprobs=np.asarray(tokens.top_logprobs, dtype=_F4).reshape(n, k).tobytes(),
+        entropy=None if tokens.entropy is None else np.asarray(tokens.entropy, _F4).tobytes(),
+        texts=_dumps(list(tokens.texts)),
+        top_texts=_top_texts_json(tokens),
+        sum_logprob=float(logprobs[known].astype(np.float64).sum()) if n_logprob else None,
+        n_logprob=n_logprob,
+    )
+
+
+def _top_texts_json(tokens: TokenArray) -> str:
+    """The texts of the alternatives: usually exactly one per distinct id in `top_ids`, stored as
+    a bare list in sorted-id order (the ids are in the array already); otherwise ids and texts."""
+    unique = np.unique(np.asarray(tokens.top_ids, dtype=np.int64)).tolist()
+    texts = tokens.top_texts
+    if len(texts) == len(unique) and all(i in texts for i in unique):
+        return _dumps([texts[i] for i in unique])
+    ids = sorted(int(i) for i in texts)
+    return _dumps({"ids": ids, "texts": [texts[i] for i in ids]})
+
+
+def _top_texts_from_json(data: str, top_ids: bytes, k: int) -> dict[int, str]:
+    value = json.loads(data)
+    if isinstance(value, dict):
+        return dict(zip(value["ids"], value["texts"], strict=True))
+    unique = np.unique(np.frombuffer(top_ids, dtype=_I4)).tolist() if k else []
+    return dict(zip(unique, value, strict=True))
+
+
+def decode(
+    n: int,
+    k: int,
+    ids: bytes,
+    logprobs: bytes,
+    top_ids: bytes,
+    top_logprobs: bytes,
+    entropy: bytes | None,
+    texts: str,
+    top_texts: str,
+) -> TokenArray:
+    return TokenArray(
+        ids=np.frombuffer(ids, dtype=_I4).astype(np.int32),
+        texts=list(json.loads(texts)),
+        logprobs=np.frombuffer(logprobs, dtype=_F4).astype(np.float32),
+        top_ids=np.frombuffer(top_ids, dtype=_I4).astype(np.int32).reshape(n, k),
+        top_logprobs=np.frombuffer(top_logprobs, dtype=_F4).astype(np.float32).reshape(n, k),
+        top_texts=_top_texts_from_json(top_texts, top_ids, k),
+        entropy=None if entropy is None else np.frombuffer(entropy, dtype=_F4).astype(np.float32),
+    )
+
+
+def decode_row(row: TokenRow) -> TokenArray:
+    return decode(
+        row.n,
+        row.k,
+        row.ids,
+        row.logprobs,
+        row.top_ids,
+        row.top_logprobs,
+        row.entropy,
+        row.texts,
+        row.top_texts,
+    )
+
+
+# --- the JSON form carried by exported events ---------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def row_to_json(row: TokenRow) -> dict[str, Any]:
+    return {
+        "n": row.n,
+        "k": row.k,
+        "ids": _b64(row.ids),
+        "logprobs": _b64(row.logprobs),
+        "top_ids": _b64(row.top_ids),
+        "top_logprobs": _b64(row.top_logprobs),
+        "entropy": None if row.entropy is None else _b64(row.entropy),
+        "texts": row.texts,
+        "top_texts": row.top_texts,
+    }
+
+
+def row_from_json(data: dict[str, Any]) -> TokenRow:
+    """The inverse of `row_to_json`; ValueError on anything malformed."""
+    try:
+        n, k = int(data["n"]), int(data["k"])
+        ids = base64.b64decode(data["ids"], validate=True)
+        logprobs = base64.b64decode(data["logprobs"], validate=True)
+        top_ids = base64.b64decode(data["top_ids"], validate=True)
+        top_logprobs = base64.b64decode(data["top_logprobs"], validate=True)
+        entropy = (
+            None
+            if data.get("entropy") is None
+            else base64.b64decode(data["entropy"], validate=True)
+        )
+        texts, top_texts = str(data["texts"]), str(data["top_texts"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed token data ({exc})") from None
+    if n < 0 or k < 0 or len(ids) != 4 * n or len(logprobs) != 4 * n:
+        raise ValueError("malformed token data (column lengths)")
+    if len(top_ids) != 4 * n * k or len(top_logprobs) != 4 * n * k:
+        raise ValueError("malformed token data (top-k lengths)")
+    if entropy is not None and len(entropy) != 4 * n:
+        raise ValueError("malformed token data (entropy length)")
+    try:
+        tokens = decode(n, k, ids, logprobs, top_ids, top_logprobs, entropy, texts, top_texts)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"malformed token data ({exc})") from None
+    # Re-encode so the stored row is canonical (same digest as the same tokens stored directly).
+    return encode(tokens)
+
+
+def tokens_equal(a: TokenArray, b: TokenArray) -> bool:
+    """Exact equality, NaN equal to NaN (TokenArray's own == cannot compare numpy columns)."""
+    return encode(a).digest == encode(b).digest
+
+
+def mean_logprob(sum_logprob: float | None, n_logprob: int) -> float | None:
+    if sum_logprob is None or n_logprob == 0 or math.isnan(sum_logprob):
+        return None
+    return sum_logprob / n_logprob

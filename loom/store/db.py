@@ -1,0 +1,287 @@
+"""Connections and transactions: the only module that opens SQLite.
+
+Every write is one `BEGIN IMMEDIATE` transaction, so two processes writing the same loom queue on
+the write lock (waiting up to `BUSY_TIMEOUT_MS`) and each re-reads what it needs inside its own
+transaction: no lost updates. WAL with synchronous=NORMAL: a killed process never loses a committed
+transaction (only a power cut may drop the last few, and never corrupts the file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from loom.store.errors import (
+    LoomBusyError,
+    LoomError,
+    LoomExistsError,
+    LoomFileError,
+    LoomVersionError,
+    ReadOnlyLoomError,
+)
+from loom.store.filecheck import check_header, check_version
+from loom.store.schema import (
+    APPLICATION_ID,
+    REQUIRED_TABLES,
+    create_schema,
+    migrate,
+    schema_version,
+)
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+@contextlib.contextmanager
+def sql_errors(path: Path | None) -> Iterator[None]:
+    """Turn SQLite's errors about the file into one-line loom errors (bugs stay SQLite errors)."""
+    where = str(path) if path is not None else ":memory:"
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        message = str(exc)
+        if "locked" in message or "busy" in message:
+            raise LoomBusyError(
+                f"{where}: is busy: another process has been writing to it for over "
+                f"{BUSY_TIMEOUT_MS // 1000} s; try again"
+            ) from None
+        if "readonly" in message:
+            raise ReadOnlyLoomError(f"{where}: cannot write ({message})") from None
+        raise LoomFileError(path, f"cannot be read or written ({message})") from None
+    except sqlite3.DatabaseError as exc:
+        if type(exc) is not sqlite3.DatabaseError:
+            raise  # IntegrityError, ProgrammingError...: a bug in the store, not a bad file
+        raise LoomFileError(path, f"is corrupt ({exc})") from None
+
+
+def _uri(path: Path, mode: str) -> str:
+    return f"{path.resolve().as_uri()}?mode={mode}"
+
+
+def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        target,
+        uri=uri,
+        isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+        check_same_thread=False,  # guarded by Database's lock; the TUI writes from worker threads
+        timeout=BUSY_TIMEOUT_MS / 1000,
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+class Database:
+    """One connection to one loom and the transactions on it."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path | None, readonly: bool) -> None:
+        self.conn = conn
+        self.path = path
+        self.readonly = readonly
+        self.closed = False
+        self._lock = threading.RLock()
+
+    # --- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool) -> Database:
+        """Open an existing loom; `LoomFileError` (file untouched) if it is not one we can use."""
+        check_header(path)
+        conn = _connect(_uri(path, "ro"), uri=True)
+        try:
+            with sql_errors(path):
+                version = _validate(conn, path)
+            if readonly:
+                if version < schema_version():
+                    raise LoomVersionError(
+                        path,
+                        f"was written by an older loom (file format {version}); open it once "
+                        "without read-only to upgrade it",
+                    )
+                return cls(conn, path, readonly=True)
+        except BaseException:
+            conn.close()
+            raise
+        conn.close()
+        conn = _connect(_uri(path, "rw"), uri=True)
+        try:
+            with sql_errors(path):
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                if version < schema_version():
+                    _upgrade(conn, path)
+            return cls(conn, path, readonly=False)
+        except BaseException:
+            conn.close()
+            raise
+
+    @classmethod
+    def memory(cls, *, readonly: bool = False) -> Database:
+        """A loom that lives only in memory (replays)."""
+        conn = _connect(":memory:", uri=False)
+        conn.execute("BEGIN")
+        create_schema(conn)
+        conn.execute("COMMIT")
+        return cls(conn, None, readonly=readonly)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self.conn.close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise LoomError(f"{self.path or ':memory:'}: this loom has been closed")
+
+    # --- transactions -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self, *, force: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed on normal exit, rolled back on any exception.
+
+        `force` lets a replay drive a database it hands out read-only.
+        """
+        if self.readonly and not force:
+            raise ReadOnlyLoomError(f"{self.path}: opened read-only")
+        with self._lock, sql_errors(self.path):
+            self._check_open()
+            if self.conn.in_transaction:
+                raise LoomError("internal error: nested write transaction")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for several reads (joins an open transaction if there is one)."""
+        with self._lock, sql_errors(self.path):
+            self._check_open()
+            if self.conn.in_transaction:
+                yield self.conn
+                return
+            self.conn.execute("BEGIN")
+            try:
+                yield self.conn
+            finally:
+                if self.conn.in_transaction:
+                    self.conn.execute("COMMIT")
+
+
+def _validate(conn: sqlite3.Connection, path: Path) -> int:
+    """Cheap checks that do not grow with the tree: identity, version, tables, root."""
+    if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+        raise LoomFileError(path, "is an SQLite database but not a loom file")
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    check_version(path, version)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = sorted(REQUIRED_TABLES - tables)
+    if missing:
+        raise LoomFileError(path, f"is damaged (missing table {missing[0]})")
+    row = conn.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
+    if (
+        row is None
+        or conn.execute("SELECT 1 FROM nodes WHERE id = ?", (int(row[0]),)).fetchone() is None
+    ):
+        raise LoomFileError(path, "is damaged (no root node)")
+    return version
+
+
+def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have upgraded it while we waited for the lock.
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        check_version(path, version)
+        try:
+            migrate(conn, version)
+        except LoomError:
+            raise
+        except Exception as exc:
+            raise LoomFileError(
+                path, f"could not be upgraded from file format {version} ({exc})"
+            ) from exc
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+# --- building a new file ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def building(path: Path) -> Iterator[sqlite3.Connection]:
+    """A new loom built under a temporary name and moved to `path` only once complete.
+
+    A failure (or a crash) leaves no file at `path`; an existing `path` is never overwritten.
+    """
+    if os.path.lexists(path):
+        raise LoomExistsError(path, "already exists")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise LoomFileError(path, f"cannot be created ({exc})") from None
+    try:
+        with sql_errors(path):
+            # Nothing else can see this file yet: skip durability until the end.
+            conn.execute("PRAGMA journal_mode = MEMORY")
+            conn.execute("PRAGMA synchronous = OFF")
+            conn.execute("BEGIN")
+            create_schema(conn)
+            yield conn
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.close()
+        _fsync(tmp)
+        _place(tmp, path)
+    except BaseException:
+        conn.close()
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _place(tmp: Path, path: Path) -> None:
+    """Move `tmp` to `path` atomically, refusing to replace a file that appeared meanwhile."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise LoomExistsError(path, "already exists") from None
+    except OSError:
+        # No hard links here (some network or FAT file systems): check, then rename.
+        if os.path.lexists(path):
+            raise LoomExistsError(path, "already exists") from None
+        os.replace(tmp, path)
+    else:
+        os.unlink(tmp)
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

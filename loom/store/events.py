@@ -1,0 +1,158 @@
+"""Events: what the log holds. Every change to a loom is one event, applied by `apply.apply_event`.
+
+Payloads are JSON objects. Token arrays inside them are references into the immutable `tokens`
+table, written `{"$tok": <id>}`; exported events carry the data itself instead,
+`{"$tokdata": {...}}` (see `codec.row_to_json`), so an exported log is self-contained.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Kinds. Undoable ones are tree edits; the others describe the session around them.
+CREATE = "create"  # a new loom: snapshot with the root (resets the state)
+IMPORT = "import"  # a loom built from a document: snapshot of every node (resets the state)
+ADD = "add"  # nodes added under a parent (one event for a whole generation batch)
+EDIT = "edit"
+SPLIT = "split"
+MERGE = "merge"
+PRUNE = "prune"
+UNPRUNE = "unprune"
+DELETE = "delete"
+BOOKMARK = "bookmark"
+TAG = "tag"
+UNTAG = "untag"
+MOVE = "move"
+PERSONA = "persona"  # the model's posterior label of a node
+MANUAL_PERSONA = "manual_persona"
+PERSONAS = "personas"  # the loom's persona set
+TITLE = "title"
+VISIT = "visit"  # the current node changed (not undoable)
+UNDO = "undo"  # payload {"target": seq}
+REDO = "redo"  # payload {"target": seq}
+DISCARD_REDO = "discard_redo"  # payload {"targets": [seq, ...]}: a new edit made them unredoable
+GROUP = "group"  # payload {"seqs": [seq, ...]}: these edits (one `Loom.batch()`) undo as one step
+
+UNDOABLE = frozenset(
+    {
+        ADD,
+        EDIT,
+        SPLIT,
+        MERGE,
+        PRUNE,
+        UNPRUNE,
+        DELETE,
+        BOOKMARK,
+        TAG,
+        UNTAG,
+        MOVE,
+        PERSONA,
+        MANUAL_PERSONA,
+        PERSONAS,
+        TITLE,
+    }
+)
+SNAPSHOTS = frozenset({CREATE, IMPORT})
+KINDS = UNDOABLE | SNAPSHOTS | {VISIT, UNDO, REDO, DISCARD_REDO, GROUP}
+
+# History states of an undoable event.
+DONE, UNDONE, DISCARDED = 0, 1, 2
+
+TOKEN_REF = "$tok"
+TOKEN_DATA = "$tokdata"
+
+
+@dataclass
+class Event:
+    seq: int
+    ts: float  # unix seconds
+    kind: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    undone: bool = False  # undone and not redone (or discarded by a later edit)
+    discarded: bool = False  # undone, then made unredoable by a new edit
+
+    @property
+    def undoable(self) -> bool:
+        return self.kind in UNDOABLE
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "ts": self.ts, "kind": self.kind, "payload": self.payload}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Event:
+        """ValueError unless `data` is an event this loom knows."""
+        if not isinstance(data, dict):
+            raise ValueError("an event must be an object")
+        seq, ts, kind, payload = (
+            data.get("seq"),
+            data.get("ts"),
+            data.get("kind"),
+            data.get("payload"),
+        )
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            raise ValueError(f"event seq must be a positive integer, not {seq!r}")
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+            raise ValueError(f"event {seq}: ts must be a number")
+        if kind not in KINDS:
+            raise ValueError(f"event {seq}: unknown kind {kind!r}")
+        if not isinstance(payload, dict):
+            raise ValueError(f"event {seq}: payload must be an object")
+        return cls(seq=seq, ts=float(ts), kind=str(kind), payload=payload)
+
+
+def dumps(payload: dict[str, Any]) -> str:
+    # ASCII-only and NaN-free: the log must stay strict JSON whatever text the nodes hold.
+    return json.dumps(payload, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+
+
+def token_ref(ref: int | None) -> dict[str, int] | None:
+    return None if ref is None else {TOKEN_REF: ref}
+
+
+def ref_of(value: Any) -> int | None:
+    """The tokens-table id in a payload value (None for no tokens)."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and isinstance(value.get(TOKEN_REF), int):
+        return int(value[TOKEN_REF])
+    raise ValueError(f"not a token reference: {value!r}")
+
+
+def map_tokens(value: Any, convert: Callable[[dict[str, Any]], Any]) -> Any:
+    """A copy of `value` with every token reference or token data object replaced by `convert(it)`.
+
+    Iterative: a delete of a deep subtree holds long lists, and payloads must never hit a recursion
+    limit.
+    """
+
+    def is_token(v: Any) -> bool:
+        return isinstance(v, dict) and (TOKEN_REF in v or TOKEN_DATA in v) and len(v) == 1
+
+    if is_token(value):
+        return convert(value)
+    root: list[Any] = [value]
+    out_root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(root, out_root, 0)]
+    while stack:
+        src_container, dst_container, key = stack.pop()
+        src = src_container[key]
+        if is_token(src):
+            dst_container[key] = convert(src)
+        elif isinstance(src, dict):
+            copy: dict[str, Any] = dict(src)
+            dst_container[key] = copy
+            for k, v in src.items():
+                if isinstance(v, (dict, list)):
+                    stack.append((src, copy, k))
+        elif isinstance(src, list):
+            copy_list: list[Any] = list(src)
+            dst_container[key] = copy_list
+            for i, v in enumerate(src):
+                if isinstance(v, (dict, list)):
+                    stack.append((src, copy_list, i))
+        else:
+            dst_container[key] = src
+    return out_root[0]

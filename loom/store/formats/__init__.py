@@ -1,0 +1,278 @@
+"""Import and export of whole looms: files <-> `LoomDocument`. Never touches SQLite.
+
+    detect_format(path_or_bytes) -> str          # by content, never by file name
+    read_document(path_or_bytes, fmt=None, *, note=None) -> LoomDocument
+    write_document(doc, fmt, out, *, current=None, whole_tree=True)
+    FORMATS: dict[str, Format]                   # name -> description, readable, writable
+
+Formats: "loom-json" (full fidelity), "socketteer" (socketteer/loom save files), "loomsidian"
+(import), "openloom" (Open Loom), "markdown", "dot", "html" and "svg" (export), and "loom" (a
+.loom SQLite file: detected so callers can open it, never read here).
+
+What importers leave in `doc.meta` for the caller: `"current"` (int id of the node the file was
+on, when it says), `"import_warnings"` (list of one-line notes worth showing the user), and the
+foreign fields of the source format under its own key.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+from loom.store.formats import (
+    dot,
+    html,
+    jsonio,
+    loomjson,
+    loomsidian,
+    markdown,
+    openloom,
+    socketteer,
+    svg,
+)
+from loom.store.formats.errors import FormatError
+from loom.store.formats.fields import brief, listing
+from loom.store.formats.tree import path_document, resolve_current
+from loom.store.model import LoomDocument
+
+__all__ = [
+    "FORMATS",
+    "Format",
+    "FormatError",
+    "detect_format",
+    "list_notes",
+    "read_document",
+    "render_document",
+    "write_document",
+]
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+Reader = Callable[[Any, str, "str | None"], LoomDocument]  # (parsed JSON, name, note)
+Writer = Callable[[LoomDocument, "int | None", bool], str]  # (document, current, whole tree)
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    description: str
+    suffixes: tuple[str, ...]  # usual file suffixes: suggestions for output names only
+    reader: Reader | None = None
+    writer: Writer | None = None
+
+    @property
+    def can_read(self) -> bool:
+        return self.reader is not None
+
+    @property
+    def can_write(self) -> bool:
+        return self.writer is not None
+
+
+def _write_markdown(doc: LoomDocument, current: int | None, whole_tree: bool) -> str:
+    if whole_tree or current is None:
+        return markdown.write_outline(doc, current)
+    return markdown.write_path(doc, current)
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format(
+            "loom-json",
+            "loom's own JSON: every node, token, probability, persona and event",
+            (".loom.json", ".json"),
+            reader=lambda data, name, note: loomjson.read(data),
+            writer=lambda doc, current, whole: loomjson.write(doc, current),
+        ),
+        Format(
+            "socketteer",
+            "socketteer/loom save file (nested root.children)",
+            (".json",),
+            reader=lambda data, name, note: socketteer.read(data, name),
+            writer=lambda doc, current, whole: socketteer.write(doc, current),
+        ),
+        Format(
+            "loomsidian",
+            "loomsidian (Obsidian plugin) data.json, import only",
+            (".json",),
+            reader=lambda data, name, note: loomsidian.read(data, name, note),
+        ),
+        Format(
+            "openloom",
+            "Open Loom tree (reads 1.0, writes loom's version 2 with an extensions block)",
+            (".openloom.json", ".json"),
+            reader=lambda data, name, note: openloom.read(data, name),
+            writer=lambda doc, current, whole: openloom.write(doc, current),
+        ),
+        Format(
+            "markdown",
+            "Markdown: the tree as an outline, or a path as prose",
+            (".md",),
+            writer=_write_markdown,
+        ),
+        Format(
+            "dot",
+            "Graphviz DOT graph of the tree",
+            (".dot", ".gv"),
+            writer=lambda doc, current, whole: dot.write(doc, current),
+        ),
+        Format(
+            "html",
+            "a self-contained web page: tree, token probabilities, personas, replay timeline",
+            (".html",),
+            writer=lambda doc, current, whole: html.write(doc, current),
+        ),
+        Format(
+            "svg",
+            "an SVG picture of the tree (persona colours, edges weighted by probability)",
+            (".svg",),
+            writer=lambda doc, current, whole: svg.write(doc, current),
+        ),
+        Format("loom", "a loom file (SQLite): open it, do not import it", (".loom",)),
+    )
+}
+
+
+# --- detection -------------------------------------------------------------------------------
+
+
+def _read_source(source: str | os.PathLike[str] | bytes) -> tuple[bytes, str]:
+    """The bytes of `source` and a name for the document (the file's stem)."""
+    if isinstance(source, bytes):
+        return source, ""
+    path = Path(source)
+    name = path.name.split(".")[0] if path.name else ""
+    return path.read_bytes(), name
+
+
+def _parse(data: bytes) -> Any:
+    if data.startswith(SQLITE_MAGIC):
+        raise FormatError("this is a loom (SQLite) file: open it instead of importing it")
+    text = jsonio.decode_text(data)
+    stripped = text.lstrip()
+    if not stripped:
+        raise FormatError("not a recognised loom format: the file is empty")
+    if stripped[0] not in "{[":
+        raise FormatError("not a recognised loom format: neither JSON nor a loom (SQLite) file")
+    return jsonio.loads(text)
+
+
+def _detect_parsed(data: Any) -> str:
+    if not isinstance(data, dict):
+        raise FormatError("not a recognised loom format: the JSON is not an object")
+    fmt = data.get("format")
+    if fmt == loomjson.FORMAT:
+        return "loom-json"
+    if fmt == openloom.FORMAT:
+        return "openloom"
+    if fmt is not None:
+        raise FormatError(f"not a recognised loom format: its format is {brief(fmt)}")
+    if isinstance(data.get("rootNodeId"), str) and isinstance(data.get("nodes"), dict):
+        return "openloom"
+    state = data.get("state")
+    if isinstance(state, dict) and all(
+        isinstance(v, dict) and "nodes" in v for v in state.values()
+    ):
+        return "loomsidian"
+    if "current" in data and isinstance(data.get("nodes"), (dict, list)):
+        return "loomsidian"
+    root = data.get("root")
+    if isinstance(root, dict) and isinstance(root.get("children", []), list):
+        return "socketteer"
+    if isinstance(data.get("children"), list) and isinstance(data.get("text"), str):
+        return "socketteer"
+    keys = listing(list(data), 6)
+    raise FormatError(f"not a recognised loom format: a JSON object with keys {keys or 'none'}")
+
+
+def detect_format(source: str | os.PathLike[str] | bytes) -> str:
+    """The format name of a file (or its bytes), judged by its content alone."""
+    data, _ = _read_source(source)
+    if data.startswith(SQLITE_MAGIC):
+        return "loom"
+    return _detect_parsed(_parse(data))
+
+
+def list_notes(source: str | os.PathLike[str] | bytes) -> list[str]:
+    """The notes of a loomsidian data.json, in file order (for choosing `note=`)."""
+    data, _ = _read_source(source)
+    return loomsidian.notes(_parse(data))
+
+
+# --- reading and writing ---------------------------------------------------------------------
+
+
+def read_document(
+    source: str | os.PathLike[str] | bytes, fmt: str | None = None, *, note: str | None = None
+) -> LoomDocument:
+    """Import a file (or its bytes). `note` picks the note of a loomsidian data.json."""
+    data, name = _read_source(source)
+    if fmt is not None and fmt not in FORMATS:
+        raise FormatError(f"unknown format {brief(fmt)} (known: {', '.join(FORMATS)})")
+    parsed = _parse(data)
+    fmt = fmt or _detect_parsed(parsed)
+    reader = FORMATS[fmt].reader
+    if reader is None:
+        raise FormatError(f"loom cannot import {fmt} files")
+    return reader(parsed, name, note)
+
+
+def render_document(
+    doc: LoomDocument, fmt: str, *, current: int | None = None, whole_tree: bool = True
+) -> str:
+    """The text `write_document` would write."""
+    spec = FORMATS.get(fmt)
+    if spec is None:
+        raise FormatError(f"unknown format {brief(fmt)} (known: {', '.join(FORMATS)})")
+    if spec.writer is None:
+        raise FormatError(f"loom cannot export {fmt} files")
+    current = resolve_current(doc, current)
+    if not whole_tree:
+        target = doc.root if current is None else current
+        doc = path_document(doc, target)
+        current = target
+    return spec.writer(doc, current, whole_tree)
+
+
+def write_document(
+    doc: LoomDocument,
+    fmt: str,
+    out: str | os.PathLike[str] | IO[str] | IO[bytes],
+    *,
+    current: int | None = None,
+    whole_tree: bool = True,
+) -> None:
+    """Export `doc` as `fmt` to a path (replaced atomically) or an open text/binary stream.
+
+    `current` is the node the user is on (default: the one the document was read with).
+    `whole_tree=False` exports only the path from the root to it: for Markdown, as prose.
+    """
+    text = render_document(doc, fmt, current=current, whole_tree=whole_tree)
+    if isinstance(out, (str, os.PathLike)):
+        _write_atomic(Path(out), text)
+    elif isinstance(out, io.TextIOBase) or getattr(out, "encoding", None):
+        cast("IO[str]", out).write(text)
+    else:
+        cast("IO[bytes]", out).write(text.encode("utf-8"))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # A crash mid-export must never leave a half-written file where a good one was.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        # mkstemp makes the file private (0600); an export is an ordinary file for the user.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

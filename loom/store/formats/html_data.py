@@ -1,0 +1,184 @@
+"""The data an HTML export embeds: the tree, token probabilities, personas and the replay timeline.
+
+Everything is plain JSON the page's script reads with `JSON.parse` and shows with `textContent`.
+Texts pass through `shown.shown` first (terminal escapes and NUL become `\\x1b`-style escapes),
+token texts are interned in one string table (the same alternatives recur at every position),
+and floats are rounded: a 10k-node loom must stay a file a browser opens quickly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from loom.store.formats.colours import PALETTE, UNLABELLED, safe_colour
+from loom.store.formats.history import HistoryError, NodeView, read_history
+from loom.store.formats.shown import line, shown
+from loom.store.model import LoomDocument, Node
+from loom.tokens import TokenArray
+
+PRUNED, BOOKMARKED, MANUAL = 1, 2, 4  # node flag bits
+TIMELINE_TEXT_CHARS = 2000  # of a node's text in a timeline state (the tree shows previews)
+
+
+class Strings:
+    """An interning table of token texts: each distinct text once (as `shown`), by index."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.items: list[str] = []
+
+    def __call__(self, raw: str) -> int:
+        found = self.index.get(raw)
+        if found is None:
+            found = self.index[raw] = len(self.items)
+            self.items.append(shown(raw))
+        return found
+
+
+def _floats(values: Any, digits: int) -> list[float | None]:
+    """Rounded floats, NaN as None (strict JSON has no NaN)."""
+    rounded = np.round(np.asarray(values, dtype=np.float64), digits)
+    return [None if math.isnan(v) else v for v in rounded.tolist()]
+
+
+def mean_logprob(tokens: TokenArray) -> float | None:
+    lps = np.asarray(tokens.logprobs, dtype=np.float64)
+    known = lps[~np.isnan(lps)]
+    return float(known.mean()) if known.size else None
+
+
+def _tokens(node: Node, strings: Strings) -> dict[str, Any] | None:
+    """The node's tokens, if they spell (a prefix of) its text; the rest of the text in `rest`."""
+    tokens = node.tokens
+    joined = "".join(tokens.texts)
+    if not len(tokens) or not node.text.startswith(joined):
+        return None
+    n, k = len(tokens), tokens.k
+    data: dict[str, Any] = {
+        "s": [strings(t) for t in tokens.texts],
+        "lp": _floats(tokens.logprobs, 4),
+        "k": k,
+    }
+    if tokens.entropy is not None:
+        data["e"] = _floats(tokens.entropy, 3)
+    if k:
+        top_lps = np.asarray(tokens.top_logprobs, dtype=np.float64).reshape(n * k)
+        top_ids = np.asarray(tokens.top_ids).reshape(n * k).tolist()
+        index = {i: strings(tokens.top_texts.get(i, "")) for i in set(top_ids)}
+        data["ai"] = [
+            -1 if lp != lp else index[i]  # lp != lp: NaN padding, no alternative there
+            for i, lp in zip(top_ids, top_lps.tolist(), strict=True)
+        ]
+        data["al"] = _floats(top_lps, 4)
+    if len(joined) < len(node.text):
+        data["rest"] = shown(node.text[len(joined) :])
+    return data
+
+
+def _node(node: Node, strings: Strings) -> dict[str, Any]:
+    label = node.manual_persona or (node.persona.label if node.persona else None)
+    flags = (
+        (PRUNED if node.pruned else 0)
+        | (BOOKMARKED if node.bookmarked else 0)
+        | (MANUAL if node.manual_persona else 0)
+    )
+    out: dict[str, Any] = {
+        "i": node.id,
+        "p": node.parent,
+        "a": "m" if node.author == "model" else "h",
+        "x": shown(node.text),
+        "f": flags,
+        "l": None if label is None else line(label),
+        "c": round(node.created_at, 3),
+    }
+    if node.tags:
+        out["g"] = [line(t) for t in node.tags]
+    mean = mean_logprob(node.tokens)
+    if mean is not None:
+        out["m"] = round(mean, 4)
+    tokens = _tokens(node, strings)
+    if tokens is not None:
+        out["t"] = tokens
+    if node.generation is not None:
+        g = node.generation
+        out["gen"] = {
+            "model": line(g.model),
+            "sha256": line(g.model_sha256)[:64],
+            "temperature": g.temperature,
+            "top_p": g.top_p,
+            "top_k": g.top_k,
+            "min_p": g.min_p,
+            "seed": g.seed,
+            "max_tokens": g.max_tokens,
+            "batch": None if g.batch_index is None else f"{g.batch_index + 1} of {g.batch_size}",
+        }
+    if node.persona is not None and node.persona.posterior:
+        out["pp"] = {
+            line(k): round(v, 4) for k, v in node.persona.posterior.items() if math.isfinite(v)
+        }
+        if node.persona.collapse:
+            out["cx"] = 1
+    return out
+
+
+def _state(view: NodeView) -> list[Any]:
+    flags = (
+        (PRUNED if view.pruned else 0)
+        | (BOOKMARKED if view.bookmarked else 0)
+        | (MANUAL if view.manual is not None else 0)
+    )
+    label = view.label
+    return [
+        view.parent,
+        view.position,
+        "m" if view.author == "model" else "h",
+        shown(view.text[:TIMELINE_TEXT_CHARS]),
+        flags,
+        None if label is None else line(label),
+        [line(t) for t in view.tags],
+    ]
+
+
+def timeline(doc: LoomDocument) -> tuple[list[list[Any]], str]:
+    """Per event: [seq, ts, kind, node, summary, changes, current]; and a note if it failed."""
+    if not doc.events:
+        return [], "this export has no event log"
+    try:
+        _, steps = read_history(doc.events)
+    except HistoryError as exc:
+        return [], f"the event log cannot be replayed here ({line(str(exc))[:200]})"
+    out = []
+    for s in steps:
+        changes = [[i, None if v is None else _state(v)] for i, v in s.changes.items()]
+        out.append([s.seq, round(s.ts, 3), s.kind, s.node, s.summary, changes, s.current])
+    return out, ""
+
+
+def build(doc: LoomDocument, current: int | None) -> dict[str, Any]:
+    strings = Strings()
+    nodes = [_node(n, strings) for n in doc.nodes]
+    personas = [
+        {
+            "name": line(p.name),
+            "color": safe_colour(p.color, i),
+            "description": shown(p.description),
+            "prior": p.prior if math.isfinite(p.prior) else None,
+        }
+        for i, p in enumerate(doc.personas)
+    ]
+    events, note = timeline(doc)
+    return {
+        "title": line(doc.title),
+        "root": doc.root,
+        "current": current if current is not None else doc.root,
+        "personas": personas,
+        "unlabelled": UNLABELLED,
+        "palette": list(PALETTE),
+        "strings": strings.items,
+        "nodes": nodes,
+        "events": events,
+        "timelineNote": note,
+    }

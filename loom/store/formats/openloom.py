@@ -1,0 +1,271 @@
+"""Open Loom: OpenLoom 1.0 trees, and the "open-loom" version 2 that loom writes.
+
+The only published Open Loom specification found is OpenLoom 1.0 (rocketbro.github.io,
+`_projects/openloom/nodes.md` and `loom-trees.md`; reference app intrinsic-labs/loom-swift):
+
+    LoomTree {id, title, description|null, lastModified, systemMessage, rootNodeId,
+              currentNodeId, nodes: {id: Node}, bookmarkedNodes: {id: Node}}
+    Node {id, text, author: "user"|"assistant"|"system", modelId, createdTime, parentId|null,
+          childrenIds: [id], rememberedChildId|null}
+
+No "version 2" and no `extensions` block exist in it. Version 2 here is loom's own design, kept
+a strict superset of 1.0 so a 1.0 reader still finds every field it expects:
+
+    + "format": "open-loom", "version": 2
+    + node "extensions": {"loom": {"id", "author": "human"|"model", "created_at" (exact unix
+      seconds), "tokens" (loom-json tokens), "generation", "persona", "manual_persona",
+      "pruned", "tags", "meta"}}
+    + tree "extensions": {"loom": {"root", "personas", "events", "meta"}}
+
+Dates are ISO 8601 UTC strings. Ids are strings (decimal loom ids on export). A human author is
+"user", the model "assistant". `rememberedChildId` follows the path to the current node.
+On import, 1.0 files (no "format") get fresh int ids in reading order, the original kept in
+`node.meta["openloom_id"]`; "system" nodes become human nodes marked in `meta`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from typing import Any
+
+from loom.store.formats import fields as f
+from loom.store.formats import jsonio
+from loom.store.formats.errors import FormatError
+from loom.store.formats.loomjson import (
+    generation_from_json,
+    optional_string,
+    persona_from_json,
+    personas_from_json,
+    tokens_from_json,
+)
+from loom.store.formats.tree import children_of, ordered_nodes, path_ids, preorder_ids
+from loom.store.model import Author, LoomDocument, Node
+
+FORMAT = "open-loom"
+VERSION = 2
+_AUTHORS: dict[str, Author] = {"user": "human", "assistant": "model", "system": "human"}
+
+
+def iso(seconds: float) -> str:
+    try:
+        when = datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise FormatError(f"a node time ({seconds}) is out of range") from None
+    return when.isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def parse_time(value: Any) -> float | None:
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # JavaScript milliseconds, or seconds (anything before 1973 in ms is taken as seconds).
+        return float(value) / 1000.0 if abs(value) > 1e11 else float(value)
+    return None
+
+
+def write(doc: LoomDocument, current: int | None) -> str:
+    children = children_of(doc.nodes)
+    current_id = doc.root if current is None else current
+    path = path_ids(doc, current_id)
+    remembered = dict(itertools.pairwise(path))
+    nodes: dict[str, Any] = {}
+    bookmarked: dict[str, Any] = {}
+    for node in doc.nodes:
+        plain = {
+            "id": str(node.id),
+            "text": node.text,
+            "author": "assistant" if node.author == "model" else "user",
+            "modelId": node.generation.model if node.generation else "",
+            "createdTime": iso(node.created_at),
+            "parentId": None if node.parent is None else str(node.parent),
+            "childrenIds": [str(c) for c in children[node.id]],
+            "rememberedChildId": str(remembered[node.id]) if node.id in remembered else None,
+        }
+        if node.bookmarked:
+            bookmarked[str(node.id)] = plain
+        nodes[str(node.id)] = {**plain, "extensions": {"loom": _node_extension(node)}}
+    times = [n.created_at for n in doc.nodes]
+    open_meta = doc.meta.get("openloom")
+    open_meta = open_meta if isinstance(open_meta, dict) else {}
+    head = {
+        "format": FORMAT,
+        "version": VERSION,
+        "id": str(open_meta.get("id", "")),
+        "title": doc.title,
+        "description": open_meta.get("description"),
+        "lastModified": iso(max(times, default=0.0)),  # not "now": exports are reproducible
+        "systemMessage": str(open_meta.get("systemMessage", "")),
+        "rootNodeId": str(doc.root),
+        "currentNodeId": str(current_id),
+    }
+    tree_ext = {
+        "root": doc.root,
+        "personas": [p.to_json() for p in doc.personas],
+        "events": doc.events,
+        "meta": {k: v for k, v in doc.meta.items() if k != "current"},
+    }
+    parts = [jsonio.dumps(head)[:-1], ',\n "nodes": {', _entries(nodes), "}"]
+    parts += [',\n "bookmarkedNodes": {', _entries(bookmarked), "}"]
+    parts += [',\n "extensions": {"loom": ', jsonio.dumps(tree_ext), "}}\n"]
+    return "".join(parts)
+
+
+def _entries(items: dict[str, Any]) -> str:
+    if not items:
+        return ""
+    lines = (f"{jsonio.dumps(k)}: {jsonio.dumps(v)}" for k, v in items.items())
+    return "\n  " + ",\n  ".join(lines) + "\n "
+
+
+def _node_extension(node: Node) -> dict[str, Any]:
+    ext: dict[str, Any] = {
+        "id": node.id,
+        "author": node.author,
+        "created_at": node.created_at,
+        "tokens": node.tokens.to_json(),
+        "generation": None if node.generation is None else node.generation.to_json(),
+        "persona": None if node.persona is None else node.persona.to_json(),
+        "manual_persona": node.manual_persona,
+        "pruned": node.pruned,
+        "tags": list(node.tags),
+    }
+    if node.meta:
+        ext["meta"] = node.meta
+    return ext
+
+
+def read(data: Any, name: str = "") -> LoomDocument:
+    top = f.obj(data, "an Open Loom file")
+    fmt = top.get("format")
+    if fmt is not None and fmt != FORMAT:
+        raise FormatError(f"not an Open Loom file (its format is {f.brief(fmt)})")
+    version = top.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise FormatError(f"Open Loom version must be an integer, not {f.brief(version)}")
+    if version > VERSION:
+        raise FormatError(f"Open Loom version {version} is newer than this loom reads (up to 2)")
+    raw = f.obj(top.get("nodes"), "nodes")
+    root_key = f.string(top.get("rootNodeId"), "rootNodeId")
+    if root_key not in raw:
+        raise FormatError(f"the root node {f.brief(root_key)} is missing")
+    tree_ext = _extension(top)
+    exts = {key: _extension(f.obj(value, f"node {f.brief(key)}")) for key, value in raw.items()}
+    # Keep loom's own ids when every node carries one (a file loom wrote); else number afresh.
+    own = [e.get("id") for e in exts.values()]
+    keep_ids = all(isinstance(i, int) and not isinstance(i, bool) for i in own)
+    keep_ids = keep_ids and len(set(own)) == len(own)
+    ids = _ids(raw, root_key, keep_ids, exts)
+    # Fresh ids follow reading order, so list the nodes that way too (siblings sort by id).
+    keys = list(raw) if keep_ids else sorted(raw, key=ids.__getitem__)
+    nodes = [_node(key, raw[key], ids, exts[key], keep_ids) for key in keys]
+    marked = f.obj(top.get("bookmarkedNodes") or {}, "bookmarkedNodes")
+    for node, key in zip(nodes, keys, strict=True):
+        node.bookmarked = key in marked
+    meta: dict[str, Any] = {}
+    ext_meta = tree_ext.get("meta")
+    if isinstance(ext_meta, dict):
+        meta.update(ext_meta)
+    else:
+        kept = {k: top[k] for k in ("id", "description", "systemMessage") if top.get(k)}
+        if kept:
+            meta["openloom"] = kept
+    current = top.get("currentNodeId")
+    if isinstance(current, str) and current in ids:
+        meta["current"] = ids[current]
+    events = [f.obj(e, "an event") for e in f.array(tree_ext.get("events") or [], "events")]
+    if events and not keep_ids:
+        # Nodes were added elsewhere and everything was renumbered: the log no longer fits.
+        warnings = meta.setdefault("import_warnings", [])
+        warnings.append(f"{len(events)} events dropped: the file was changed outside loom")
+        events = []
+    title = top.get("title")
+    return LoomDocument(
+        title=title if isinstance(title, str) else name,
+        root=ids[root_key],
+        nodes=ordered_nodes(nodes, ids[root_key]),
+        personas=personas_from_json(tree_ext.get("personas") or [], "extensions.loom.personas"),
+        events=events,
+        meta=meta,
+    )
+
+
+def _extension(data: dict[str, Any]) -> dict[str, Any]:
+    ext = data.get("extensions")
+    loom = ext.get("loom") if isinstance(ext, dict) else None
+    return loom if isinstance(loom, dict) else {}
+
+
+def _ids(
+    raw: dict[str, Any], root_key: str, keep: bool, exts: dict[str, dict[str, Any]]
+) -> dict[str, int]:
+    if keep:
+        return {key: int(exts[key]["id"]) for key in raw}
+    # Reading order from the root, children in `childrenIds` order, then anything unreached.
+    claimed: dict[str, list[str]] = {key: [] for key in raw}
+    for key, node in raw.items():
+        parent = node.get("parentId") if isinstance(node, dict) else None
+        if isinstance(parent, str) and parent in claimed:
+            claimed[parent].append(key)
+    children: dict[str, list[str]] = {}
+    for key, node in raw.items():
+        listed = node.get("childrenIds") if isinstance(node, dict) else None
+        mine = set(claimed[key])
+        order = [c for c in listed if c in mine] if isinstance(listed, list) else []
+        taken = set(order)
+        children[key] = order + [c for c in claimed[key] if c not in taken]
+    order = preorder_ids(root_key, children)
+    seen = set(order)
+    order += [k for k in raw if k not in seen]
+    return {key: i + 1 for i, key in enumerate(order)}
+
+
+def _node(key: str, raw: Any, ids: dict[str, int], ext: dict[str, Any], keep_ids: bool) -> Node:
+    where = f"node {f.brief(key)}"
+    data = f.obj(raw, where)
+    parent_key = data.get("parentId")
+    parent: int | None = None
+    if parent_key is not None:
+        if not isinstance(parent_key, str) or parent_key not in ids:
+            raise FormatError(f"{where} has a dangling parent {f.brief(parent_key)}")
+        parent = ids[parent_key]
+    open_author = data.get("author")
+    if open_author not in _AUTHORS and ext.get("author") is None:
+        raise FormatError(
+            f"{where} author must be user, assistant or system, not {f.brief(open_author)}"
+        )
+    author = ext.get("author", _AUTHORS.get(str(open_author)))
+    if author not in ("human", "model"):
+        raise FormatError(f"{where} loom author must be 'human' or 'model', not {f.brief(author)}")
+    meta = dict(f.obj(ext.get("meta", {}), f"{where} extensions.loom.meta"))
+    if not keep_ids:
+        meta["openloom_id"] = key
+    if open_author == "system":
+        meta["openloom_author"] = "system"
+    if data.get("modelId") and not ext:
+        meta["openloom_model"] = data["modelId"]
+    created = ext.get("created_at")
+    created_at = (
+        f.number(created, f"{where} created_at")
+        if created is not None
+        else parse_time(data.get("createdTime")) or 0.0
+    )
+    return Node(
+        id=ids[key],
+        parent=parent,
+        author=author,
+        text=f.string(data.get("text", ""), f"{where} text"),
+        created_at=created_at,
+        tokens=tokens_from_json(ext.get("tokens") or [], f"{where} tokens"),
+        generation=generation_from_json(ext.get("generation"), f"{where} generation"),
+        persona=persona_from_json(ext.get("persona"), f"{where} persona"),
+        manual_persona=optional_string(ext.get("manual_persona"), f"{where} manual_persona"),
+        bookmarked=False,  # set from bookmarkedNodes by the caller
+        pruned=f.boolean(ext.get("pruned", False), f"{where} pruned"),
+        tags=f.strings(ext.get("tags") or [], f"{where} tags"),
+        meta=meta,
+    )

@@ -1,0 +1,805 @@
+"""`Loom`: one open .loom file — the tree API the CLI, the TUI, personas and replay use.
+
+Every edit reads what it needs, builds one event and commits it inside a single `BEGIN IMMEDIATE`
+transaction (see db.py), so edits from several processes interleave without losing any. Adds
+tokenize their text before the transaction starts; edits, splits and merges tokenize inside it,
+because what to tokenize depends on the text they must first read there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from loom import __version__
+from loom.store import document, rows, textops, views
+from loom.store import events as ev
+from loom.store.apply import commit_event, load_event
+from loom.store.db import Database, building
+from loom.store.errors import InvalidEditError, TokensUnavailableError, UnknownNodeError
+from loom.store.events import Event, ref_of, token_ref
+from loom.store.model import (
+    Author,
+    GenerationSettings,
+    LoomDocument,
+    Node,
+    Persona,
+    PersonaLabel,
+)
+from loom.store.rows import Record
+from loom.store.search import SearchHit, search
+from loom.store.textops import Span
+from loom.store.tokenizer import Tokenizer
+from loom.store.views import NodeHeader
+from loom.tokens import TokenArray
+
+__all__ = ["Loom", "NewNode", "NodeHeader", "SearchHit"]
+
+ROOT_ID = 1
+
+
+@dataclass
+class NewNode:
+    """One node to add; `tokens` None means tokenize with the loom's tokenizer (if it has one)."""
+
+    text: str
+    tokens: TokenArray | None = None
+    author: Author = "model"
+    generation: GenerationSettings | None = None
+    persona: PersonaLabel | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_text(text: object, where: str = "text") -> str:
+    if not isinstance(text, str):
+        raise InvalidEditError(f"{where} must be a string, not {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEditError(f"{where} holds an unpaired surrogate (not valid Unicode)") from None
+    return text
+
+
+def _check_author(author: object) -> Author:
+    if author == "human":
+        return "human"
+    if author == "model":
+        return "model"
+    raise InvalidEditError(f"author must be 'human' or 'model', not {author!r}")
+
+
+def _nid(node_id: object) -> int:
+    """Node ids are ints; anything else (SQLite would match "1" or 1.0 to 1) is unknown."""
+    if isinstance(node_id, bool) or not isinstance(node_id, int):
+        raise UnknownNodeError(node_id)
+    return node_id
+
+
+def _span(conn: sqlite3.Connection, rec: Record) -> Span:
+    return Span(rec["text"], rows.load_tokens(conn, ref_of(rec["tokens"])), rec["tokens_partial"])
+
+
+def _span_fields(conn: sqlite3.Connection, span: Span) -> dict[str, Any]:
+    return {
+        "text": span.text,
+        "tokens": token_ref(rows.store_tokens(conn, span.tokens)),
+        "tokens_partial": span.partial,
+    }
+
+
+class Loom:
+    """One open loom: `Loom.create`, `Loom.open` or `Loom.from_document`; close it (or `with`)."""
+
+    def __init__(self, db: Database, *, tokenizer: Tokenizer | None = None) -> None:
+        self._db = db
+        self.tokenizer = tokenizer
+        self._current: int | None = None  # read-only looms keep the cursor in memory
+        self._batch: list[int] | None = None  # undoable seqs of the open batch
+        self._batch_thread: int | None = None
+
+    # --- opening and closing ------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: Path | str,
+        *,
+        title: str = "",
+        prompt: str = "",
+        prompt_tokens: TokenArray | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> Loom:
+        """A new loom whose root holds `prompt`; `LoomExistsError` if `path` exists."""
+        path = Path(path)
+        _check_text(title, "title")
+        span = textops.new_text(_check_text(prompt, "prompt"), prompt_tokens, tokenizer)
+        with building(path) as conn:
+            root: Record = {
+                "id": ROOT_ID,
+                "parent": None,
+                "position": 0,
+                "author": "human",
+                "created_at": time.time(),
+                "generation": None,
+                "persona": None,
+                "manual_persona": None,
+                "bookmarked": False,
+                "pruned": False,
+                "tags": [],
+                "meta": None,
+                **_span_fields(conn, span),
+            }
+            payload = {"title": title, "root": ROOT_ID, "current": ROOT_ID, "nodes": [root]}
+            commit_event(conn, ev.CREATE, payload)
+            _stamp(conn)
+        return cls.open(path, tokenizer=tokenizer)
+
+    @classmethod
+    def open(
+        cls, path: Path | str, *, readonly: bool = False, tokenizer: Tokenizer | None = None
+    ) -> Loom:
+        """Open a loom file. `LoomFileError` (file left untouched) if it is not one we can use."""
+        return cls(Database.open(Path(path), readonly=readonly), tokenizer=tokenizer)
+
+    @classmethod
+    def from_document(
+        cls, path: Path | str, doc: LoomDocument, *, tokenizer: Tokenizer | None = None
+    ) -> Loom:
+        """Import `doc` (ids kept) into a new file; nothing is left at `path` on failure."""
+        path = Path(path)
+        with building(path) as conn:
+            document.import_document(conn, doc)
+            _stamp(conn)
+        return cls.open(path, tokenizer=tokenizer)
+
+    def to_document(self, *, events: bool = True) -> LoomDocument:
+        """The whole loom, nodes parents-first; `events` carries the log (token data inlined)."""
+        with self._db.read() as conn:
+            return document.export(conn, with_events=events)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Loom:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Loom({str(self.path) if self.path else ':memory:'!r})"
+
+    # --- properties ---------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path | None:
+        return self._db.path
+
+    @property
+    def readonly(self) -> bool:
+        return self._db.readonly
+
+    @property
+    def root_id(self) -> int:
+        with self._db.read() as conn:
+            return _root(conn)
+
+    @property
+    def title(self) -> str:
+        with self._db.read() as conn:
+            return str(rows.get_meta(conn, "title", ""))
+
+    @property
+    def current(self) -> int:
+        """The last visited node (the root if it was deleted meanwhile)."""
+        with self._db.read() as conn:
+            if self._current is not None and self._exists(conn, self._current):
+                return self._current
+            current = rows.get_meta(conn, "current")
+            return int(current) if current is not None else _root(conn)
+
+    @property
+    def personas(self) -> list[Persona]:
+        with self._db.read() as conn:
+            return document.personas(conn)
+
+    @property
+    def can_undo(self) -> bool:
+        with self._db.read() as conn:
+            return _top(conn, ev.DONE) is not None
+
+    @property
+    def can_redo(self) -> bool:
+        with self._db.read() as conn:
+            return _top(conn, ev.UNDONE) is not None
+
+    # --- reading ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _exists(conn: sqlite3.Connection, node_id: object) -> bool:
+        if not isinstance(node_id, int) or isinstance(node_id, bool):
+            return False
+        return conn.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone() is not None
+
+    def __contains__(self, node_id: object) -> bool:
+        with self._db.read() as conn:
+            return self._exists(conn, node_id)
+
+    def node(self, node_id: int) -> Node:
+        """The full node, tokens included; `UnknownNodeError` if there is none."""
+        node_id = _nid(node_id)
+        with self._db.read() as conn:
+            return views.nodes(conn, [node_id])[0]
+
+    def header(self, node_id: int) -> NodeHeader:
+        node_id = _nid(node_id)
+        with self._db.read() as conn:
+            return views.header(conn, node_id)
+
+    def headers(self, node_ids: Sequence[int]) -> list[NodeHeader]:
+        ids = [_nid(i) for i in node_ids]
+        with self._db.read() as conn:
+            return views.headers(conn, ids)
+
+    def children(self, node_id: int, *, include_pruned: bool = True) -> list[NodeHeader]:
+        """Children in the order they were made (a moved node goes last)."""
+        node_id = _nid(node_id)
+        with self._db.read() as conn:
+            rows.require(conn, node_id)
+            return views.children(conn, node_id, include_pruned)
+
+    def siblings(self, node_id: int, *, include_pruned: bool = True) -> list[NodeHeader]:
+        """The other children of this node's parent."""
+        node_id = _nid(node_id)
+        with self._db.read() as conn:
+            parent = rows.parent_of(conn, node_id)
+            if parent is None:
+                return []
+            return [h for h in views.children(conn, parent, include_pruned) if h.id != node_id]
+
+    def ancestors(self, node_id: int) -> list[NodeHeader]:
+        """From the root down to the parent (the node itself excluded)."""
+        node_id = _nid(node_id)
+        with self._db.read() as conn:
+            rows.require(conn, node_id)
+            return views.headers(conn, rows.ancestor_ids(conn, node_id))
+
+    def path_nodes(self, node_id: int) -> list[Node]:
+        """Full nodes from the root down to `node_id` (included)."""
+        node_id = _nid(node_id)
+        with self._db.read() as conn:
+            rows.require(conn, node_id)
+            return views.nodes(conn, [*rows.ancestor_ids(conn, node_id), node_id])
+
+    def path_text(self, node_id: int) -> str:
+        node_id = _nid(node_id)
+        with self._db.read() as conn:
+            rows.require(conn, node_id)
+            ids = [*rows.ancestor_ids(conn, node_id), node_id]
+            texts = dict(
+                conn.execute(
+                    "WITH RECURSIVE up(id) AS (SELECT ? UNION ALL "
+                    "SELECT n.parent FROM nodes n JOIN up ON n.id = up.id "
+                    "WHERE n.parent IS NOT NULL) "
+                    "SELECT n.id, n.text FROM nodes n JOIN up ON n.id = up.id",
+                    (node_id,),
+                ).fetchall()
+            )
+            return "".join(texts[i] for i in ids)
+
+    def path_tokens(self, node_id: int) -> TokenArray:
+        """The tokens the model reads for the path (after BOS).
+
+        Nodes whose text has no tokens yet are tokenized with `tokenizer` on the fly (nothing is
+        written); without one, `TokensUnavailableError` rather than a wrong context.
+        """
+        node_id = _nid(node_id)
+        with self._db.read() as conn:
+            rows.require(conn, node_id)
+            ids = [*rows.ancestor_ids(conn, node_id), node_id]
+            records = rows.read_records(conn, ids)
+            spans = [_span(conn, rec) for rec in records]
+        parts = []
+        for rec, span in zip(records, spans, strict=True):
+            full = textops.complete(span, self.tokenizer)
+            if full.partial:
+                raise TokensUnavailableError(
+                    f"node {rec['id']} has text without tokens (written without a model); "
+                    "open the loom with a model to tokenize it"
+                )
+            parts.append(full.tokens)
+        return TokenArray.concat(parts)
+
+    def search(
+        self, query: str, limit: int = 100, *, include_pruned: bool = True
+    ) -> list[SearchHit]:
+        """Nodes whose text has every word of `query` (the last may be a prefix), best first."""
+        with self._db.read() as conn:
+            return search(conn, query, limit, include_pruned)
+
+    def bookmarks(self) -> list[int]:
+        with self._db.read() as conn:
+            return [
+                int(r[0]) for r in conn.execute("SELECT id FROM nodes WHERE bookmarked ORDER BY id")
+            ]
+
+    def tagged(self, tag: str) -> list[int]:
+        with self._db.read() as conn:
+            return [
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT node_id FROM tags WHERE tag = ? ORDER BY node_id", (tag,)
+                )
+            ]
+
+    def leaves(self) -> list[int]:
+        with self._db.read() as conn:
+            return [
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT id FROM nodes n WHERE NOT EXISTS "
+                    "(SELECT 1 FROM nodes c WHERE c.parent = n.id) ORDER BY id"
+                )
+            ]
+
+    def stats(self) -> dict[str, int]:
+        """Counts over the whole tree (this one does read every node)."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*), COALESCE(MAX(depth), 0), COALESCE(SUM(bookmarked), 0),"
+                " COALESCE(SUM(pruned), 0), COALESCE(SUM(author = 'model'), 0),"
+                " COALESCE(SUM(author = 'human'), 0), COALESCE(SUM(n_tokens), 0) FROM nodes"
+            ).fetchone()
+            leaves = conn.execute(
+                "SELECT COUNT(*) FROM nodes n WHERE NOT EXISTS "
+                "(SELECT 1 FROM nodes c WHERE c.parent = n.id)"
+            ).fetchone()[0]
+            events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        keys = (
+            "nodes",
+            "max_depth",
+            "bookmarked",
+            "pruned",
+            "model_nodes",
+            "human_nodes",
+            "tokens",
+        )
+        out = {k: int(v) for k, v in zip(keys, row, strict=True)}
+        out["leaves"] = int(leaves)
+        out["events"] = int(events)
+        return out
+
+    def events(self, *, after: int = 0) -> list[Event]:
+        """The log from `after` on (token arrays as `{"$tok": id}`, see `stored_tokens`)."""
+        with self._db.read() as conn:
+            out = []
+            for seq, ts, kind, payload, state in conn.execute(
+                "SELECT e.seq, e.ts, e.kind, e.payload, h.state FROM events e "
+                "LEFT JOIN history h ON h.seq = e.seq WHERE e.seq > ? ORDER BY e.seq",
+                (after,),
+            ):
+                out.append(_event(seq, ts, kind, payload, state))
+            return out
+
+    def stored_tokens(self, ref: int) -> TokenArray:
+        """The token array an event refers to as `{"$tok": ref}`."""
+        with self._db.read() as conn:
+            return rows.load_tokens(conn, ref)
+
+    # --- the cursor (not an undoable edit) ----------------------------------------------------
+
+    def set_current(self, node_id: int) -> None:
+        node_id = _nid(node_id)
+        if self.readonly:
+            with self._db.read() as conn:
+                rows.require(conn, node_id)
+            self._current = node_id
+            return
+        with self._write() as conn:
+            rows.require(conn, node_id)
+            old = rows.get_meta(conn, "current")
+            if old != node_id:
+                commit_event(conn, ev.VISIT, {"old": old, "new": node_id})
+
+    # --- tree edits (each one event, undoable) -------------------------------------------------
+
+    def add_child(
+        self,
+        parent: int,
+        text: str,
+        *,
+        author: Author = "human",
+        tokens: TokenArray | None = None,
+        generation: GenerationSettings | None = None,
+        persona: PersonaLabel | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> int:
+        new = NewNode(text, tokens, author, generation, persona, dict(meta or {}))
+        return self.add_children(parent, [new])[0]
+
+    def add_children(self, parent: int, nodes: Sequence[NewNode]) -> list[int]:
+        """Add several children in one transaction and one undo step (a generation batch)."""
+        parent = _nid(parent)
+        if not nodes:
+            return []
+        spans = []
+        for new in nodes:
+            _check_author(new.author)
+            if new.tokens is not None and not isinstance(new.tokens, TokenArray):
+                raise InvalidEditError("tokens must be a TokenArray")
+            spans.append(textops.new_text(_check_text(new.text), new.tokens, self.tokenizer))
+        now = time.time()
+        with self._write() as conn:
+            rows.require(conn, parent)
+            ids = rows.allocate_ids(conn, len(nodes))
+            first = rows.next_position(conn, parent)
+            records = [
+                {
+                    "id": node_id,
+                    "parent": parent,
+                    "position": first + i,
+                    "author": new.author,
+                    "created_at": now,
+                    "generation": None if new.generation is None else new.generation.to_json(),
+                    "persona": None if new.persona is None else new.persona.to_json(),
+                    "manual_persona": None,
+                    "bookmarked": False,
+                    "pruned": False,
+                    "tags": [],
+                    "meta": dict(new.meta) or None,
+                    **_span_fields(conn, span),
+                }
+                for i, (node_id, new, span) in enumerate(zip(ids, nodes, spans, strict=True))
+            ]
+            self._commit(conn, ev.ADD, {"parent": parent, "nodes": records})
+        return ids
+
+    def edit(self, node_id: int, text: str, *, tokens: TokenArray | None = None) -> None:
+        """Replace a node's text. Without `tokens` they follow the text (see textops)."""
+        node_id = _nid(node_id)
+        _check_text(text)
+        if tokens is not None and not isinstance(tokens, TokenArray):
+            raise InvalidEditError("tokens must be a TokenArray")
+        with self._write() as conn:
+            rec = rows.read_record(conn, node_id)
+            old = _span(conn, rec)
+            if tokens is None:
+                if text == rec["text"]:
+                    return
+                new = textops.edit(old, text, self.tokenizer)
+            else:
+                new = Span(text, tokens, False)
+            old_fields = {k: rec[k] for k in ("text", "tokens", "tokens_partial")}
+            new_fields = _span_fields(conn, new)
+            if new_fields == old_fields:
+                return
+            self._commit(conn, ev.EDIT, {"id": node_id, "old": old_fields, "new": new_fields})
+
+    def split(
+        self, node_id: int, *, at_char: int | None = None, at_token: int | None = None
+    ) -> int:
+        """Cut a node in two; the tail becomes its only child (and parent of its old children).
+
+        The tail keeps the model's persona posterior (it was computed at the node's end); the head's
+        is cleared. Returns the tail's id.
+        """
+        if (at_char is None) == (at_token is None):
+            raise InvalidEditError("split needs exactly one of at_char and at_token")
+        with self._write() as conn:
+            rec = rows.read_record(conn, node_id)
+            span = _span(conn, rec)
+            if at_char is not None:
+                head, tail = textops.split_at_char(span, int(at_char), self.tokenizer)
+            else:
+                head, tail = textops.split_at_token(span, int(at_token or 0), self.tokenizer)
+            (tail_id,) = rows.allocate_ids(conn, 1)
+            tail_rec: Record = {
+                "id": tail_id,
+                "parent": node_id,
+                "position": 0,
+                "author": rec["author"],
+                "created_at": rec["created_at"],
+                "generation": rec["generation"],
+                "persona": rec["persona"],
+                "manual_persona": rec["manual_persona"],
+                "bookmarked": False,
+                "pruned": False,
+                "tags": [],
+                "meta": None,
+                **_span_fields(conn, tail),
+            }
+            payload = {
+                "id": node_id,
+                "old": {k: rec[k] for k in ("text", "tokens", "tokens_partial", "persona")},
+                "head": {**_span_fields(conn, head), "persona": None},
+                "tail": tail_rec,
+                "children": rows.child_ids(conn, node_id),
+            }
+            self._commit(conn, ev.SPLIT, payload)
+        return tail_id
+
+    def merge_into_parent(self, node_id: int) -> None:
+        """Append a node to its parent, which must have no other child (so no sibling's context
+        changes). The node's children become the parent's. Tags and bookmarks are united; a
+        model node merged with a human one becomes human (it was edited); the persona posterior
+        is the child's (it was computed at the merged node's end).
+        """
+        node_id = _nid(node_id)
+        with self._write() as conn:
+            rec = rows.read_record(conn, node_id)
+            parent_id = rec["parent"]
+            if parent_id is None:
+                raise InvalidEditError("the root has no parent to merge into")
+            siblings = rows.child_ids(conn, parent_id)
+            if len(siblings) != 1:
+                raise InvalidEditError(
+                    f"cannot merge node {node_id} into its parent: the parent has "
+                    f"{len(siblings)} children (only an only child can be merged)"
+                )
+            prec = rows.read_record(conn, parent_id)
+            merged = textops.merge(_span(conn, prec), _span(conn, rec), self.tokenizer)
+            same_author = prec["author"] == rec["author"]
+            keys = (
+                "text",
+                "tokens",
+                "tokens_partial",
+                "author",
+                "generation",
+                "persona",
+                "manual_persona",
+                "bookmarked",
+                "tags",
+            )
+            new = {
+                **_span_fields(conn, merged),
+                "author": prec["author"] if same_author else "human",
+                "generation": prec["generation"] if same_author else None,
+                "persona": rec["persona"],
+                "manual_persona": prec["manual_persona"] or rec["manual_persona"],
+                "bookmarked": prec["bookmarked"] or rec["bookmarked"],
+                "tags": list(dict.fromkeys([*prec["tags"], *rec["tags"]])),
+            }
+            payload = {
+                "id": node_id,
+                "parent": parent_id,
+                "old": {k: prec[k] for k in keys},
+                "new": new,
+                "child": rec,
+                "children": rows.child_ids(conn, node_id),
+            }
+            self._commit(conn, ev.MERGE, payload)
+
+    def prune(self, node_id: int) -> None:
+        """Hide a branch (soft: `children(include_pruned=True)` still lists it)."""
+        node_id = _nid(node_id)
+        self._set_field(node_id, ev.PRUNE, "pruned", True)
+
+    def unprune(self, node_id: int) -> None:
+        node_id = _nid(node_id)
+        self._set_field(node_id, ev.UNPRUNE, "pruned", False)
+
+    def set_bookmark(self, node_id: int, on: bool = True) -> None:
+        node_id = _nid(node_id)
+        self._set_field(node_id, ev.BOOKMARK, "bookmarked", bool(on))
+
+    def set_persona(self, node_id: int, label: PersonaLabel | None) -> None:
+        """The model's posterior label of a node (from persona scoring)."""
+        node_id = _nid(node_id)
+        self._set_field(node_id, ev.PERSONA, "persona", None if label is None else label.to_json())
+
+    def set_manual_persona(self, node_id: int, name: str | None) -> None:
+        """A label set by hand; it is kept apart from the model's and always wins."""
+        node_id = _nid(node_id)
+        if name is not None:
+            _check_text(name, "persona name")
+        self._set_field(node_id, ev.MANUAL_PERSONA, "manual_persona", name)
+
+    def _set_field(self, node_id: int, kind: str, name: str, value: Any) -> None:
+        with self._write() as conn:
+            old = rows.read_record(conn, node_id)[name]
+            if old != value:
+                payload = {"id": node_id, "old": {name: old}, "new": {name: value}}
+                self._commit(conn, kind, payload)
+
+    def delete_subtree(self, node_id: int) -> None:
+        """Remove a node and everything under it (hard; undo restores all of it, tokens too)."""
+        node_id = _nid(node_id)
+        with self._write() as conn:
+            rows.require(conn, node_id)
+            if node_id == _root(conn):
+                raise InvalidEditError("the root cannot be deleted")
+            records = rows.read_records(conn, rows.subtree_ids(conn, node_id))
+            self._commit(conn, ev.DELETE, {"id": node_id, "nodes": records})
+
+    def add_tag(self, node_id: int, tag: str) -> None:
+        node_id = _nid(node_id)
+        _check_text(tag, "tag")
+        if not tag.strip():
+            raise InvalidEditError("a tag cannot be empty")
+        with self._write() as conn:
+            rows.require(conn, node_id)
+            row = conn.execute(
+                "SELECT 1 FROM tags WHERE node_id = ? AND tag = ?", (node_id, tag)
+            ).fetchone()
+            if row is None:
+                top = conn.execute("SELECT MAX(ord) FROM tags WHERE node_id = ?", (node_id,))
+                last = top.fetchone()[0]
+                ord_ = 0 if last is None else int(last) + 1
+                self._commit(conn, ev.TAG, {"id": node_id, "tag": tag, "ord": ord_})
+
+    def remove_tag(self, node_id: int, tag: str) -> None:
+        node_id = _nid(node_id)
+        with self._write() as conn:
+            rows.require(conn, node_id)
+            row = conn.execute(
+                "SELECT ord FROM tags WHERE node_id = ? AND tag = ?", (node_id, tag)
+            ).fetchone()
+            if row is not None:
+                self._commit(conn, ev.UNTAG, {"id": node_id, "tag": tag, "ord": int(row[0])})
+
+    def move(self, node_id: int, new_parent: int) -> None:
+        """Hang a subtree under another node (last among its children)."""
+        node_id = _nid(node_id)
+        new_parent = _nid(new_parent)
+        with self._write() as conn:
+            rec = rows.read_record(conn, node_id)
+            rows.require(conn, new_parent)
+            if rec["parent"] is None:
+                raise InvalidEditError("the root cannot be moved")
+            if new_parent == node_id or node_id in rows.ancestor_ids(conn, new_parent):
+                raise InvalidEditError(
+                    f"cannot move node {node_id} under {new_parent}: it is inside that subtree"
+                )
+            if rec["parent"] == new_parent:
+                return
+            payload = {
+                "id": node_id,
+                "old": {"parent": rec["parent"], "position": rec["position"]},
+                "new": {"parent": new_parent, "position": rows.next_position(conn, new_parent)},
+            }
+            self._commit(conn, ev.MOVE, payload)
+
+    def set_personas(self, personas: Sequence[Persona]) -> None:
+        """The loom's persona set (undoable)."""
+        new = []
+        for p in personas:
+            _check_text(p.name, "persona name")
+            _check_text(p.description, "persona description")
+            if not math.isfinite(float(p.prior)):
+                raise InvalidEditError(f"persona {p.name!r}: prior must be a finite number")
+            new.append(p.to_json())
+        with self._write() as conn:
+            old = [p.to_json() for p in document.personas(conn)]
+            if old != new:
+                self._commit(conn, ev.PERSONAS, {"old": old, "new": new})
+
+    def set_title(self, title: str) -> None:
+        _check_text(title, "title")
+        with self._write() as conn:
+            old = rows.get_meta(conn, "title", "")
+            if old != title:
+                self._commit(conn, ev.TITLE, {"old": old, "new": title})
+
+    # --- batches, undo and redo -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make the edits inside one transaction and one undo step (all or nothing on error).
+
+        The write lock is held throughout, so keep slow work (model calls) outside. Nested
+        batches join the outer one; other threads wait for it to end.
+        """
+        if self._batch_thread == threading.get_ident():
+            yield
+            return
+        with self._db.write() as conn:
+            self._batch, self._batch_thread = [], threading.get_ident()
+            try:
+                yield
+                if len(self._batch) > 1:
+                    commit_event(conn, ev.GROUP, {"seqs": self._batch})
+            finally:
+                self._batch, self._batch_thread = None, None
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        if self._batch_thread == threading.get_ident():
+            yield self._db.conn  # inside this thread's batch: its transaction is open
+            return
+        with self._db.write() as conn:
+            yield conn
+
+    def undo(self) -> Event | None:
+        """Undo the latest step still done (by any process on this file): one edit, or every edit
+        of a batch. Returns the step's first event, None if there is nothing to undo."""
+        with self._write() as conn:
+            steps = _step(conn, ev.DONE)
+            for seq in reversed(steps):
+                commit_event(conn, ev.UNDO, {"target": seq})
+            if not steps:
+                return None
+            first = load_event(conn, steps[0])
+        first.undone = True
+        return first
+
+    def redo(self) -> Event | None:
+        """Redo the most recently undone step; None if there is none (or a new edit came since)."""
+        with self._write() as conn:
+            steps = _step(conn, ev.UNDONE)
+            for seq in steps:
+                commit_event(conn, ev.REDO, {"target": seq})
+            return load_event(conn, steps[0]) if steps else None
+
+    def _commit(self, conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> Event:
+        try:
+            ev.dumps(payload)
+        except (TypeError, ValueError) as exc:
+            # Caller data (meta, posteriors) must be plain JSON without NaN to be logged.
+            raise InvalidEditError(f"cannot store this {kind}: {exc}") from None
+        # A new edit after undo forks history: the undone edits can no longer be redone. The log
+        # records that as its own event rather than forgetting them.
+        redoable = [
+            int(r[0]) for r in conn.execute("SELECT seq FROM history WHERE state = ?", (ev.UNDONE,))
+        ]
+        if redoable:
+            commit_event(conn, ev.DISCARD_REDO, {"targets": sorted(redoable)})
+        event = commit_event(conn, kind, payload)
+        if self._batch is not None and kind in ev.UNDOABLE:
+            self._batch.append(event.seq)
+        return event
+
+
+def _root(conn: sqlite3.Connection) -> int:
+    return int(rows.get_meta(conn, "root"))
+
+
+def _top(conn: sqlite3.Connection, state: int) -> int | None:
+    """The next event to undo (latest done) or to redo (earliest undone)."""
+    order = "DESC" if state == ev.DONE else "ASC"
+    row = conn.execute(
+        f"SELECT seq FROM history WHERE state = ? ORDER BY seq {order} LIMIT 1", (state,)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _step(conn: sqlite3.Connection, state: int) -> list[int]:
+    """The events (ascending) of the next step to undo (state DONE) or redo (state UNDONE)."""
+    seq = _top(conn, state)
+    if seq is None:
+        return []
+    rows_ = conn.execute(
+        "SELECT seq FROM history WHERE grp = (SELECT grp FROM history WHERE seq = ?) "
+        "AND state = ? ORDER BY seq",
+        (seq, state),
+    )
+    return [int(r[0]) for r in rows_]
+
+
+def _event(seq: int, ts: float, kind: str, payload: str, state: int | None) -> Event:
+    return Event(
+        seq=int(seq),
+        ts=float(ts),
+        kind=kind,
+        payload=json.loads(payload),
+        undone=state in (ev.UNDONE, ev.DISCARDED),
+        discarded=state == ev.DISCARDED,
+    )
+
+
+def _stamp(conn: sqlite3.Connection) -> None:
+    rows.set_meta(conn, "created_with", __version__)
+    rows.set_meta(conn, "created_at", time.time())

@@ -1,0 +1,367 @@
+"""Row-level reads and writes of nodes, tags, tokens and meta, shared by `apply` and the queries.
+
+A *record* is a node as events carry it: a JSON object with every field needed to put the node
+back exactly (id, parent, position, author, text, created_at, tokens ref, tokens_partial,
+generation, persona, manual_persona, bookmarked, pruned, tags, meta). Depth and token statistics
+are derived on insert, never carried.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from loom.store import codec
+from loom.store.errors import UnknownNodeError
+from loom.store.events import ref_of, token_ref
+from loom.tokens import TokenArray
+
+Record = dict[str, Any]
+
+_CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
+
+
+def chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+
+
+def _loads_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+# --- meta -----------------------------------------------------------------------------------------
+
+
+def get_meta(conn: sqlite3.Connection, key: str, default: Any = None) -> Any:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return default if row is None else json.loads(row[0])
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value: Any) -> None:
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, json.dumps(value, ensure_ascii=True)),
+    )
+
+
+def allocate_ids(conn: sqlite3.Connection, count: int) -> list[int]:
+    """Fresh node ids. Never reused, so an undone delete can always take its ids back."""
+    first = int(get_meta(conn, "next_id", 1))
+    set_meta(conn, "next_id", first + count)
+    return list(range(first, first + count))
+
+
+def reserve_ids(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
+    top = max(ids, default=0)
+    if top >= int(get_meta(conn, "next_id", 1)):
+        set_meta(conn, "next_id", top + 1)
+
+
+# --- tokens ---------------------------------------------------------------------------------------
+
+
+def store_token_row(conn: sqlite3.Connection, row: codec.TokenRow) -> int | None:
+    """The id of `row` in the tokens table, inserting it if new (None for no tokens)."""
+    if row.n == 0:
+        return None
+    digest = row.digest
+    found = conn.execute("SELECT id FROM tokens WHERE digest = ?", (digest,)).fetchone()
+    if found is not None:
+        return int(found[0])
+    cur = conn.execute(
+        "INSERT INTO tokens (digest, n, k, ids, logprobs, top_ids, top_logprobs, entropy, texts,"
+        " top_texts, sum_logprob, n_logprob) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            digest,
+            row.n,
+            row.k,
+            row.ids,
+            row.logprobs,
+            row.top_ids,
+            row.top_logprobs,
+            row.entropy,
+            row.texts,
+            row.top_texts,
+            row.sum_logprob,
+            row.n_logprob,
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def store_tokens(conn: sqlite3.Connection, tokens: TokenArray | None) -> int | None:
+    return (
+        None if tokens is None or len(tokens) == 0 else store_token_row(conn, codec.encode(tokens))
+    )
+
+
+_TOKEN_COLUMNS = "n, k, ids, logprobs, top_ids, top_logprobs, entropy, texts, top_texts"
+
+
+def token_row(conn: sqlite3.Connection, ref: int) -> codec.TokenRow:
+    row = conn.execute(
+        f"SELECT {_TOKEN_COLUMNS}, sum_logprob, n_logprob FROM tokens WHERE id = ?", (ref,)
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"token data {ref} is missing")
+    return codec.TokenRow(*row)
+
+
+def load_tokens(conn: sqlite3.Connection, ref: int | None) -> TokenArray:
+    if ref is None:
+        return TokenArray.empty()
+    row = conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id = ?", (ref,)).fetchone()
+    if row is None:
+        raise LookupError(f"token data {ref} is missing")
+    return codec.decode(*row)
+
+
+def _token_stats(conn: sqlite3.Connection, ref: int | None) -> tuple[int, float | None, int]:
+    if ref is None:
+        return 0, None, 0
+    row = conn.execute(
+        "SELECT n, sum_logprob, n_logprob FROM tokens WHERE id = ?", (ref,)
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"token data {ref} is missing")
+    return int(row[0]), row[1], int(row[2])
+
+
+# --- nodes ----------------------------------------------------------------------------------------
+
+
+def require(conn: sqlite3.Connection, node_id: int) -> None:
+    if not isinstance(node_id, int) or isinstance(node_id, bool):
+        raise UnknownNodeError(node_id)
+    if conn.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone() is None:
+        raise UnknownNodeError(node_id)
+
+
+def parent_of(conn: sqlite3.Connection, node_id: int) -> int | None:
+    row = conn.execute("SELECT parent FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    if row is None:
+        raise UnknownNodeError(node_id)
+    return None if row[0] is None else int(row[0])
+
+
+def child_ids(conn: sqlite3.Connection, node_id: int) -> list[int]:
+    return [
+        int(r[0])
+        for r in conn.execute(
+            "SELECT id FROM nodes WHERE parent = ? ORDER BY position, id", (node_id,)
+        )
+    ]
+
+
+def next_position(conn: sqlite3.Connection, parent: int) -> int:
+    row = conn.execute("SELECT MAX(position) FROM nodes WHERE parent = ?", (parent,)).fetchone()
+    return 0 if row[0] is None else int(row[0]) + 1
+
+
+def subtree_ids(conn: sqlite3.Connection, node_id: int) -> list[int]:
+    """`node_id` and all its descendants, parents before children."""
+    return [
+        int(r[0])
+        for r in conn.execute(
+            "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL "
+            "SELECT n.id FROM nodes n JOIN sub ON n.parent = sub.id) SELECT id FROM sub",
+            (node_id,),
+        )
+    ]
+
+
+def ancestor_ids(conn: sqlite3.Connection, node_id: int) -> list[int]:
+    """From the root down to `node_id`'s parent."""
+    rows = conn.execute(
+        "WITH RECURSIVE up(id, parent, k) AS (SELECT id, parent, 0 FROM nodes WHERE id = ? "
+        "UNION ALL SELECT n.id, n.parent, up.k + 1 FROM nodes n JOIN up ON n.id = up.parent) "
+        "SELECT id FROM up WHERE k > 0 ORDER BY k DESC",
+        (node_id,),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def shift_depth(conn: sqlite3.Connection, node_id: int, delta: int) -> None:
+    """Add `delta` to the cached depth of `node_id` and every descendant."""
+    if delta:
+        conn.execute(
+            "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL "
+            "SELECT n.id FROM nodes n JOIN sub ON n.parent = sub.id) "
+            "UPDATE nodes SET depth = depth + ? WHERE id IN sub",
+            (node_id, delta),
+        )
+
+
+def depth_of(conn: sqlite3.Connection, node_id: int) -> int:
+    row = conn.execute("SELECT depth FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    if row is None:
+        raise UnknownNodeError(node_id)
+    return int(row[0])
+
+
+_RECORD_COLUMNS = (
+    "id, parent, position, author, text, created_at, tokens_id, tokens_partial, generation, "
+    "persona, manual_persona, bookmarked, pruned, meta"
+)
+
+
+def _record(row: Sequence[Any], tags: list[str]) -> Record:
+    return {
+        "id": int(row[0]),
+        "parent": None if row[1] is None else int(row[1]),
+        "position": int(row[2]),
+        "author": row[3],
+        "text": row[4],
+        "created_at": float(row[5]),
+        "tokens": token_ref(row[6]),
+        "tokens_partial": bool(row[7]),
+        "generation": _loads_or_none(row[8]),
+        "persona": _loads_or_none(row[9]),
+        "manual_persona": row[10],
+        "bookmarked": bool(row[11]),
+        "pruned": bool(row[12]),
+        "tags": tags,
+        "meta": _loads_or_none(row[13]),
+    }
+
+
+def tags_of(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for part in chunks(ids):
+        for node_id, tag in conn.execute(
+            f"SELECT node_id, tag FROM tags WHERE node_id IN ({marks(len(part))}) "
+            "ORDER BY node_id, ord",
+            tuple(part),
+        ):
+            out.setdefault(int(node_id), []).append(tag)
+    return out
+
+
+def read_records(conn: sqlite3.Connection, ids: Sequence[int]) -> list[Record]:
+    """Full records of `ids`, in the given order; UnknownNodeError if one is missing."""
+    found: dict[int, Sequence[Any]] = {}
+    for part in chunks(ids):
+        for row in conn.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM nodes WHERE id IN ({marks(len(part))})", tuple(part)
+        ):
+            found[int(row[0])] = row
+    tags = tags_of(conn, ids)
+    out = []
+    for node_id in ids:
+        if node_id not in found:
+            raise UnknownNodeError(node_id)
+        out.append(_record(found[node_id], tags.get(node_id, [])))
+    return out
+
+
+def read_record(conn: sqlite3.Connection, node_id: int) -> Record:
+    return read_records(conn, [node_id])[0]
+
+
+def insert_records(conn: sqlite3.Connection, records: Sequence[Record]) -> None:
+    """Insert nodes given parents-before-children; a parent is either earlier here or present."""
+    depths: dict[int, int] = {}
+    stats: dict[int | None, tuple[int, float | None, int]] = {None: (0, None, 0)}
+    rows = []
+    tag_rows: list[tuple[int, str, int]] = []
+    for rec in records:
+        node_id, parent = int(rec["id"]), rec["parent"]
+        if parent is None:
+            depth = 0
+        elif parent in depths:
+            depth = depths[parent] + 1
+        else:
+            depth = depth_of(conn, int(parent)) + 1
+        depths[node_id] = depth
+        ref = ref_of(rec.get("tokens"))
+        if ref not in stats:
+            stats[ref] = _token_stats(conn, ref)
+        n_tokens, sum_lp, n_lp = stats[ref]
+        rows.append(
+            (
+                node_id,
+                parent,
+                int(rec["position"]),
+                depth,
+                rec["author"],
+                rec["text"],
+                float(rec["created_at"]),
+                ref,
+                int(bool(rec.get("tokens_partial"))),
+                n_tokens,
+                sum_lp,
+                n_lp,
+                _json_or_none(rec.get("generation")),
+                _json_or_none(rec.get("persona")),
+                rec.get("manual_persona"),
+                int(bool(rec.get("bookmarked"))),
+                int(bool(rec.get("pruned"))),
+                _json_or_none(rec.get("meta") or None),
+            )
+        )
+        tag_rows.extend((node_id, tag, i) for i, tag in enumerate(rec.get("tags") or []))
+    conn.executemany(
+        "INSERT INTO nodes (id, parent, position, depth, author, text, created_at, tokens_id,"
+        " tokens_partial, n_tokens, sum_logprob, n_logprob, generation, persona, manual_persona,"
+        " bookmarked, pruned, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    conn.executemany("INSERT INTO tags (node_id, tag, ord) VALUES (?, ?, ?)", tag_rows)
+
+
+def delete_nodes(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+    for part in chunks(ids):
+        params = tuple(part)
+        conn.execute(f"DELETE FROM tags WHERE node_id IN ({marks(len(part))})", params)
+        conn.execute(f"DELETE FROM nodes WHERE id IN ({marks(len(part))})", params)
+
+
+# Fields an event may set on an existing node, and how each is stored.
+_JSON_FIELDS = {"generation", "persona"}
+_BOOL_FIELDS = {"tokens_partial", "bookmarked", "pruned"}
+_PLAIN_FIELDS = {"text", "author", "manual_persona", "parent", "position"}
+
+
+def update_fields(conn: sqlite3.Connection, node_id: int, fields: dict[str, Any]) -> None:
+    """Set fields of a node (see `_*_FIELDS`, plus "tokens" and "tags")."""
+    sets: list[str] = []
+    params: list[Any] = []
+    for name, value in fields.items():
+        if name == "tokens":
+            ref = ref_of(value)
+            n_tokens, sum_lp, n_lp = _token_stats(conn, ref)
+            sets += ["tokens_id = ?", "n_tokens = ?", "sum_logprob = ?", "n_logprob = ?"]
+            params += [ref, n_tokens, sum_lp, n_lp]
+        elif name == "tags":
+            conn.execute("DELETE FROM tags WHERE node_id = ?", (node_id,))
+            conn.executemany(
+                "INSERT INTO tags (node_id, tag, ord) VALUES (?, ?, ?)",
+                [(node_id, tag, i) for i, tag in enumerate(value)],
+            )
+        elif name in _JSON_FIELDS:
+            sets.append(f"{name} = ?")
+            params.append(_json_or_none(value))
+        elif name in _BOOL_FIELDS:
+            sets.append(f"{name} = ?")
+            params.append(int(bool(value)))
+        elif name in _PLAIN_FIELDS:
+            sets.append(f"{name} = ?")
+            params.append(value)
+        else:
+            raise ValueError(f"unknown node field {name!r}")
+    if sets:
+        cur = conn.execute(f"UPDATE nodes SET {', '.join(sets)} WHERE id = ?", (*params, node_id))
+        if cur.rowcount != 1:
+            raise UnknownNodeError(node_id)

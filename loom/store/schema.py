@@ -1,0 +1,142 @@
+"""The SQLite schema of a .loom file, its version, and the migrations between versions.
+
+The version lives in `PRAGMA user_version`; `PRAGMA application_id` marks the file as a loom so a
+foreign SQLite database is told apart from the first 100 bytes, before any connection writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+APPLICATION_ID = 0x4C4F4F4D  # "LOOM"
+
+# Each migration takes a connection inside a write transaction at version i+1 and leaves it at i+2.
+# Append to this list (never edit an old entry) whenever the schema changes.
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def schema_version() -> int:
+    """The version this code writes: 1 plus every migration since the first schema."""
+    return 1 + len(MIGRATIONS)
+
+
+REQUIRED_TABLES = frozenset({"meta", "nodes", "tokens", "tags", "personas", "events", "history"})
+
+# The newest schema, created directly (a new file does not replay the migrations).
+DDL = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+
+-- Immutable, content-addressed token arrays. Nodes and events refer to them by id; a row is never
+-- updated or deleted, so undo of a delete or an edit finds the old tokens intact.
+CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE,
+    n INTEGER NOT NULL,
+    k INTEGER NOT NULL,
+    ids BLOB NOT NULL,
+    logprobs BLOB NOT NULL,
+    top_ids BLOB NOT NULL,
+    top_logprobs BLOB NOT NULL,
+    entropy BLOB,
+    texts TEXT NOT NULL,
+    top_texts TEXT NOT NULL,
+    sum_logprob REAL,
+    n_logprob INTEGER NOT NULL
+);
+
+CREATE TABLE nodes (
+    id INTEGER PRIMARY KEY,
+    parent INTEGER,
+    position INTEGER NOT NULL,
+    depth INTEGER NOT NULL,
+    author TEXT NOT NULL,
+    text TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    tokens_id INTEGER,
+    tokens_partial INTEGER NOT NULL DEFAULT 0,
+    n_tokens INTEGER NOT NULL DEFAULT 0,
+    sum_logprob REAL,
+    n_logprob INTEGER NOT NULL DEFAULT 0,
+    generation TEXT,
+    persona TEXT,
+    manual_persona TEXT,
+    bookmarked INTEGER NOT NULL DEFAULT 0,
+    pruned INTEGER NOT NULL DEFAULT 0,
+    meta TEXT
+);
+CREATE INDEX nodes_by_parent ON nodes (parent, position);
+CREATE INDEX nodes_bookmarked ON nodes (id) WHERE bookmarked;
+
+CREATE TABLE tags (
+    node_id INTEGER NOT NULL,
+    tag TEXT NOT NULL,
+    ord INTEGER NOT NULL,
+    PRIMARY KEY (node_id, tag)
+) WITHOUT ROWID;
+CREATE INDEX tags_by_tag ON tags (tag);
+
+CREATE TABLE personas (
+    ord INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    color TEXT NOT NULL,
+    prior REAL NOT NULL
+);
+
+-- The append-only log: rows are only ever inserted.
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+
+-- Undo bookkeeping derived from the log (state 0 done, 1 undone, 2 discarded by a later edit);
+-- grp is the seq of the first event of the undo step (a `Loom.batch()` makes steps of several).
+CREATE TABLE history (seq INTEGER PRIMARY KEY, state INTEGER NOT NULL, grp INTEGER NOT NULL);
+CREATE INDEX history_by_state ON history (state, seq);
+
+CREATE VIRTUAL TABLE nodes_fts USING fts5 (text, content='nodes', content_rowid='id');
+CREATE TRIGGER nodes_fts_insert AFTER INSERT ON nodes BEGIN
+    INSERT INTO nodes_fts (rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER nodes_fts_delete AFTER DELETE ON nodes BEGIN
+    INSERT INTO nodes_fts (nodes_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TRIGGER nodes_fts_update AFTER UPDATE OF text ON nodes BEGIN
+    INSERT INTO nodes_fts (nodes_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO nodes_fts (rowid, text) VALUES (new.id, new.text);
+END;
+"""
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the newest schema in an empty database (inside the caller's transaction)."""
+    for statement in _statements(DDL):
+        conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {schema_version()}")
+
+
+def migrate(conn: sqlite3.Connection, from_version: int) -> None:
+    """Run every migration from `from_version` to the newest (inside the caller's transaction)."""
+    for version in range(from_version, schema_version()):
+        MIGRATIONS[version - 1](conn)
+        conn.execute(f"PRAGMA user_version = {version + 1}")
+
+
+def _statements(ddl: str) -> list[str]:
+    """Split DDL into statements (trigger bodies hold semicolons: split on complete ones)."""
+    out: list[str] = []
+    current: list[str] = []
+    for line in ddl.splitlines():
+        if line.strip().startswith("--") or not line.strip():
+            continue
+        current.append(line)
+        text = "\n".join(current)
+        if sqlite3.complete_statement(text):
+            out.append(text)
+            current = []
+    return out
