@@ -155,10 +155,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     with _open_loom(args.path, readonly=True) as loom:
         current = _node_id(loom, args.node)
         doc = loom.to_document()
+    # Markdown is prose of one path unless --tree asks for the outline; every other format is the
+    # whole tree with its event log.
+    whole_tree = args.tree or args.format != "markdown"
     if args.output is None or str(args.output) == "-":
-        write_document(doc, args.format, sys.stdout, current=current, whole_tree=args.tree)
+        write_document(doc, args.format, sys.stdout, current=current, whole_tree=whole_tree)
     else:
-        write_document(doc, args.format, Path(args.output), current=current, whole_tree=args.tree)
+        write_document(doc, args.format, Path(args.output), current=current, whole_tree=whole_tree)
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
@@ -203,8 +206,9 @@ def _printable(text: str) -> str:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from loom.engine.models import discover_models
+    from loom.engine.paths import model_dirs
 
-    models = discover_models(extra_dirs=[Path(d) for d in args.dir])
+    models = discover_models([*model_dirs(), *(Path(d) for d in args.dir)])
     if args.json:
         print(json.dumps([m.to_json() for m in models], indent=2))
         return 0
@@ -262,19 +266,87 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from loom.personas.label import label_nodes
+    from loom.personas.actions import label_nodes, persona_set_from_loom
     from loom.personas.sets import load_persona_set
 
-    persona_set = load_persona_set(Path(args.personas))
+    if not 0 < args.threshold <= 1:
+        _fail("--threshold must be in (0, 1]")
     _existing_loom(args.path)
     engine = _load_engine(args.model)
     with _open_loom(args.path, readonly=False) as loom:
+        persona_set = (
+            load_persona_set(Path(args.personas))
+            if args.personas is not None
+            else persona_set_from_loom(loom)
+        )
+        if persona_set is None:
+            _fail("this loom has no persona set yet: give one with --personas FILE.toml")
         node_ids = None if args.node is None else [_node_id(loom, args.node)]
-        results = label_nodes(loom, engine, persona_set, node_ids=node_ids)
-    for node_id, label in results.items():
-        best = max(label.posterior.items(), key=lambda kv: kv[1]) if label.posterior else ("-", 0)
-        print(f"{node_id}\t{label.label or '?'}\t{best[0]}={best[1]:.3f}")
+        run = label_nodes(
+            loom,
+            engine,
+            persona_set,
+            node_ids=node_ids,
+            threshold=args.threshold,
+            collapse_threshold=args.collapse_threshold,
+            calibration="none" if args.no_calibration else "prior",
+        )
+    for node_id, label in sorted(run.labels.items()):
+        ranked = sorted(label.posterior.items(), key=lambda kv: -kv[1])
+        posterior = " ".join(f"{name}={p:.3f}" for name, p in ranked)
+        marks = "".join(
+            f" [{name}]" for name in ("collapse", "mode_collapse") if getattr(label, name)
+        )
+        print(f"{node_id}\t{label.label or 'undecided'}\t{posterior}{marks}")
+    print(run.summary(), file=sys.stderr)
     return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    if args.headless:
+        from loom.timeline import timeline_lines
+
+        with _open_loom(args.path, readonly=True) as loom:
+            lines = timeline_lines(loom.events())
+        for line in lines:
+            print(_printable(line))
+        return 0
+    from loom.tui.app import run_app
+
+    return run_app(
+        _existing_loom(args.path), prompt=None, model_path=None, readonly=True, replay=True
+    )
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    from loom.timeline import fork_at
+
+    out: Path = args.output
+    if out.exists():
+        _fail(f"{out} already exists; choose another -o path")
+    with _open_loom(args.path, readonly=True) as loom:
+        fork_at(loom, args.at, out)
+    print(f"wrote {out}: the loom as it was after event {args.at}")
+    return 0
+
+
+def cmd_regenerate(args: argparse.Namespace) -> int:
+    from loom.engine.engine import Engine
+    from loom.engine.paths import model_dirs
+    from loom.regenerate import regenerate
+
+    with _open_loom(args.path, readonly=True) as loom:
+        node_id = _node_id(loom, args.node)
+        report = regenerate(
+            loom,
+            node_id,
+            models_dirs=[*model_dirs(), *(Path(d) for d in args.dir)],
+            engine_loader=Engine.load,
+            model_path=None if args.model is None else Path(args.model),
+        )
+    for line in report.lines():
+        print(_printable(line))
+    return 0 if report.identical else 3
 
 
 def cmd_open(args: argparse.Namespace) -> int:
@@ -320,9 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", help="title of the loom (default: the file name)")
     p.add_argument("--personas", help="persona set TOML; its prompt is used if none is given")
     p.add_argument("--model", help="tokenize with this GGUF model (default: Gemma 3 270M)")
-    p.add_argument(
-        "--no-tokenize", action="store_true", help="store the prompt without token ids"
-    )
+    p.add_argument("--no-tokenize", action="store_true", help="store the prompt without token ids")
     p.set_defaults(func=cmd_new)
 
     p = sub.add_parser("open", help="open a loom in the terminal app")
@@ -388,10 +458,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("label", help="label nodes with the persona they voice")
     p.add_argument("path", type=Path)
-    p.add_argument("--personas", required=True, help="persona set TOML")
+    p.add_argument("--personas", help="persona set TOML (default: the set stored in the loom)")
     p.add_argument("--node", help="label this node (default: every unlabelled node)")
+    p.add_argument(
+        "--threshold", type=float, default=0.6, help="posterior needed to set a label (0.6)"
+    )
+    p.add_argument(
+        "--collapse-threshold",
+        type=float,
+        default=0.5,
+        help="posterior shift that marks a collapse (0.5)",
+    )
+    p.add_argument(
+        "--no-calibration", action="store_true", help="use raw likelihoods (for comparison)"
+    )
     p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("replay", help="watch a loom grow again, event by event (no model needed)")
+    p.add_argument("path", type=Path)
+    p.add_argument("--headless", action="store_true", help="print the events as a timeline")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("fork", help="write the loom as it was after an event to a new file")
+    p.add_argument("path", type=Path)
+    p.add_argument(
+        "--at", type=int, required=True, help="event number (see `loom replay --headless`)"
+    )
+    p.add_argument("-o", "--output", type=Path, required=True, help="the new .loom file")
+    p.set_defaults(func=cmd_fork)
+
+    p = sub.add_parser(
+        "regenerate", help="re-run a model-written node and check the model writes it again"
+    )
+    p.add_argument("path", type=Path)
+    p.add_argument("--node", required=True, help="the model-written node")
+    p.add_argument("--model", help="try this GGUF file first")
+    p.add_argument("--dir", action="append", default=[], help="also look for models here")
+    p.set_defaults(func=cmd_regenerate)
 
     return parser
 
@@ -403,7 +507,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("loom.store.errors", "LoomError"),
         ("loom.store.formats.errors", "FormatError"),
         ("loom.engine.errors", "EngineError"),
-        ("loom.personas.errors", "PersonaError"),
+        ("loom.personas.sets", "PersonaSetError"),
     ):
         try:
             mod = __import__(module, fromlist=[name])
