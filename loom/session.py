@@ -498,8 +498,20 @@ class Session:
             )
             elapsed = time.perf_counter() - started
         batcher.flush()
+        self.ensure_model_hash()
         n_tokens = sum(len(b.tokens) for b in branches)
         return GenerationResult(branches, elapsed, n_tokens, cancel.is_set())
+
+    def ensure_model_hash(self) -> str:
+        """The model file's sha256 (hashing a model takes a second: call it from a worker,
+        so that saving a generation on the UI thread finds it ready)."""
+        if not self.model_sha256:
+            info = getattr(self.backend, "info", None)
+            try:
+                self.model_sha256 = str(getattr(info, "sha256", "") or "")
+            except Exception:  # a hash that can't be computed must not lose a generation
+                self.model_sha256 = ""
+        return self.model_sha256
 
     def generation_settings(
         self,
@@ -511,12 +523,6 @@ class Session:
         seed: int | None,
         forced: Sequence[int] | None,
     ) -> GenerationSettings:
-        info = getattr(self.backend, "info", None)
-        if not self.model_sha256 and info is not None:
-            try:
-                self.model_sha256 = str(getattr(info, "sha256", "") or "")
-            except Exception:  # a hash that can't be computed must not lose a generation
-                self.model_sha256 = ""
         return GenerationSettings(
             model=self.model_name,
             model_sha256=self.model_sha256,
@@ -633,6 +639,7 @@ class Session:
                     if progress is not None:
                         progress(done, total)
                 frontier = next_frontier
+        self.ensure_model_hash()
         return root
 
     def save_multiverse_path(

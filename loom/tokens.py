@@ -109,10 +109,7 @@ class TokenArray:
             top_texts=texts,
             entropy=(
                 np.concatenate(
-                    [
-                        p.entropy if p.entropy is not None else np.full(len(p), np.nan)
-                        for p in parts
-                    ]
+                    [p.entropy if p.entropy is not None else np.full(len(p), np.nan) for p in parts]
                 ).astype(np.float32)
                 if has_entropy
                 else None

@@ -1,0 +1,343 @@
+"""LoomAppBase: the app's state, layout, theme handling and navigation.
+
+The actions live in mixins (generation.py, editing.py) over this base; app.py puts them
+together. Every store call happens here on the UI thread; workers only touch the engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, ParamSpec, TypeVar
+
+from textual.app import App, ComposeResult
+from textual.binding import BindingType
+from textual.color import Color
+from textual.containers import Horizontal, Vertical
+from textual.notifications import SeverityLevel
+from textual.widgets import Footer, ProgressBar
+
+from loom.session import NodeSummary, Session, SortOrder
+from loom.store.errors import LoomError, UnknownNodeError
+from loom.tui.config import SORT_ORDERS, Config, SamplerPreset
+from loom.tui.display import ProbabilityScale
+from loom.tui.keymap import APP_ACTIONS, bindings
+from loom.tui.themes import LOOM_VARIABLE_DEFAULTS, PERSONA_SLOTS, load_themes
+from loom.tui.widgets.inspector import TokenInspector
+from loom.tui.widgets.reading_pane import PathText, ReadingPane
+from loom.tui.widgets.status import Legend, StatusBar
+from loom.tui.widgets.tree_pane import LabelStyle, LoomTree
+
+P = ParamSpec("P")
+R = TypeVar("R")
+VISIT_SETTLE_S = 0.4
+
+
+def reports_errors(method: Callable[P, R]) -> Callable[P, R | None]:
+    """Turn a store error in an action into a notice instead of a crash (the store has already
+    left the loom unchanged: every write is one transaction)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
+        try:
+            return method(*args, **kwargs)
+        except (LoomError, ValueError) as exc:
+            app = args[0]
+            assert isinstance(app, App)
+            app.notify(str(exc), severity="error", title="Not done")
+            return None
+
+    return wrapper
+
+
+class LoomAppBase(App[int]):
+    CSS_PATH = "loom.tcss"
+    TITLE = "loom"
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings(APP_ACTIONS))
+
+    def __init__(self, session: Session, config: Config) -> None:
+        super().__init__()
+        self.session = session
+        self.config = config
+        self.current: int = session.loom.root_id
+        self.path_ids: list[int] = [self.current]
+        self.sort_order: SortOrder = config.sort  # type: ignore[assignment]
+        self.show_pruned = config.show_pruned
+        self.preset: SamplerPreset = self._resolved_preset(config.active_preset())
+        self.scale = ProbabilityScale.from_variables(LOOM_VARIABLE_DEFAULTS)
+        self.theme_problems: list[str] = []
+        self._register_themes()
+
+    # ----------------------------------------------------------------- set-up
+
+    def _register_themes(self) -> None:
+        themes, self.theme_problems = load_themes()
+        for theme in themes:
+            self.register_theme(theme)
+        wanted = self.config.theme
+        self.theme = wanted if wanted in self.available_themes else "loom-dark"
+        if wanted not in self.available_themes:
+            self.theme_problems.append(f"theme {wanted!r} not found; using loom-dark")
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Notices quote user data (tags, paths, model errors): never read them as markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return dict(LOOM_VARIABLE_DEFAULTS)
+
+    def _resolved_preset(self, preset: SamplerPreset) -> SamplerPreset:
+        """A preset with n and max_tokens filled in from [generation] where it leaves them."""
+        return SamplerPreset(
+            preset.name,
+            preset.temperature,
+            preset.top_k,
+            preset.top_p,
+            preset.min_p,
+            preset.max_tokens or self.config.max_tokens,
+            preset.n or self.config.n,
+        )
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            yield LoomTree(id="tree")
+            with Vertical(id="right"):
+                yield ReadingPane(id="reading")
+                yield Legend(id="legend")
+                yield TokenInspector(id="inspector")
+        yield ProgressBar(total=None, show_eta=False, id="model-progress")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    @property
+    def tree_pane(self) -> LoomTree:
+        return self.query_one(LoomTree)
+
+    @property
+    def reading(self) -> ReadingPane:
+        return self.query_one(ReadingPane)
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one(StatusBar)
+
+    def on_mount(self) -> None:
+        tree = self.tree_pane
+        tree.children_of = self._children_for_tree
+        tree.summary_of = self.session.summary
+        self.reading.shading = self.config.shading
+        self.theme_changed_signal.subscribe(self, lambda _theme: self._apply_theme())
+        self._apply_theme(rebuild=False)
+        loom = self.session.loom
+        start = self._existing(getattr(loom, "current", None)) or loom.root_id
+        self.rebuild_tree()
+        self.go_to(start)
+        tree.focus()
+        self.status.show(
+            loom_file=Path(loom.path).name if loom.path else "(memory)",
+            saved="read-only" if loom.readonly else "saved",
+            sort=self.sort_order,
+            preset=self.preset.name,
+        )
+        for problem in self.theme_problems:
+            self.notify(problem, severity="warning", title="Theme")
+        self.after_mount()
+
+    def after_mount(self) -> None:
+        """For subclasses (Textual calls every class's on_mount: don't override it)."""
+
+    def _existing(self, node_id: int | None) -> int | None:
+        if node_id is None:
+            return None
+        try:
+            self.session.loom.header(node_id)
+        except (UnknownNodeError, KeyError):
+            return None
+        return node_id
+
+    # ----------------------------------------------------------------- theme
+
+    def _apply_theme(self, *, rebuild: bool = True) -> None:
+        if rebuild and self.current_theme.name == getattr(self, "_applied_theme", None):
+            return
+        self._applied_theme = self.current_theme.name
+        variables = {**LOOM_VARIABLE_DEFAULTS, **self.current_theme.variables}
+        self.scale = ProbabilityScale.from_variables(variables)
+        css = self.get_css_variables()
+        self.reading.set_colours(
+            self.scale,
+            Color.parse(variables["node-current"]),
+            Color.parse(variables["token-cursor"]),
+        )
+        self.tree_pane.label_style = LabelStyle(
+            self.scale,
+            self._persona_colours(variables),
+            # $text-muted is "auto 60%" (relative to what's beneath): resolve it here.
+            muted=Color.parse(css["foreground"]).blend(Color.parse(css["background"]), 0.4).hex,
+            tag=Color.parse(css["accent"]).hex,
+            background=Color.parse(css["surface"]),
+        )
+        self.query_one(Legend).show(self.scale, self.reading.shading, self.reading_background())
+        if rebuild:
+            self.rebuild_tree()
+            self.go_to(self.current)
+
+    def _persona_colours(self, variables: dict[str, str]) -> dict[str, str]:
+        colours: dict[str, str] = {}
+        for i, persona in enumerate(self.session.loom.personas):
+            slot = variables[f"persona-{i % PERSONA_SLOTS + 1}"]
+            try:
+                colours[persona.name] = Color.parse(persona.color).hex
+            except Exception:  # a colour name the theme system doesn't know: use the slot
+                colours[persona.name] = slot
+        return colours
+
+    def reading_background(self) -> Color:
+        return Color.parse(self.get_css_variables().get("surface", "#202020"))
+
+    def surface_colour(self) -> Color:
+        return Color.parse(self.get_css_variables().get("panel", "#202020"))
+
+    # ----------------------------------------------------------------- the tree pane
+
+    def _children_for_tree(self, node_id: int) -> list[NodeSummary]:
+        return self.session.children(
+            node_id, order=self.sort_order, include_pruned=self.show_pruned
+        )
+
+    def rebuild_tree(self) -> None:
+        """Start the tree pane afresh (after edits that can move or remove nodes)."""
+        self.tree_pane.reset_to(self.session.summary(self.session.loom.root_id))
+        self._prev_path_for_tree: list[int] = []
+
+    def invalidate_after_edit(self) -> None:
+        """Edits can add, remove or move nodes anywhere: rebuild the (lazy) tree pane."""
+        self.session.forget_nodes()
+        self.rebuild_tree()
+
+    def load_model(self, model_path: Path | None) -> None:
+        raise NotImplementedError  # GenerationActions provides it
+
+    def refresh_node(self, node_id: int) -> None:
+        """Re-read one node's header (bookmark, tags, prune, children count) into the tree."""
+        self.tree_pane.refresh_label(self.session.summary(node_id))
+
+    # ----------------------------------------------------------------- navigation
+
+    def nav_options(self) -> dict[str, Any]:
+        return {"order": self.sort_order, "include_pruned": self.show_pruned}
+
+    def go_to(self, node_id: int, path_ids: list[int] | None = None) -> None:
+        """Make `node_id` the current node: tree, reading pane and status follow.
+
+        `path_ids` (root first, ending with `node_id`) saves a store query when the caller
+        knows it: a step to a parent, child or sibling of the current node."""
+        pieces = self.session.path_pieces(node_id, path_ids)
+        previous = getattr(self, "_prev_path_for_tree", [])
+        self.current = node_id
+        self.path_ids = [piece[0] for piece in pieces]
+        self.session.last_child.update(zip(self.path_ids, self.path_ids[1:], strict=False))
+        self._remember_current_soon()
+        self.tree_pane.show_path(self.path_ids, previous)
+        self._prev_path_for_tree = list(self.path_ids)
+        path = PathText.from_nodes(pieces, node_id)
+        self.reading.show(path)
+        backend = self.session.backend
+        self.status.show(
+            context_used=len(path) + 1,
+            context_total=backend.n_ctx if backend is not None else 0,
+        )
+
+    def _remember_current_soon(self) -> None:
+        # The store records each visit as an event (a write): record where the user settles,
+        # not every node they pass through while holding a key down.
+        timer = getattr(self, "_visit_timer", None)
+        if timer is not None:
+            timer.stop()
+        self._visit_timer = self.set_timer(VISIT_SETTLE_S, self.remember_current)
+
+    def remember_current(self) -> None:
+        """Store the current node as the loom's place (also on quit)."""
+        loom = self.session.loom
+        with contextlib.suppress(LoomError):  # the place is a convenience, never an error
+            if loom.current != self.current:
+                loom.set_current(self.current)
+
+    def move(self, target: int | None, missing: str, path_ids: list[int] | None = None) -> None:
+        if target is None:
+            self.bell()
+            self.notify(missing, timeout=2)
+        else:
+            self.go_to(target, path_ids)
+
+    def action_parent(self) -> None:
+        parent = self.session.parent_of(self.current)
+        self.move(parent, "the root has no parent", self.path_ids[:-1])
+
+    def action_child(self) -> None:
+        child = self.session.child_of(self.current, **self.nav_options())
+        self.move(child, "no children here", [*self.path_ids, child or 0])
+
+    def action_sibling(self, step: int) -> None:
+        sibling = self.session.sibling_of(self.current, step, **self.nav_options())
+        self.move(
+            sibling,
+            "no next sibling" if step > 0 else "no previous sibling",
+            [*self.path_ids[:-1], sibling or 0],
+        )
+
+    def action_leaf(self, step: int) -> None:
+        self.move(
+            self.session.leaf_of(self.current, step, **self.nav_options()),
+            "no next leaf" if step > 0 else "no previous leaf",
+        )
+
+    def action_go_root(self) -> None:
+        self.go_to(self.session.loom.root_id)
+
+    def action_bookmark_jump(self, step: int) -> None:
+        self.move(self.session.bookmark_after(self.current, step), "no bookmarks yet (b)")
+
+    def on_tree_node_selected(self, event: LoomTree.NodeSelected[int]) -> None:
+        if event.node.data is not None and event.node.data != self.current:
+            self.go_to(event.node.data)
+
+    # ----------------------------------------------------------------- view toggles
+
+    def action_cycle_sort(self) -> None:
+        self.sort_order = SORT_ORDERS[(SORT_ORDERS.index(self.sort_order) + 1) % 3]  # type: ignore[assignment]
+        self.rebuild_tree()
+        self.go_to(self.current)
+        self.status.show(sort=self.sort_order)
+        labels = {"created": "creation order", "mean": "mean token logprob",
+                  "cumulative": "cumulative logprob"}  # fmt: skip
+        self.notify(f"siblings sorted by {labels[self.sort_order]}", timeout=2)
+
+    def action_toggle_shading(self) -> None:
+        self.reading.shading = not self.reading.shading
+        self.query_one(Legend).show(self.scale, self.reading.shading, self.reading_background())
+
+    def action_toggle_pruned(self) -> None:
+        self.show_pruned = not self.show_pruned
+        self.rebuild_tree()
+        self.go_to(self.current)
+        self.notify("pruned branches shown" if self.show_pruned else "pruned branches hidden",
+                    timeout=2)  # fmt: skip
+
+    def action_inspect(self) -> None:
+        self.reading.focus()
+
+    def on_reading_pane_cursor_moved(self, event: ReadingPane.CursorMoved) -> None:
+        self.query_one(TokenInspector).show_token(
+            self.reading.path, event.index, self.scale, self.surface_colour()
+        )

@@ -1,0 +1,207 @@
+"""The user's TOML configuration: sampler presets, generation defaults, theme, keymap, model.
+
+The file lives in the user config directory (see `config_path`); `default_config.toml` beside
+this module is the documented default and the fallback for every missing key.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.toml")
+SORT_ORDERS = ("created", "mean", "cumulative")
+
+
+class ConfigError(Exception):
+    """The config file exists but can't be used; the message names the file and the problem."""
+
+
+def config_dir() -> Path:
+    """The per-user config directory for loom, by the platform's convention."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "loom"
+
+
+def config_path() -> Path:
+    """$LOOM_CONFIG if set (tests and alternative setups), else config.toml in `config_dir()`."""
+    override = os.environ.get("LOOM_CONFIG")
+    return Path(override) if override else config_dir() / "config.toml"
+
+
+@dataclass
+class SamplerPreset:
+    name: str
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    max_tokens: int | None = None  # None: use [generation].max_tokens
+    n: int | None = None  # None: use [generation].n
+
+    def to_toml(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "min_p": self.min_p,
+        }
+        if self.max_tokens is not None:
+            data["max_tokens"] = self.max_tokens
+        if self.n is not None:
+            data["n"] = self.n
+        return data
+
+
+@dataclass
+class Config:
+    theme: str = "loom-dark"
+    model: str = ""
+    models_dir: str = ""
+    n_ctx: int = 4096
+    n: int = 4
+    max_tokens: int = 48
+    preset: str = "default"
+    top_logprobs: int = 5
+    presets: dict[str, SamplerPreset] = field(default_factory=dict)
+    multiverse_depth: int = 3
+    multiverse_width: int = 4
+    shading: bool = True
+    show_pruned: bool = False
+    sort: str = "created"
+    keymap: dict[str, str] = field(default_factory=dict)
+    source: Path | None = None  # the file this was read from, None for pure defaults
+
+    def active_preset(self) -> SamplerPreset:
+        return self.presets.get(self.preset) or SamplerPreset(self.preset)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _number(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = table[key]
+    # bool is an int subclass: `n = true` is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}.{key} must be a number, not {value!r}")
+    if kind is int and not float(value).is_integer():
+        raise ConfigError(f"{where}.{key} must be a whole number, not {value!r}")
+    return kind(value)
+
+
+def _preset(name: str, table: dict[str, Any]) -> SamplerPreset:
+    where = f"presets.{name}"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    preset = SamplerPreset(name)
+    for key, kind in (("temperature", float), ("top_p", float), ("min_p", float)):
+        if key in table:
+            setattr(preset, key, _number(table, key, kind, where))
+    for key in ("top_k", "max_tokens", "n"):
+        if key in table:
+            setattr(preset, key, _number(table, key, int, where))
+    return preset
+
+
+def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
+    """Build a Config from a TOML table merged over the shipped defaults."""
+    with DEFAULT_CONFIG_FILE.open("rb") as f:
+        defaults = tomllib.load(f)
+    # A user's [presets] replaces nothing: their presets are added to (or override) ours.
+    merged = _merge(defaults, data)
+    gen = merged.get("generation", {})
+    multiverse = merged.get("multiverse", {})
+    display = merged.get("display", {})
+    keymap = merged.get("keymap", {})
+    if not isinstance(keymap, dict) or not all(isinstance(v, str) for v in keymap.values()):
+        raise ConfigError('[keymap] entries must be "binding-id" = "key"')
+    config = Config(
+        theme=str(merged.get("theme", "loom-dark")),
+        model=str(merged.get("model", "")),
+        models_dir=str(merged.get("models_dir", "")),
+        n_ctx=_number(merged, "n_ctx", int, "config"),
+        n=_number(gen, "n", int, "generation"),
+        max_tokens=_number(gen, "max_tokens", int, "generation"),
+        preset=str(gen.get("preset", "default")),
+        top_logprobs=_number(gen, "top_logprobs", int, "generation"),
+        presets={
+            str(name): _preset(str(name), table)
+            for name, table in merged.get("presets", {}).items()
+        },
+        multiverse_depth=_number(multiverse, "depth", int, "multiverse"),
+        multiverse_width=_number(multiverse, "width", int, "multiverse"),
+        shading=bool(display.get("shading", True)),
+        show_pruned=bool(display.get("show_pruned", False)),
+        sort=str(display.get("sort", "created")),
+        keymap={str(k): str(v) for k, v in keymap.items()},
+        source=source,
+    )
+    if config.sort not in SORT_ORDERS:
+        raise ConfigError(f"display.sort must be one of {', '.join(SORT_ORDERS)}")
+    if not 1 <= config.n <= 64 or config.max_tokens < 1:
+        raise ConfigError("generation.n must be 1..64 and generation.max_tokens at least 1")
+    return config
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read the user's config (or the defaults if there is none). Raises ConfigError."""
+    path = path or config_path()
+    if not path.exists():
+        return parse_config({})
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    try:
+        return parse_config(data, source=path)
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def save_preset(preset: SamplerPreset, path: Path | None = None) -> Path:
+    """Store a sampler preset in the user's config file, keeping the rest of the file as it is.
+
+    A new preset is appended as a `[presets.NAME]` table, so the user's comments survive; a
+    preset that already exists is replaced in place by rewriting only its table.
+    """
+    import tomli_w
+
+    path = path or config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(DEFAULT_CONFIG_FILE.read_text(encoding="utf-8"), encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    block = tomli_w.dumps({"presets": {preset.name: preset.to_toml()}})
+    lines = text.splitlines(keepends=True)
+    header = block.splitlines()[0]
+    if header in (line.strip() for line in lines):
+        start = next(i for i, line in enumerate(lines) if line.strip() == header)
+        end = start + 1
+        # The table runs to the next table header (or the end of the file).
+        while end < len(lines) and not lines[end].lstrip().startswith("["):
+            end += 1
+        lines[start:end] = [block if block.endswith("\n") else block + "\n", "\n"]
+        text = "".join(lines)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    # Validate before writing: a preset save must never leave an unreadable config behind.
+    parse_config(tomllib.loads(text))
+    path.write_text(text, encoding="utf-8")
+    return path

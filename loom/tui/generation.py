@@ -1,0 +1,338 @@
+"""Generation, counterfactual branching, the block multiverse and model loading.
+
+Generation runs in a thread worker that holds the session's engine lock and honours
+cancellation; tokens reach the UI as batches ~30 times a second (`TokensArrived`), shown live
+in placeholder lines of the tree. When the engine returns (finished or cancelled), the branches
+are written to the store in one transaction on the UI thread, and only then shown as done.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.message import Message
+from textual.widgets import ProgressBar
+from textual.widgets.tree import TreeNode
+from textual.worker import get_current_worker
+
+from loom.session import GenerationResult, MultiverseNode, StreamedToken
+from loom.tui.base import LoomAppBase, reports_errors
+from loom.tui.display import percent, token_label
+from loom.tui.screens.dialogs import ChoiceScreen
+from loom.tui.screens.multiverse import MultiverseScreen
+from loom.tui.widgets.reading_pane import ReadingPane
+from loom.tui.widgets.tree_pane import pending_label
+
+
+@dataclass
+class GenerationJob:
+    parent_id: int
+    n: int
+    settings: Any  # loom.engine.sampling.SamplerSettings
+    forced: list[int] | None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    pending: list[TreeNode[int]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+class TokensArrived(Message):
+    def __init__(self, job: GenerationJob, batch: list[StreamedToken]) -> None:
+        super().__init__()
+        self.job, self.batch = job, batch
+
+
+class GenerationDone(Message):
+    def __init__(
+        self, job: GenerationJob, result: GenerationResult | None, error: Exception | None
+    ) -> None:
+        super().__init__()
+        self.job, self.result, self.error = job, result, error
+
+
+class ModelLoaded(Message):
+    def __init__(self, backend: Any | None, error: str, path: Path | None) -> None:
+        super().__init__()
+        self.backend, self.error, self.path = backend, error, path
+
+
+class GenerationActions(LoomAppBase):
+    generation: GenerationJob | None = None
+    quit_after_generation = False  # quit was pressed mid-generation: save, then exit
+    last_generated: list[int] = []  # noqa: RUF012 — replaced per instance, read by tests
+
+    # ----------------------------------------------------------------- starting
+
+    def action_generate(self) -> None:
+        self.start_generation(self.current)
+
+    def action_generate_siblings(self) -> None:
+        parent = self.session.parent_of(self.current)
+        if parent is None:
+            self.notify("the root has no siblings: generating its children", timeout=3)
+            parent = self.current
+        self.start_generation(parent)
+
+    def sampler_settings(self) -> Any:
+        p = self.preset
+        return self.session.sampler_settings(
+            temperature=p.temperature,
+            top_k=p.top_k,
+            top_p=p.top_p,
+            min_p=p.min_p,
+            max_tokens=p.max_tokens or self.config.max_tokens,
+        )
+
+    def start_generation(self, parent_id: int, forced: list[int] | None = None) -> bool:
+        blocker = self.session.generation_blocker()
+        if blocker:
+            self.notify(blocker, severity="warning", title="Can't generate")
+            return False
+        if self.generation is not None:
+            self.notify("already generating (esc cancels)", severity="warning")
+            return False
+        settings = self.sampler_settings()
+        prefix = self.session.prefix_ids(parent_id)
+        backend = self.session.backend
+        assert backend is not None
+        needed = len(prefix) + 1 + len(forced or []) + settings.max_tokens
+        if needed > backend.n_ctx:
+            self.notify(
+                f"the path is {len(prefix)} tokens: with {settings.max_tokens} more it does not "
+                f"fit the model's context of {backend.n_ctx}",
+                severity="error",
+                title="Can't generate",
+            )
+            return False
+        n = int(self.preset.n or self.config.n)
+        job = GenerationJob(parent_id, n, settings, forced, texts=[""] * n)
+        job.pending = self.tree_pane.add_pending(parent_id, n)
+        self.generation = job
+        self.status.show(saved="generating… (esc cancels)")
+        self._generate_worker(job, prefix)
+        return True
+
+    @work(thread=True, group="generate", exit_on_error=False)
+    def _generate_worker(self, job: GenerationJob, prefix: list[int]) -> None:
+        worker = get_current_worker()
+
+        def on_batch(batch: list[StreamedToken]) -> None:
+            if worker.is_cancelled:
+                job.cancel.set()
+            self.post_message(TokensArrived(job, batch))
+
+        try:
+            result = self.session.run_generation(
+                prefix,
+                job.n,
+                job.settings,
+                forced=job.forced,
+                top_logprobs=self.config.top_logprobs,
+                on_batch=on_batch,
+                cancel=job.cancel,
+            )
+        except Exception as exc:  # reported on the UI thread; the loom is untouched
+            self.post_message(GenerationDone(job, None, exc))
+        else:
+            self.post_message(GenerationDone(job, result, None))
+
+    # ----------------------------------------------------------------- streaming
+
+    def on_tokens_arrived(self, message: TokensArrived) -> None:
+        job = message.job
+        touched: set[int] = set()
+        for token in message.batch:
+            if 0 <= token.branch < len(job.texts):
+                job.texts[token.branch] += token.text
+                touched.add(token.branch)
+        for branch in touched:
+            if branch < len(job.pending):
+                job.pending[branch].set_label(pending_label(job.texts[branch], branch))
+
+    def action_cancel(self) -> None:
+        if self.generation is not None:
+            self.generation.cancel.set()
+            self.status.show(saved="cancelling…")
+        elif isinstance(self.focused, ReadingPane):
+            self.tree_pane.focus()
+
+    # ----------------------------------------------------------------- finishing
+
+    def on_generation_done(self, message: GenerationDone) -> None:
+        self._finish_generation(message)
+        if self.quit_after_generation:
+            self.remember_current()
+            self.exit(0)
+
+    def _finish_generation(self, message: GenerationDone) -> None:
+        job = message.job
+        self.tree_pane.remove_pending(job.pending)
+        self.generation = None
+        if message.error is not None or message.result is None:
+            self.status.show(saved="saved")
+            self.notify(str(message.error), severity="error", title="Generation failed")
+            return
+        result = message.result
+        ids = self._save_generation(job, result)
+        if ids is None:
+            return
+        self.last_generated = ids
+        # Written and committed: now it may be shown as done.
+        self.tree_pane.load_children(
+            self.tree_pane.node_for(job.parent_id) or self.tree_pane.root, force=True
+        )
+        self.refresh_node(job.parent_id)
+        if job.parent_id in self.path_ids:
+            self.go_to(self.current)
+        self.status.show(tokens_per_second=result.tokens_per_second, saved="saved")
+        if result.cancelled:
+            self.notify(f"cancelled: kept {len(ids)} partial branch(es)", timeout=3)
+
+    @reports_errors
+    def _save_generation(self, job: GenerationJob, result: GenerationResult) -> list[int]:
+        return self.session.save_branches(job.parent_id, result, job.settings, forced=job.forced)
+
+    # ----------------------------------------------------------------- counterfactual
+
+    def on_reading_pane_branch_requested(self, message: ReadingPane.BranchRequested) -> None:
+        path = self.reading.path
+        if path is None:
+            return
+        alternatives = path.tokens.top(message.index)
+        if not alternatives:
+            self.notify("no alternatives recorded for this token", severity="warning")
+            return
+        if message.rank is None:
+            options = [
+                (Text(f"{percent(math.exp(a.logprob))}  {token_label(a.text)}"), a.id)
+                for a in alternatives
+            ]
+            self.push_screen(
+                ChoiceScreen("Branch with which token?", options),
+                lambda alt: None if alt is None else self.branch_from(message.index, alt),
+            )
+        elif message.rank <= len(alternatives):
+            self.branch_from(message.index, alternatives[message.rank - 1].id)
+        else:
+            self.notify(f"only {len(alternatives)} alternatives here", severity="warning")
+
+    @reports_errors
+    def branch_from(self, path_index: int, alt_id: int) -> None:
+        """Counterfactual branch: split the node at that token (via the store), then generate
+        children of the head that start with the alternative token."""
+        blocker = self.session.generation_blocker()
+        if blocker:
+            self.notify(blocker, severity="warning", title="Can't branch")
+            return
+        if self.generation is not None:
+            self.notify("already generating (esc cancels)", severity="warning")
+            return
+        path = self.reading.path
+        assert path is not None
+        node_id = path.owners[path_index]
+        start, _end = path.node_spans[node_id]
+        head = self.session.counterfactual_parent(node_id, path_index - start)
+        self.invalidate_after_edit()
+        self.go_to(head)
+        self.tree_pane.focus()
+        self.start_generation(head, forced=[alt_id])
+
+    # ----------------------------------------------------------------- multiverse
+
+    def action_multiverse(self) -> None:
+        blocker = self.session.generation_blocker()
+        if blocker:
+            self.notify(blocker, severity="warning", title="Can't build a multiverse")
+            return
+        if self.generation is not None:
+            self.notify("wait for the generation to finish (esc cancels it)")
+            return
+        parent = self.current
+        prefix = self.session.prefix_ids(parent)
+        depth, width = self.config.multiverse_depth, self.config.multiverse_width
+
+        def build(cancel: threading.Event, progress: Any) -> MultiverseNode:
+            return self.session.build_multiverse(
+                prefix, depth, width, cancel=cancel, progress=progress
+            )
+
+        context = self.reading.path.text if self.reading.path is not None else ""
+        screen = MultiverseScreen(build, context, depth, self.scale, self.surface_colour())
+
+        def chosen(path: list[MultiverseNode] | None) -> None:
+            if path and screen.root is not None:
+                self._save_multiverse(parent, screen.root, path)
+
+        self.push_screen(screen, chosen)
+
+    @reports_errors
+    def _save_multiverse(
+        self, parent: int, root: MultiverseNode, path: list[MultiverseNode]
+    ) -> None:
+        node_id = self.session.save_multiverse_path(parent, root, path)
+        self.tree_pane.load_children(
+            self.tree_pane.node_for(parent) or self.tree_pane.root, force=True
+        )
+        self.refresh_node(parent)
+        self.go_to(node_id)
+        self.notify(f"branch of {len(path)} token(s) created from the multiverse", timeout=3)
+
+    # ----------------------------------------------------------------- model loading
+
+    def load_model(self, model_path: Path | None) -> None:
+        bar = self.query_one("#model-progress", ProgressBar)
+        bar.add_class("loading")
+        self.status.show(model_note="loading…")
+        self._load_worker(model_path)
+
+    @work(thread=True, group="model", exclusive=True, exit_on_error=False)
+    def _load_worker(self, model_path: Path | None) -> None:
+        from loom.engine.engine import Engine
+        from loom.engine.models import default_model_path
+
+        def progress(done: int, total: int) -> None:
+            self.call_from_thread(self._model_progress, done, total)
+
+        try:
+            path = model_path or default_model_path(progress)
+            self.call_from_thread(self._model_progress, 0, 0)
+            with self.session.engine_lock:
+                backend = Engine.load(path, n_ctx=self.config.n_ctx)
+        except Exception as exc:  # every failure becomes the reason generation is off
+            self.post_message(ModelLoaded(None, str(exc) or type(exc).__name__, model_path))
+        else:
+            self.post_message(ModelLoaded(backend, "", path))
+
+    def _model_progress(self, done: int, total: int) -> None:
+        bar = self.query_one("#model-progress", ProgressBar)
+        if total:
+            bar.update(total=total, progress=done)
+            self.status.show(model_note=f"assembling the default model {done * 100 // total}%")
+        else:
+            bar.update(total=None)
+            self.status.show(model_note="loading the model…")
+
+    def on_model_loaded(self, message: ModelLoaded) -> None:
+        self.query_one("#model-progress", ProgressBar).remove_class("loading")
+        if message.backend is None:
+            self.session.set_backend(None, message.error)
+            self.status.show(model="", model_note=f"none — {message.error}", context_total=0)
+            self.notify(
+                f"{message.error}\nThe loom is open read-only for generation: you can read, "
+                "navigate, edit and export, but not generate.",
+                severity="error",
+                title="No model",
+                timeout=12,
+            )
+            return
+        self.session.set_backend(message.backend)
+        self.status.show(model=self.session.model_name, model_note="",
+                         context_total=message.backend.n_ctx)  # fmt: skip
+        self.notify(f"model ready: {self.session.model_name}", timeout=3)

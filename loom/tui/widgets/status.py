@@ -1,0 +1,101 @@
+"""The status bar (model, speed, context, file, saved state) and the probability legend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.style import Style
+from rich.text import Text
+from textual.color import Color
+from textual.widget import Widget
+
+from loom.tui.display import ProbabilityScale
+from loom.tui.widgets.reading_pane import SHADE_ALPHA
+
+
+@dataclass
+class StatusInfo:
+    model: str = ""
+    model_note: str = ""  # "loading 42%", "no model: …"
+    tokens_per_second: float | None = None
+    context_used: int = 0
+    context_total: int = 0
+    loom_file: str = ""
+    saved: str = "saved"
+    sort: str = "created"
+    preset: str = ""
+
+
+def status_text(info: StatusInfo) -> Text:
+    out = Text(no_wrap=True, overflow="ellipsis")
+    dim = Style(dim=True)
+    out.append("model ", dim)
+    if info.model:
+        out.append(info.model, Style(bold=True))
+    if info.model_note:
+        out.append((" " if info.model else "") + info.model_note, Style(italic=True))
+    out.append("  ·  ", dim)
+    speed = "–" if info.tokens_per_second is None else f"{info.tokens_per_second:.0f}"
+    out.append(f"{speed} tok/s", Style())
+    out.append("  ·  ctx ", dim)
+    total = str(info.context_total) if info.context_total else "?"
+    out.append(f"{info.context_used}/{total}")
+    if info.preset:
+        out.append("  ·  preset ", dim)
+        out.append(info.preset)
+    if info.sort != "created":
+        out.append("  ·  sort ", dim)
+        out.append(info.sort)
+    out.append("  ·  ", dim)
+    out.append(info.loom_file)
+    out.append("  ·  ", dim)
+    out.append(info.saved, Style(bold=True))
+    return out
+
+
+class StatusBar(Widget):
+    """One line; redrawn in place (no layout pass) when its information changes."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.info = StatusInfo()
+
+    def show(self, **changes: object) -> None:
+        changed = False
+        for key, value in changes.items():
+            if getattr(self.info, key) != value:
+                setattr(self.info, key, value)
+                changed = True
+        if changed:
+            self.refresh()
+
+    def render(self) -> Text:
+        return status_text(self.info)
+
+
+def legend_text(scale: ProbabilityScale, shading: bool, background: Color, width: int = 20) -> Text:
+    """The colour scale as the reading pane draws it (blended into the pane's background)."""
+    out = Text(no_wrap=True, overflow="ellipsis")
+    if not shading:
+        out.append("shading off (v)", Style(dim=True))
+        return out
+    out.append("p 0 ", Style(dim=True))
+    for i in range(width):
+        shade = background.blend(scale.colour(i / (width - 1)), SHADE_ALPHA)
+        out.append(" ", Style(bgcolor=shade.rich_color))
+    out.append(" 1", Style(dim=True))
+    out.append("  · hand-written text unshaded · current node bold", Style(dim=True))
+    return out
+
+
+class Legend(Widget):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._text = Text()
+
+    def show(self, scale: ProbabilityScale, shading: bool, background: Color) -> None:
+        self._text = legend_text(scale, shading, background)
+        self.refresh()
+
+    def render(self) -> Text:
+        return self._text
