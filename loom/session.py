@@ -130,6 +130,8 @@ class NodeSummary:
     tags: tuple[str, ...]
     persona: str | None  # the label shown: a hand label wins over the model's
     persona_is_manual: bool
+    collapse: bool = False  # the persona label marks a collapse here (path posterior jumped)
+    mode_collapse: bool = False  # … or a repetition loop ending here
 
     @property
     def mean_prob(self) -> float | None:
@@ -158,6 +160,8 @@ def summary_from_header(header: Any) -> NodeSummary:
         tags=tuple(header.tags or ()),
         persona=header.label,
         persona_is_manual=header.manual_persona is not None,
+        collapse=bool(header.persona is not None and header.persona.collapse),
+        mode_collapse=bool(header.persona is not None and header.persona.mode_collapse),
     )
 
 

@@ -22,10 +22,11 @@ from loom.tui.config import Config, ConfigError, config_dir, load_config
 from loom.tui.editing import EditActions
 from loom.tui.generation import GenerationActions
 from loom.tui.keymap import APP_ACTIONS, TOKEN_ACTIONS
+from loom.tui.personas import PersonaActions
 from loom.tui.screens.help import HelpScreen, help_text, live_keys
 
 
-class LoomApp(GenerationActions, EditActions):
+class LoomApp(PersonaActions, GenerationActions, EditActions):
     """`backend`: an engine already loaded (tests share one); otherwise, with `load_model`, the
     model (`model_path`, else the config's, else the default model) loads in a worker."""
 
@@ -76,11 +77,32 @@ class LoomApp(GenerationActions, EditActions):
                 action.help + (f" · key {bound}" if bound else ""),
                 partial(self.run_action, action.action),
             )
+        yield from self._persona_commands()
         yield SystemCommand(
             "Branch with an alternative token",
             "Token cursor: pick one of the alternatives at the cursor and branch",
             self._palette_branch,
         )
+
+    def _persona_commands(self) -> Iterable[SystemCommand]:
+        """The persona filter, one entry per persona of the loom."""
+        for name in self.persona_names():
+            yield SystemCommand(
+                f"Show only persona {name}",
+                f"Tree: only branches voicing {name} (unlabelled ones stay)",
+                partial(self.action_persona_filter_only, name),
+            )
+            yield SystemCommand(
+                f"Hide persona {name}",
+                f"Tree: hide branches voicing {name}",
+                partial(self.action_persona_filter_hide, name),
+            )
+        if self.persona_filter is not None or self.persona_names():
+            yield SystemCommand(
+                "Clear persona filter",
+                "Tree: show every branch again",
+                self.action_persona_filter_clear,
+            )
 
     def _palette_branch(self) -> None:
         self.reading.focus()

@@ -26,6 +26,7 @@ from loom.tui.display import ProbabilityScale
 from loom.tui.keymap import APP_ACTIONS, bindings
 from loom.tui.themes import LOOM_VARIABLE_DEFAULTS, PERSONA_SLOTS, load_themes
 from loom.tui.widgets.inspector import TokenInspector
+from loom.tui.widgets.persona_panel import PersonaPanel
 from loom.tui.widgets.reading_pane import PathText, ReadingPane
 from loom.tui.widgets.status import Legend, StatusBar
 from loom.tui.widgets.tree_pane import LabelStyle, LoomTree
@@ -115,6 +116,7 @@ class LoomAppBase(App[int]):
                 yield ReadingPane(id="reading")
                 yield Legend(id="legend")
                 yield TokenInspector(id="inspector")
+                yield PersonaPanel(id="persona-panel")
         yield ProgressBar(total=None, show_eta=False, id="model-progress")
         yield StatusBar(id="status")
         yield Footer()
@@ -155,6 +157,9 @@ class LoomAppBase(App[int]):
 
     def after_mount(self) -> None:
         """For subclasses (Textual calls every class's on_mount: don't override it)."""
+
+    def after_generation(self, ids: list[int]) -> None:
+        """For subclasses: new children were written (persona labelling hooks in here)."""
 
     def _existing(self, node_id: int | None) -> int | None:
         if node_id is None:

@@ -78,6 +78,8 @@ class Config:
     shading: bool = True
     show_pruned: bool = False
     sort: str = "created"
+    persona_threshold: float = 0.6  # confidence a label, filter or prune by persona needs
+    persona_auto_label: bool = True  # label new children when the loom has a persona set
     keymap: dict[str, str] = field(default_factory=dict)
     source: Path | None = None  # the file this was read from, None for pure defaults
 
@@ -128,6 +130,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
     gen = merged.get("generation", {})
     multiverse = merged.get("multiverse", {})
     display = merged.get("display", {})
+    personas = merged.get("personas", {})
     keymap = merged.get("keymap", {})
     if not isinstance(keymap, dict) or not all(isinstance(v, str) for v in keymap.values()):
         raise ConfigError('[keymap] entries must be "binding-id" = "key"')
@@ -149,11 +152,15 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         shading=bool(display.get("shading", True)),
         show_pruned=bool(display.get("show_pruned", False)),
         sort=str(display.get("sort", "created")),
+        persona_threshold=_number(personas, "threshold", float, "personas"),
+        persona_auto_label=bool(personas.get("auto_label", True)),
         keymap={str(k): str(v) for k, v in keymap.items()},
         source=source,
     )
     if config.sort not in SORT_ORDERS:
         raise ConfigError(f"display.sort must be one of {', '.join(SORT_ORDERS)}")
+    if not 0.0 < config.persona_threshold <= 1.0:
+        raise ConfigError("personas.threshold must be above 0 and at most 1")
     if not 1 <= config.n <= 64 or config.max_tokens < 1:
         raise ConfigError("generation.n must be 1..64 and generation.max_tokens at least 1")
     return config

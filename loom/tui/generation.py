@@ -194,6 +194,7 @@ class GenerationActions(LoomAppBase):
         self.status.show(tokens_per_second=result.tokens_per_second, saved="saved")
         if result.cancelled:
             self.notify(f"cancelled: kept {len(ids)} partial branch(es)", timeout=3)
+        self.after_generation(ids)
 
     @reports_errors
     def _save_generation(self, job: GenerationJob, result: GenerationResult) -> list[int]:

@@ -28,6 +28,7 @@ NAVIGATE = "Navigate"
 EDIT = "Edit the tree"
 MARK = "Mark and find"
 VIEW = "View"
+PERSONAS = "Personas"
 APP = "App"
 TOKENS = "Token cursor (reading pane)"
 
@@ -97,6 +98,23 @@ APP_ACTIONS: tuple[LoomAction, ...] = (
     LoomAction("loom.show_pruned", "P", "toggle_pruned", "Show pruned",
                "Show or hide pruned branches", VIEW),
     LoomAction("loom.theme", "T", "pick_theme", "Theme", "Switch the colour theme", VIEW),
+    # personas
+    LoomAction("loom.persona_panel", "p", "persona_panel", "Persona panel",
+               "Persona panel: posteriors, their path trajectory, evidence (again: hide)",
+               PERSONAS),
+    LoomAction("loom.label_personas", "r", "label_personas", "Label with personas",
+               "Label the node's subtree or siblings with the loom's personas",
+               PERSONAS),
+    LoomAction("loom.manual_persona", "a", "manual_persona", "Hand label",
+               "Set or clear a hand persona label on this node (it always wins)",
+               PERSONAS),
+    LoomAction("loom.persona_filter", "f", "persona_filter", "Persona filter",
+               "Tree: show only or hide branches voicing a persona, or clear it",
+               PERSONAS),
+    LoomAction("loom.prune_persona", "x", "prune_persona", "Prune by persona",
+               "Prune the siblings voicing a persona (one undo restores them all)", PERSONAS),
+    LoomAction("loom.load_personas", "ctrl+l", "load_personas", "Load personas",
+               "Load a persona set file (TOML) into the loom", PERSONAS),
     # app
     LoomAction("loom.export", "E", "export", "Export",
                "Export the loom (every format of the store)", APP),

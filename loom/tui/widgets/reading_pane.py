@@ -276,6 +276,9 @@ class ReadingPane(ScrollView, can_focus=True):
         self.scale: ProbabilityScale | None = None
         self.node_colour = Color.parse("#ffa62b")
         self.cursor_colour = Color.parse("#3d8bfd")
+        # Glyphs drawn where a node starts (persona collapse marks), by node id.
+        self.marks: dict[int, str] = {}
+        self._mark_at: dict[int, str] = {}  # first token index → glyphs
 
     # ----------------------------------------------------------------- content
 
@@ -295,6 +298,22 @@ class ReadingPane(ScrollView, can_focus=True):
                     self._line_strips.pop(y, None)
         self._scroll_to_current()
         self.post_message(self.CursorMoved(self.cursor if self.has_focus else None))
+
+    def set_marks(self, marks: dict[int, str]) -> None:
+        """Glyphs to draw at the start of nodes of the path (node id → glyphs); the text and
+        the token positions are unchanged: a glyph takes the line's spare cells."""
+        path = self.path
+        at = {}
+        if path is not None:
+            for node_id, glyphs in marks.items():
+                start, end = path.node_spans.get(node_id, (0, 0))
+                if end > start:
+                    at[start] = glyphs
+        if at == self._mark_at:
+            return
+        self.marks, self._mark_at = dict(marks), at
+        self._line_strips.clear()
+        self.refresh()
 
     def set_colours(self, scale: ProbabilityScale, node: Color, cursor: Color) -> None:
         self.scale, self.node_colour, self.cursor_colour = scale, node, cursor
@@ -426,10 +445,20 @@ class ReadingPane(ScrollView, can_focus=True):
             strip = cached[1]
         else:
             segments = []
-            for text, tok in self._wrap.runs(index):
+            runs = self._wrap.runs(index)
+            spare = width - sum(cell_len(text) for text, _ in runs) if self._mark_at else 0
+            for text, tok in runs:
                 style = self.token_style(tok)
                 if tok == cursor:
                     style = style + self._paint_cursor
+                glyphs = self._mark_at.get(tok)
+                if (
+                    glyphs
+                    and cell_len(glyphs) <= spare
+                    and int(self._wrap.token_line[tok]) == index
+                ):
+                    segments.append(Segment(glyphs, base + Style(bold=True, reverse=True)))
+                    spare -= cell_len(glyphs)
                 segments.append(Segment(text, base + style))
             strip = Strip(segments).adjust_cell_length(width, base)
             if not cursor_here:

@@ -27,6 +27,8 @@ from loom.tui.display import ProbabilityScale, one_line, percent
 MAX_CHILDREN_SHOWN = 500
 STRIP_CACHE_SIZE = 4000
 _LEVELS = "▁▂▃▄▅▆▇█"
+COLLAPSE_GLYPH = "⚡"  # the persona posterior jumped at this node
+MODE_COLLAPSE_GLYPH = "↻"  # the path fell into a repetition loop here
 
 
 class LabelStyle:
@@ -65,6 +67,10 @@ def node_label(node: NodeSummary, style: LabelStyle, *, is_root: bool = False) -
         chip = f"[{node.persona}{'*' if node.persona_is_manual else ''}]"
         label.append(chip, Style(color=style.personas.get(node.persona, style.tag), bold=True))
         label.append(" ")
+    if node.collapse:
+        label.append(COLLAPSE_GLYPH + " ", Style(color=style.tag, bold=True))
+    if node.mode_collapse:
+        label.append(MODE_COLLAPSE_GLYPH + " ", Style(color=style.tag, bold=True))
     if node.bookmarked:
         label.append("★ ", Style(color=style.tag))
     for tag in node.tags[:3]:

@@ -1,0 +1,367 @@
+"""Persona actions of the TUI: the persona panel, labelling (after generation and on demand),
+filters over the tree, pruning by persona, hand labels and loading a persona set.
+
+Thin: the arithmetic and the store writes are loom.personas' (label_nodes,
+prune_siblings_voicing, filter_nodes, stored_trajectory); this module only wires keys to them.
+Labelling runs in a thread worker holding the session's engine lock, like generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.style import Style
+from rich.text import Text
+from textual import work
+from textual.message import Message
+
+from loom.personas.actions import (
+    DEFAULT_LABEL_THRESHOLD,
+    LabelRun,
+    label_nodes,
+    persona_set_from_loom,
+    prune_siblings_voicing,
+)
+from loom.personas.labels import FilterMode, filter_nodes
+from loom.personas.scoring import PersonaScore
+from loom.personas.sets import PersonaSetError, load_persona_set
+from loom.personas.trajectory import stored_trajectory
+from loom.session import NodeSummary
+from loom.tui.base import LoomAppBase, reports_errors
+from loom.tui.screens.dialogs import ChoiceScreen, PromptScreen
+from loom.tui.widgets.persona_panel import PanelData, PersonaPanel
+from loom.tui.widgets.tree_pane import COLLAPSE_GLYPH, MODE_COLLAPSE_GLYPH
+
+CLEAR = "\x00clear"  # the picker's "clear" choice (no persona can be named this)
+
+
+@dataclass(frozen=True)
+class PersonaFilter:
+    persona: str
+    mode: FilterMode  # "only" or "hide"
+    threshold: float
+
+    def describe(self) -> str:
+        verb = "only" if self.mode == "only" else "hiding"
+        return f"{verb} {self.persona} (≥ {self.threshold:.0%})"
+
+
+class LabelsDone(Message):
+    def __init__(self, run: LabelRun | None, error: Exception | None, quiet: bool) -> None:
+        super().__init__()
+        self.run, self.error, self.quiet = run, error, quiet
+
+
+class PersonaActions(LoomAppBase):
+    persona_filter: PersonaFilter | None = None
+    labelling: bool = False
+    # Token evidence of nodes labelled in this session (labels in the file don't carry it).
+    persona_evidence: dict[int, PersonaScore]
+
+    @property
+    def persona_threshold(self) -> float:
+        return float(getattr(self.config, "persona_threshold", DEFAULT_LABEL_THRESHOLD))
+
+    @property
+    def persona_panel(self) -> PersonaPanel:
+        return self.query_one(PersonaPanel)
+
+    def persona_names(self) -> list[str]:
+        return [p.name for p in self.session.loom.personas]
+
+    # ----------------------------------------------------------------- the panel
+
+    def action_persona_panel(self) -> None:
+        panel = self.persona_panel
+        panel.display = not panel.display
+        if panel.display:
+            self.refresh_persona_panel()
+
+    def go_to(self, node_id: int, path_ids: list[int] | None = None) -> None:
+        super().go_to(node_id, path_ids)
+        self.refresh_path_marks()
+        self.refresh_persona_panel()
+
+    def refresh_path_marks(self, *, recheck: bool = False) -> None:
+        """Collapse glyphs at the node boundaries of the reading pane (read only when the
+        loom has personas: a loom without labels pays nothing per move)."""
+        has = getattr(self, "_has_personas", None)
+        if has is None or recheck:
+            has = self._has_personas = bool(self.session.loom.personas)
+        if not has:
+            return
+        marks = {}
+        for h in self.session.loom.headers(self.path_ids):
+            label = h.persona
+            if label is not None and (label.collapse or label.mode_collapse):
+                marks[h.id] = (COLLAPSE_GLYPH if label.collapse else "") + (
+                    MODE_COLLAPSE_GLYPH if label.mode_collapse else ""
+                )
+        self.reading.set_marks(marks)
+
+    def refresh_persona_panel(self) -> None:
+        panel = self.persona_panel
+        if not panel.display:
+            return
+        loom = self.session.loom
+        header = loom.header(self.current)
+        names = self.persona_names()
+        style = self.tree_pane.label_style
+        colours = style.personas if style is not None else {}
+        trajectory = stored_trajectory(loom, self.current) if names else None
+        evidence = getattr(self, "persona_evidence", {}).get(self.current)
+        panel.show_data(
+            PanelData(header, names, colours, trajectory, evidence.evidence if evidence else [])
+        )
+
+    # ----------------------------------------------------------------- the tree filter
+
+    def _children_for_tree(self, node_id: int) -> list[NodeSummary]:
+        kids = super()._children_for_tree(node_id)
+        f = self.persona_filter
+        if f is None or not kids:
+            return kids
+        headers = self.session.loom.headers([k.id for k in kids])
+        # Unlabelled nodes are not judged: the filter applies to what has been labelled.
+        judged = [h for h in headers if h.persona is not None or h.manual_persona is not None]
+        kept = {h.id for h in filter_nodes(judged, f.persona, f.threshold, f.mode)}
+        judged_ids = {h.id for h in judged}
+        return [k for k in kids if k.id not in judged_ids or k.id in kept]
+
+    def set_persona_filter(self, new: PersonaFilter | None) -> None:
+        self.persona_filter = new
+        self.rebuild_tree()
+        self.go_to(self.current)
+        self.status.show(saved=f"filter: {new.describe()}" if new else "saved")
+        self.notify(f"persona filter: {new.describe()}" if new else "persona filter cleared",
+                    timeout=2)  # fmt: skip
+
+    def action_persona_filter(self) -> None:
+        names = self.persona_names()
+        if not names:
+            self.notify("this loom has no persona set (ctrl+l loads one)", severity="warning")
+            return
+        t = self.persona_threshold
+        options: list[tuple[Text, PersonaFilter | str]] = []
+        for n in names:
+            options.append((Text(f"show only {n}"), PersonaFilter(n, "only", t)))
+            options.append((Text(f"hide {n}"), PersonaFilter(n, "hide", t)))
+        options.append((Text("clear the persona filter"), CLEAR))
+
+        def chosen(choice: PersonaFilter | str | None) -> None:
+            if choice is not None:  # None: the dialog was cancelled
+                self.set_persona_filter(choice if isinstance(choice, PersonaFilter) else None)
+
+        self.push_screen(
+            ChoiceScreen(f"Filter the tree by persona (confidence ≥ {t:.0%})", options), chosen
+        )
+
+    def action_persona_filter_only(self, persona: str) -> None:
+        self.set_persona_filter(PersonaFilter(persona, "only", self.persona_threshold))
+
+    def action_persona_filter_hide(self, persona: str) -> None:
+        self.set_persona_filter(PersonaFilter(persona, "hide", self.persona_threshold))
+
+    def action_persona_filter_clear(self) -> None:
+        self.set_persona_filter(None)
+
+    # ----------------------------------------------------------------- pruning by persona
+
+    def _pick_persona(
+        self, title: str, then: Callable[[str | None], None], *, with_clear: bool = False
+    ) -> None:
+        names = self.persona_names()
+        if not names:
+            self.notify("this loom has no persona set (ctrl+l loads one)", severity="warning")
+            return
+        style = self.tree_pane.label_style
+        colours = style.personas if style is not None else {}
+        options: list[tuple[Text, str]] = [
+            (Text(n, Style(color=colours.get(n), bold=True)), n) for n in names
+        ]
+        if with_clear:
+            options.append((Text("clear the hand label"), CLEAR))
+        self.push_screen(ChoiceScreen(title, options), then)
+
+    def action_prune_persona(self) -> None:
+        if not self.writable():  # type: ignore[attr-defined]
+            return
+        if self.session.parent_of(self.current) is None:
+            self.notify("the root has no siblings", severity="warning")
+            return
+
+        def chosen(persona: str | None) -> None:
+            if persona is not None:
+                self.prune_voicing(self.current, persona)
+
+        self._pick_persona("Prune the siblings voicing which persona?", chosen)
+
+    @reports_errors
+    def prune_voicing(self, node_id: int, persona: str) -> list[int]:
+        doomed = prune_siblings_voicing(self.session.loom, node_id, persona, self.persona_threshold)
+        if not doomed:
+            self.notify(f"no sibling voices {persona}", timeout=2)
+            return []
+        self.invalidate_after_edit()
+        self.go_to(node_id)
+        self.notify(f"pruned {len(doomed)} sibling(s) voicing {persona} (u undoes)", timeout=3)
+        return doomed
+
+    # ----------------------------------------------------------------- hand labels
+
+    def action_manual_persona(self) -> None:
+        if not self.writable():  # type: ignore[attr-defined]
+            return
+        node_id = self.current
+
+        def chosen(persona: str | None) -> None:
+            if persona is not None:
+                self.set_manual(node_id, None if persona == CLEAR else persona)
+
+        self._pick_persona(f"Label node #{node_id} by hand", chosen, with_clear=True)
+
+    @reports_errors
+    def set_manual(self, node_id: int, persona: str | None) -> None:
+        self.session.loom.set_manual_persona(node_id, persona)
+        self.refresh_node(node_id)
+        self.refresh_persona_panel()
+        self.notify(f"#{node_id} labelled {persona} by hand" if persona
+                    else f"hand label of #{node_id} cleared", timeout=2)  # fmt: skip
+
+    # ----------------------------------------------------------------- loading a set
+
+    def action_load_personas(self) -> None:
+        if not self.writable():  # type: ignore[attr-defined]
+            return
+
+        def done(path: str | None) -> None:
+            if path:
+                self.load_personas(Path(path).expanduser())
+
+        self.push_screen(
+            PromptScreen("Load a persona set", placeholder="sessions/croissant.toml",
+                         hint="a TOML file of [[persona]] tables · enter load · esc cancel"),
+            done,
+        )  # fmt: skip
+
+    @reports_errors
+    def load_personas(self, path: Path) -> None:
+        try:
+            persona_set = load_persona_set(path)
+        except (PersonaSetError, OSError) as exc:
+            self.notify(str(exc), severity="error", title="Not loaded")
+            return
+        self.session.loom.set_personas(persona_set.personas)
+        self._has_personas = True
+        self._applied_theme = ""  # persona colours come with the theme: recompute them
+        self._apply_theme()
+        self.refresh_persona_panel()
+        self.notify(f"persona set: {', '.join(persona_set.names)} (r labels nodes)", timeout=4)
+
+    # ----------------------------------------------------------------- labelling
+
+    def action_label_personas(self) -> None:
+        if not self.persona_names():
+            self.notify("this loom has no persona set (ctrl+l loads one)", severity="warning")
+            return
+        options = [
+            (Text("this node and its subtree"), "subtree"),
+            (Text("this node and its siblings"), "siblings"),
+        ]
+        self.push_screen(ChoiceScreen("Label with personas", options), self._label_scope)
+
+    def _label_scope(self, scope: str | None) -> None:
+        if scope is None:
+            return
+        loom = self.session.loom
+        ids: list[int]
+        if scope == "siblings":
+            ids = [self.current, *(h.id for h in loom.siblings(self.current))]
+        else:
+            ids = []
+            stack = [self.current]
+            while stack:
+                node_id = stack.pop()
+                ids.append(node_id)
+                stack.extend(h.id for h in loom.children(node_id))
+        ids = [i for i in ids if i != loom.root_id]
+        if not ids:
+            self.notify("nothing to label (the root is the setting, not evidence)")
+            return
+        self.start_labelling(ids)
+
+    def start_labelling(self, node_ids: list[int], *, quiet: bool = False) -> bool:
+        """Label `node_ids` in a worker; False (with a notice unless quiet) if it can't run."""
+        persona_set = persona_set_from_loom(self.session.loom)
+        backend = self.session.backend
+        reason = None
+        if persona_set is None:
+            reason = "this loom has no persona set"
+        elif backend is None or not hasattr(backend, "score"):
+            reason = "labelling needs a local model"
+        elif self.session.loom.readonly:
+            reason = "the loom is open read-only"
+        elif self.labelling:
+            if quiet:  # new children while a run is going: label them next
+                self._label_queue = [*getattr(self, "_label_queue", []), *node_ids]
+                return True
+            reason = "already labelling"
+        if reason is not None:
+            if not quiet:
+                self.notify(reason, severity="warning", title="Can't label")
+            return False
+        self.labelling = True
+        self.status.show(saved=f"labelling {len(node_ids)} node(s)…")
+        self._label_worker(persona_set, node_ids, quiet)
+        return True
+
+    @work(thread=True, group="label", exit_on_error=False)
+    def _label_worker(self, persona_set: object, node_ids: list[int], quiet: bool) -> None:
+        try:
+            with self.session.engine_lock:
+                run = label_nodes(
+                    self.session.loom,
+                    self.session.backend,  # type: ignore[arg-type]
+                    persona_set,  # type: ignore[arg-type]
+                    node_ids,
+                    self.persona_threshold,
+                )
+        except Exception as exc:  # reported on the UI thread
+            self.post_message(LabelsDone(None, exc, quiet))
+        else:
+            self.post_message(LabelsDone(run, None, quiet))
+
+    def on_labels_done(self, message: LabelsDone) -> None:
+        self.labelling = False
+        self.status.show(saved="saved")
+        queued, self._label_queue = getattr(self, "_label_queue", []), []
+        queued = [i for i in queued if self._existing(i) is not None]
+        if queued:
+            self.start_labelling(queued, quiet=True)
+        if message.error is not None or message.run is None:
+            self.notify(str(message.error), severity="error", title="Labelling failed")
+            return
+        run = message.run
+        if not hasattr(self, "persona_evidence"):
+            self.persona_evidence = {}
+        self.persona_evidence.update(run.scores)
+        self.session.forget_nodes()
+        for node_id in run.labels:
+            self.refresh_node(node_id)
+        self._has_personas = True
+        if self.persona_filter is not None:
+            self.rebuild_tree()
+            self.go_to(self.current)
+        else:
+            self.refresh_path_marks()
+            self.refresh_persona_panel()
+        if not message.quiet:
+            self.notify(run.summary(), timeout=5)
+
+    def after_generation(self, ids: list[int]) -> None:
+        """New children get labelled when the loom has a persona set (quietly: a model-less
+        or busy app simply leaves them for r)."""
+        if ids and getattr(self.config, "persona_auto_label", True) and self.session.loom.personas:
+            self.start_labelling(ids, quiet=True)

@@ -1,0 +1,115 @@
+"""The persona panel: the current node's posterior per persona, its trajectory along the path,
+and the tokens that moved it most. A view only: the numbers come from loom.personas."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import Static
+
+from loom.personas.labels import effective_label
+from loom.personas.scoring import TokenEvidence
+from loom.personas.trajectory import Trajectory
+from loom.store.views import NodeHeader
+from loom.tui.display import one_line, percent
+from loom.tui.widgets.tree_pane import COLLAPSE_GLYPH, MODE_COLLAPSE_GLYPH
+
+BAR_WIDTH = 20
+SPARK_WIDTH = 24
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def bar(p: float, width: int = BAR_WIDTH) -> str:
+    filled = max(0, min(width, round(p * width)))
+    return "█" * filled + "░" * (width - filled)
+
+
+def sparkline(values: Sequence[float], width: int = SPARK_WIDTH) -> str:
+    """0..1 values as block glyphs (the last `width`); unknown steps as a dot."""
+    out = []
+    for v in list(values)[-width:]:
+        out.append("·" if math.isnan(v) else _SPARKS[max(0, min(7, int(v * 8)))])
+    return "".join(out)
+
+
+@dataclass
+class PanelData:
+    header: NodeHeader
+    names: list[str]
+    colours: dict[str, str]
+    trajectory: Trajectory | None
+    evidence: list[TokenEvidence] = field(default_factory=list)
+
+
+def panel_text(data: PanelData) -> Text:
+    h = data.header
+    out = Text(no_wrap=True, overflow="ellipsis")
+    out.append(f"Personas · node #{h.id}\n", Style(bold=True))
+    if not data.names:
+        out.append("This loom has no persona set: ctrl+l loads one.", Style(dim=True))
+        return out
+    name, source, confidence = effective_label(h)
+    label = h.persona
+    if h.manual_persona is not None:
+        out.append("label ", Style(dim=True))
+        out.append(f"{h.manual_persona}*", Style(color=data.colours.get(name or ""), bold=True))
+        out.append(" (set by hand: always wins)\n")
+    elif label is None:
+        out.append("not labelled yet: r labels it\n", Style(dim=True))
+    elif name is not None:
+        out.append("label ", Style(dim=True))
+        out.append(name, Style(color=data.colours.get(name), bold=True))
+        out.append(f" ({source}, {percent(confidence)})\n")
+    else:
+        out.append(f"undecided (best {percent(confidence)})\n", Style(dim=True))
+    marks = []
+    if label is not None and label.collapse:
+        marks.append(f"{COLLAPSE_GLYPH} collapse: the posterior jumped here")
+    if label is not None and label.mode_collapse:
+        marks.append(f"{MODE_COLLAPSE_GLYPH} mode collapse: a repetition loop ends here")
+    for mark in marks:
+        out.append(mark + "\n", Style(bold=True))
+    posterior = label.posterior if label is not None else {}
+    # The effective label first, then by posterior.
+    order = sorted(data.names, key=lambda n: (n != name, -posterior.get(n, 0.0)))
+    width = max(len(n) for n in data.names)
+    for n in order:
+        colour = data.colours.get(n)
+        out.append(f"{n:<{width}} ", Style(color=colour, bold=n == name))
+        if n in posterior:
+            out.append(bar(posterior[n]), Style(color=colour))
+            out.append(f" {percent(posterior[n])}")
+        else:
+            out.append("—", Style(dim=True))
+        out.append("\n")
+    traj = data.trajectory
+    if traj is not None and len(traj.steps) > 1:
+        out.append("path (root → here)\n", Style(dim=True))
+        for n in order:
+            series = traj.series(n)
+            out.append(f"{n:<{width}} ", Style(color=data.colours.get(n)))
+            out.append(sparkline(series), Style(color=data.colours.get(n)))
+            last = series[-1] if series else math.nan
+            out.append("" if math.isnan(last) else f" {percent(last)}")
+            out.append("\n")
+    if data.evidence:
+        out.append("tokens that moved it most\n", Style(dim=True))
+        for ev in data.evidence:
+            llr = "∞" if math.isinf(ev.llr) else f"{ev.llr:+.2f}"
+            out.append(f"  {one_line(ev.text, 16)!r} ", Style(bold=True))
+            out.append(f"→ {ev.favours}", Style(color=data.colours.get(ev.favours)))
+            out.append(f" over {ev.against} ({llr} nats)\n")
+    elif label is not None or h.manual_persona is not None:
+        out.append("score this node to see evidence (r)", Style(dim=True))
+    return out
+
+
+class PersonaPanel(Static):
+    """Hidden until toggled (p); the app feeds it `PanelData` when the current node changes."""
+
+    def show_data(self, data: PanelData) -> None:
+        self.update(panel_text(data))
