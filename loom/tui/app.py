@@ -18,6 +18,7 @@ from textual.app import SystemCommand
 from textual.screen import Screen
 
 from loom.session import Backend, Session
+from loom.store.tokenizer import Tokenizer
 from loom.tui.config import Config, ConfigError, config_dir, load_config
 from loom.tui.editing import EditActions
 from loom.tui.generation import GenerationActions
@@ -168,7 +169,12 @@ def remember_loom(path: Path) -> None:
 
 
 def open_session(
-    loom_path: Path | None, *, prompt: str | None, readonly: bool, backend: Backend | None = None
+    loom_path: Path | None,
+    *,
+    prompt: str | None,
+    readonly: bool,
+    backend: Backend | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> tuple[Session, list[str]]:
     """Open (or create) the loom and wrap it in a Session; also the notices for the user."""
     from loom.store.loom import Loom
@@ -189,7 +195,6 @@ def open_session(
     else:
         if readonly:
             raise FileNotFoundError(f"{loom_path}: no such loom (read-only can't create one)")
-        tokenizer = None
         if backend is not None:
             from loom.store.tokenizer import FunctionTokenizer
 
@@ -197,6 +202,27 @@ def open_session(
         loom = Loom.create(loom_path, title=loom_path.stem, prompt=prompt or "",
                            tokenizer=tokenizer)  # fmt: skip
     return Session(loom, backend), notices
+
+
+def _prompt_tokenizer(model_path: Path | None) -> Tokenizer | None:
+    """The model's tokenizer (vocabulary only, fast), so a new loom's prompt gets its token ids
+    when it is written. On the first run this assembles the default model, with progress on
+    stderr, before the screen opens. Without a usable model the prompt is stored untokenized and
+    the app says why once it tries to load the model."""
+    from loom.engine.errors import EngineError
+    from loom.engine.models import resolve_model
+    from loom.engine.tokenizer import load_tokenizer
+
+    def progress(done: int, total: int) -> None:
+        if total > 0 and sys.stderr.isatty():
+            end = "\n" if done >= total else ""
+            print(f"\rassembling the default model: {100 * done // total:3d}%", end=end,
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    try:
+        return load_tokenizer(resolve_model(model_path, progress))
+    except EngineError:
+        return None
 
 
 def run_app(
@@ -217,8 +243,11 @@ def run_app(
         return 2
     if model_path is None and config.model:
         model_path = Path(config.model).expanduser()
+    tokenizer = _prompt_tokenizer(model_path) if prompt and not replay else None
     try:
-        session, notices = open_session(loom_path, prompt=prompt, readonly=readonly or replay)
+        session, notices = open_session(
+            loom_path, prompt=prompt, readonly=readonly or replay, tokenizer=tokenizer
+        )
     except (LoomError, OSError) as exc:
         print(f"loom: {exc}", file=sys.stderr)
         return 1
