@@ -26,10 +26,6 @@ VERSION = 1
 # --- pieces shared with the formats that carry loom data in an extension block --------------
 
 
-def tokens_to_json(tokens: TokenArray) -> list[dict[str, Any]]:
-    return tokens.to_json()
-
-
 def tokens_from_json(value: Any, where: str) -> TokenArray:
     items = f.array(value, where)
     for i, item in enumerate(items):
@@ -97,7 +93,7 @@ def node_to_json(node: Node) -> dict[str, Any]:
         "author": node.author,
         "text": node.text,
         "created_at": node.created_at,
-        "tokens": tokens_to_json(node.tokens),
+        "tokens": node.tokens.to_json(),
         "generation": None if node.generation is None else node.generation.to_json(),
         "persona": None if node.persona is None else node.persona.to_json(),
         "manual_persona": node.manual_persona,

@@ -34,6 +34,7 @@ from loom.store.formats import jsonio
 from loom.store.formats.errors import FormatError
 from loom.store.formats.loomjson import (
     generation_from_json,
+    node_to_json,
     optional_string,
     persona_from_json,
     personas_from_json,
@@ -122,20 +123,14 @@ def _entries(items: dict[str, Any]) -> str:
     return "\n  " + ",\n  ".join(lines) + "\n "
 
 
+# Open Loom holds these natively; the extension carries the rest of the loom-json node.
+_NATIVE_FIELDS = ("parent", "text", "bookmarked")
+
+
 def _node_extension(node: Node) -> dict[str, Any]:
-    ext: dict[str, Any] = {
-        "id": node.id,
-        "author": node.author,
-        "created_at": node.created_at,
-        "tokens": node.tokens.to_json(),
-        "generation": None if node.generation is None else node.generation.to_json(),
-        "persona": None if node.persona is None else node.persona.to_json(),
-        "manual_persona": node.manual_persona,
-        "pruned": node.pruned,
-        "tags": list(node.tags),
-    }
-    if node.meta:
-        ext["meta"] = node.meta
+    ext = node_to_json(node)
+    for key in _NATIVE_FIELDS:
+        del ext[key]
     return ext
 
 
