@@ -206,7 +206,7 @@ def _printable(text: str) -> str:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from loom.engine.models import discover_models
-    from loom.engine.paths import model_dirs
+    from loom.paths import model_dirs
 
     models = discover_models([*model_dirs(), *(Path(d) for d in args.dir)])
     if args.json:
@@ -332,7 +332,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
     from loom.engine.engine import Engine
-    from loom.engine.paths import model_dirs
+    from loom.paths import model_dirs
     from loom.regenerate import regenerate
 
     with _open_loom(args.path, readonly=True) as loom:
@@ -347,6 +347,20 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     for line in report.lines():
         print(_printable(line))
     return 0 if report.identical else 3
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from loom.doctor import diagnose
+
+    findings = diagnose(args.model)
+    for finding in findings:
+        print(_printable(finding.line()))
+    problems = [f for f in findings if not f.ok]
+    if problems:
+        first = problems[0]
+        _fail(f"doctor found {len(problems)} problem(s); first, {first.topic}: {first.detail}")
+    print("everything checked works")
+    return 0
 
 
 def cmd_open(args: argparse.Namespace) -> int:
@@ -496,6 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="try this GGUF file first")
     p.add_argument("--dir", action="append", default=[], help="also look for models here")
     p.set_defaults(func=cmd_regenerate)
+
+    p = sub.add_parser(
+        "doctor", help="check llama.cpp, the CPU, the model and loom's folders on this machine"
+    )
+    p.add_argument("--model", help="check this GGUF file (default: Gemma 3 270M)")
+    p.set_defaults(func=cmd_doctor)
 
     return parser
 

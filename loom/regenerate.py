@@ -365,7 +365,7 @@ def regenerate(
             )
         )
     mine = comparisons[index]
-    notes.extend(_notes(node.tokens, mine, origin))
+    notes.extend(_notes(node.tokens, mine, origin, settings))
     return RegenerationReport(
         node_id=node_id,
         model_name=settings.model,
@@ -381,7 +381,9 @@ def regenerate(
     )
 
 
-def _notes(now: TokenArray, mine: BranchComparison, origin: _Origin) -> list[str]:
+def _notes(
+    now: TokenArray, mine: BranchComparison, origin: _Origin, settings: GenerationSettings
+) -> list[str]:
     notes = []
     if origin.seq is not None and [int(t) for t in now.ids] != mine.stored:
         notes.append(
@@ -394,9 +396,29 @@ def _notes(now: TokenArray, mine: BranchComparison, origin: _Origin) -> list[str
             "the stored branch is a prefix of the regenerated one: its generation was "
             "probably cancelled before it finished"
         )
+    elif not mine.identical and settings.from_empty_cache:
+        notes.append(
+            "this node was generated from an empty KV cache, which regenerates identically with "
+            "the same model file, llama.cpp build and CPU kind: was it made on another machine "
+            "or with another llama-cpp-python?"
+        )
+    elif not mine.identical and settings.cached_prefix:
+        notes.append(
+            f"this node was generated with {settings.cached_prefix} prompt tokens taken from "
+            "the engine's KV cache; on some CPUs that changes logits in the last bits, which can "
+            "change sampled tokens. Only generations that start from an empty cache are "
+            "guaranteed to regenerate identically (the reproducible setting)"
+        )
+    elif not mine.identical and settings.from_empty_cache is False:
+        notes.append(
+            "other branches were held in the engine's KV cache when this node was generated; on "
+            "some CPUs their layout changes logits in the last bits, which can change sampled "
+            "tokens. Only generations that start from an empty cache are guaranteed to "
+            "regenerate identically (the reproducible setting)"
+        )
     elif not mine.identical:
         notes.append(
-            "if the original generation reused the engine's cached prompt, its logits differed "
-            "slightly from a fresh decode (DESIGN.md §4), which can change sampled tokens"
+            "the node does not record how the engine's KV cache stood (an older loom); a cached "
+            "prompt can change sampled tokens on some CPUs"
         )
     return notes

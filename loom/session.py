@@ -51,6 +51,7 @@ class Backend(Protocol):
         forced: Sequence[int] | None = None,
         on_step: Callable[[Any], None] | None = None,
         cancel: threading.Event | None = None,
+        fresh: bool = False,
     ) -> list[Any]: ...
 
 
@@ -481,6 +482,7 @@ class Session:
         top_logprobs: int = 5,
         on_batch: Callable[[list[StreamedToken]], None] | None = None,
         cancel: threading.Event | None = None,
+        fresh: bool = False,
     ) -> GenerationResult:
         """Generate `n` continuations of `prefix_ids` (worker thread; engine only, no store).
 
@@ -499,6 +501,7 @@ class Session:
                 forced=list(forced) if forced else None,
                 on_step=batcher.on_step,
                 cancel=cancel,
+                fresh=fresh,
             )
             elapsed = time.perf_counter() - started
         batcher.flush()
@@ -526,6 +529,8 @@ class Session:
         size: int,
         seed: int | None,
         forced: Sequence[int] | None,
+        cached_prefix: int | None = None,
+        from_empty_cache: bool | None = None,
     ) -> GenerationSettings:
         return GenerationSettings(
             model=self.model_name,
@@ -541,6 +546,8 @@ class Session:
             batch_size=size,
             stop=list(getattr(settings, "stop", []) or []),
             forced_tokens=[int(t) for t in forced or []],
+            cached_prefix=cached_prefix,
+            from_empty_cache=from_empty_cache,
         )
 
     def save_branches(
@@ -571,6 +578,8 @@ class Session:
                     size=size,
                     seed=getattr(branch, "seed", None),
                     forced=forced,
+                    cached_prefix=getattr(branch, "cached_prefix", None),
+                    from_empty_cache=getattr(branch, "from_empty_cache", None),
                 ),
             )
             for branch in result.branches

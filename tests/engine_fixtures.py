@@ -26,6 +26,7 @@ from loom.engine.engine import Engine
 from loom.engine.models import default_model_path
 
 SERVER_KEY = "loom-test-key"
+SERVER_LAUNCHER = Path(__file__).with_name("serve_llama_cpp.py")
 
 # GGUF value types
 U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
@@ -115,14 +116,15 @@ def _ready(url: str, key: str) -> bool:
 def llama_server(
     default_gguf: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalServer]:
-    """`python -m llama_cpp.server` on a free loopback port with an API key; killed at the end."""
+    """llama-cpp-python's server (through the AMX-guarding launcher beside this file) on a free
+    loopback port with an API key; killed at the end."""
     pytest.importorskip("uvicorn")
     pytest.importorskip("fastapi")
     pytest.importorskip("sse_starlette")
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf),
+        sys.executable, str(SERVER_LAUNCHER), "--model", str(default_gguf),
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512", "--n_batch", "256",
         "--n_threads", "2", "--n_threads_batch", "2", "--api_key", SERVER_KEY,
     ]  # fmt: skip

@@ -134,6 +134,17 @@ def test_missing_file(tmp_path: Path) -> None:
         load_persona_set(tmp_path / "nope.toml")
 
 
+def test_a_shipped_set_loads_by_name_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no sessions/ folder here
+    assert (
+        load_persona_set("croissant").title == load_persona_set(SESSIONS / "croissant.toml").title
+    )
+    with pytest.raises(PersonaSetError, match="the shipped sets: assistant, croissant, narrators"):
+        load_persona_set("croissants")
+
+
 @pytest.mark.parametrize("name", ["croissant", "assistant", "narrators"])
 def test_shipped_sets_are_ready_for_loom_new(name: str) -> None:
     s = load_persona_set(SESSIONS / f"{name}.toml")

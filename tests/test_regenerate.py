@@ -57,6 +57,24 @@ def generate(s: Any, parent: int, n: int, forced: list[int] | None = None, **kw:
 
 
 @pytest.mark.model
+def test_each_node_records_whether_its_prompt_came_from_the_kv_cache(session: Any) -> None:
+    """What regenerate can promise depends on it: only a freshly decoded prompt is bit-exact."""
+    lm = session.loom
+    fresh = generate(session, lm.root_id, 2, temperature=1.0, max_tokens=4)  # cache cleared
+    settings = session.sampler_settings(temperature=1.0, max_tokens=4)
+    result = session.run_generation(session.prefix_ids(lm.root_id), 2, settings)  # cache hit
+    cached = session.save_branches(lm.root_id, result, settings)
+    for node_id in fresh:
+        recorded = lm.node(node_id).generation
+        assert recorded.cached_prefix == 0 and recorded.from_empty_cache is True
+    prompt = len(session.prefix_ids(lm.root_id)) + 1  # and BOS
+    for node_id in cached:
+        recorded = lm.node(node_id).generation
+        assert recorded.from_empty_cache is False
+        assert recorded.cached_prefix is not None and prompt - 4 <= recorded.cached_prefix < prompt
+
+
+@pytest.mark.model
 def test_a_generated_batch_regenerates_identically(
     session: Any, engine: Any, default_gguf: Path, tmp_path: Path
 ) -> None:
@@ -328,3 +346,22 @@ def test_an_imported_loom_without_history_uses_the_tree(
         report = regenerate(copy, ids[1], models_dirs=[], engine_loader=lambda p: stand,
                             model_path=gguf)  # fmt: skip
     assert report.identical and any("does not hold this generation" in n for n in report.notes)
+
+
+@pytest.mark.parametrize(
+    ("cache", "says"),
+    [
+        ({"cached_prefix": 12, "from_empty_cache": False}, "12 prompt tokens taken from the"),
+        ({"cached_prefix": 0, "from_empty_cache": True}, "from an empty KV cache, which"),
+        ({"cached_prefix": 0, "from_empty_cache": False}, "other branches were held in the"),
+        ({}, "does not record how the engine's KV cache stood"),
+    ],
+)
+def test_a_difference_is_explained_by_how_the_kv_cache_stood(
+    loom: Loom, tmp_path: Path, no_default_model: None, cache: dict[str, Any], says: str
+) -> None:
+    gguf = tiny_gguf(tmp_path / "m.gguf", "Tiny")
+    (node,) = stored_batch(loom, file_sha256(gguf), [[7, 1, 2]], **cache)
+    stand = Stand([[7, 1, 9]])
+    report = regenerate(loom, node, models_dirs=[], engine_loader=lambda p: stand, model_path=gguf)
+    assert not report.identical and any(says in n for n in report.notes)

@@ -554,8 +554,8 @@ def test_without_a_model_generation_is_off_with_a_reason(loom_path: Path) -> Non
 
 def test_a_failing_model_load_opens_the_loom_read_only_for_generation(loom_path: Path) -> None:
     loom = Loom.open(loom_path)
+    from loom.config import load_config
     from loom.session import Session
-    from loom.tui.config import load_config
 
     bad = loom_path.parent / "broken.gguf"
     bad.write_bytes(b"not a gguf at all")
@@ -608,7 +608,7 @@ def test_generation_with_the_fake_backend_streams_and_saves(loom_path: Path) -> 
 
 
 def test_replay_steps_through_the_history(loom_path: Path) -> None:
-    from loom.tui.config import load_config
+    from loom.config import load_config
     from loom.tui.replay import ReplayApp
 
     with Loom.open(loom_path) as loom:

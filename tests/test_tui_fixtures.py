@@ -14,11 +14,11 @@ import pytest
 from textual.message import Message
 from textual.pilot import Pilot
 
+from loom.config import load_config
 from loom.session import Backend, Session
 from loom.store.loom import Loom, NewNode
 from loom.store.tokenizer import FunctionTokenizer
 from loom.tui.app import LoomApp
-from loom.tui.config import load_config
 from loom.tui.testing import FakeBackend, fake_tokens
 
 SIZE = (110, 32)

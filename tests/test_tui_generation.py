@@ -108,6 +108,30 @@ def test_generate_children_streams_live_and_saves(tmp_path: Path, engine: object
         assert [e.kind for e in check.events()].count("add") == 1  # one transaction
 
 
+@pytest.mark.parametrize("reproducible", [True, False])
+def test_the_reproducible_setting_starts_every_generation_from_an_empty_cache(
+    tmp_path: Path, engine: object, isolated_config: Path, reproducible: bool
+) -> None:
+    """With it on, every node the app makes is one `loom regenerate` reproduces bit for bit."""
+    flag = "true" if reproducible else "false"
+    isolated_config.write_text(f"[generation]\nn = 2\nmax_tokens = 6\nreproducible = {flag}\n")
+    path = tmp_path / "r.loom"
+    loom = new_loom(path, engine)
+    app = make_app(loom, engine)  # type: ignore[arg-type]
+
+    async def body(pilot: Pilot[int]) -> None:
+        for _ in range(2):  # the second time, the root's path is resident in the cache
+            await pilot.press("g")
+            await settle(pilot)
+
+    run(app, body)
+    with reopen(path) as check:
+        records = [check.node(kid.id).generation for kid in check.children(check.root_id)]
+    assert len(records) == 4
+    second = [r.from_empty_cache for r in records[2:] if r is not None]
+    assert second == ([True, True] if reproducible else [False, False])
+
+
 def test_generate_siblings(tmp_path: Path, engine: object) -> None:
     path = tmp_path / "s.loom"
     loom = new_loom(path, engine)
@@ -229,9 +253,9 @@ def test_model_loads_in_a_worker_with_progress(
 ) -> None:
     import time
 
+    from loom.config import load_config
     from loom.engine.engine import Engine
     from loom.session import Session
-    from loom.tui.config import load_config
 
     real_load = Engine.load
 

@@ -18,10 +18,10 @@ from test_tui_fixtures import SIZE, isolated_config, model_node, notices, run, s
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from loom.config import load_config
 from loom.store.loom import Loom
 from loom.store.replay import state_at
 from loom.store.tokenizer import FunctionTokenizer
-from loom.tui.config import load_config
 from loom.tui.replay import REPLAY_ACTIONS, ReplayApp, ReplayBar
 from loom.tui.screens.dialogs import PromptScreen
 from loom.tui.screens.help import HelpScreen, help_plain_text

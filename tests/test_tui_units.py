@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from textual.color import Color
 
-from loom.tui.config import (
+from loom.config import (
     DEFAULT_CONFIG_FILE,
     ConfigError,
     SamplerPreset,

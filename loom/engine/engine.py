@@ -7,12 +7,18 @@ lock-step, one token per live branch per llama_decode. Each step's logits are an
 batch (logits.py) and every branch samples from its own row with its own seeded generator
 (sampling.py).
 
-Determinism: a branch's tokens depend only on its logits and its (seed, index) stream, and the same
-request on the same cache state gives bit-identical results. llama.cpp is not bit-exact across
-batch compositions or KV cell layouts (gemm vs gemv row groups, attention summation order over
-cells), and this model amplifies that rounding to about 0.05-0.1 nats median on a token's logprob
-(measured; DESIGN.md §4). So a cache hit may move logprobs by that much and can, rarely, flip a
-near-tie; the cache never changes *what* is computed, only that noise.
+Determinism — what is guaranteed: a branch's tokens depend only on its logits and its (seed,
+index) random stream. A request that starts from an empty KV cache (a fresh process, after
+`clear_cache()`, or with `fresh=True`) gives bit-identical tokens and logprobs every time, in any
+process, for the same model file, llama.cpp build, CPU, batch size and settings; `loom
+regenerate` relies on exactly this (it clears the cache first). Anything else is *not* guaranteed
+bit-identical: llama.cpp is not bit-exact across batch compositions or KV cell layouts (gemm vs
+gemv row groups, attention sums over cells), and this model amplifies that rounding to about
+0.05-0.1 nats median on a token's logprob; measured on AVX-512 machines, sampled tokens then
+diverge after a few tokens. Re-decoding from a 4-aligned position (kvcache.REUSE_ALIGN) makes
+cache hits exact on some CPUs (AVX2 here), not all. Every Branch says whether it started from an
+empty cache (`from_empty_cache`) and how many prompt tokens came from the cache
+(`cached_prefix`); the store records both, so regenerate can tell which case a node is.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from loom.engine.errors import ContextOverflowError, EngineError
 from loom.engine.kvcache import REUSE_ALIGN, NoFreeSlot, SequenceCache
 from loom.engine.logits import Analyzer, RowStats, block_bounds
 from loom.engine.models import ModelInfo, default_model_path, inspect_model
+from loom.engine.probe import ensure_model_runs
 from loom.engine.results import Branch, FinishReason, StepUpdate
 from loom.engine.runtime import Runtime
 from loom.engine.sampling import SamplerSettings, branch_rng, new_seed, sample_row
@@ -107,13 +114,18 @@ class Engine:
         n_batch: int = 512,
         n_outputs_max: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        check: bool = True,
     ) -> Engine:
         """Load a GGUF (None: the default model, assembled on first use with `progress`).
 
         The header is checked first (missing / not GGUF / truncated → ModelError without touching
-        llama.cpp); n_ctx is capped at the model's training context."""
+        llama.cpp); n_ctx is capped at the model's training context. With `check`, a model not yet
+        tried with this llama.cpp build on this CPU is first tried in a child process, so that a
+        native crash is an `EngineCrashError` here rather than the end of the process."""
         p = default_model_path(progress) if path is None else Path(path).expanduser()
         info = inspect_model(p)
+        if check:
+            ensure_model_runs(info.path)
         if info.n_ctx_train > 0:
             n_ctx = min(n_ctx, info.n_ctx_train)
         runtime = Runtime(
@@ -283,12 +295,14 @@ class Engine:
         list[tuple[float, npt.NDArray[np.int64], npt.NDArray[np.float32], float]],
         npt.NDArray[np.float32],
         RowStats,
+        int,
     ]:
         """Bring `tokens` into a fresh sequence (reusing the longest cached prefix, but decoding at
         least every position from `out_from`), with logits from `out_from` on.
 
         Returns the sequence, one record (logprob, top ids, top logprobs, entropy) for each of
-        tokens[out_from + 1:], and the last row's logits and statistics."""
+        tokens[out_from + 1:], the last row's logits and statistics, and how many tokens were
+        taken from the cache instead of decoded."""
         try:
             seq, reused = self._cache.fork(tokens, out_from, pinned)
         except NoFreeSlot:
@@ -322,7 +336,7 @@ class Engine:
         self._run(tok, idx, np.full(len(tok), seq, np.int64), out, pinned, handle)
         self._cache.set(seq, list(tokens))
         row, stats = last[0]
-        return seq, records, row, stats
+        return seq, records, row, stats, reused
 
     # -- generation ----------------------------------------------------------------------------
 
@@ -336,15 +350,22 @@ class Engine:
         forced: Sequence[int] | None = None,
         on_step: StepCallback | None = None,
         cancel: threading.Event | None = None,
+        fresh: bool = False,
     ) -> list[Branch]:
         """`n` continuations of `prefix_ids` (the path's tokens, without BOS: the engine adds it).
 
         Every branch starts with `forced` (counterfactual branching); their logprobs are recorded
         from the model's distribution but they are not sampled. `on_step` gets each step's new
-        tokens; setting `cancel` stops between steps and keeps what was generated ("cancelled")."""
+        tokens; setting `cancel` stops between steps and keeps what was generated ("cancelled").
+        `fresh` empties the KV cache first, so the result is the reproducible one (see above)."""
         s = settings or SamplerSettings()
         with self._lock:
             self._check_open()
+            if fresh or not self._cache.residents:
+                # An empty cache is made truly empty (cells and their order reset), so that what
+                # follows is computed exactly as in a new process.
+                self._cache.clear()
+                self._rt.clear_memory()
             return self._generate(
                 prefix_ids, n, s, top_logprobs, list(forced or []), on_step, cancel
             )
@@ -372,7 +393,8 @@ class Engine:
         seed = s.seed if s.seed is not None else new_seed()
         carry = incomplete_tail(b"".join(rt.pieces(ctx[-4:])))
         pinned: set[int] = set()
-        base, records, row0, stats0 = self._prefill(
+        from_empty = not self._cache.residents
+        base, records, row0, stats0, reused = self._prefill(
             full, len(ctx) - 1, max(k, 1), s.full_vocab_temperature, pinned
         )
         states: list[_BranchState] = []
@@ -445,7 +467,7 @@ class Engine:
             # the books must say exactly which tokens each sequence holds, even after an error
             for b in states:
                 self._cache.set(b.seq, full + b.decoded)
-        return [self._finish(b, seed) for b in states]
+        return [self._finish(b, seed, reused, from_empty) for b in states]
 
     def _record(
         self,
@@ -502,7 +524,7 @@ class Engine:
         if b.n_sampled >= s.max_tokens or b.pos >= self.n_ctx:
             b.finish = "length"
 
-    def _finish(self, b: _BranchState, seed: int) -> Branch:
+    def _finish(self, b: _BranchState, seed: int, cached_prefix: int, from_empty: bool) -> Branch:
         rest = b.stream.flush()
         if rest and b.texts:
             b.texts[-1] += rest
@@ -528,7 +550,17 @@ class Engine:
             entropy=np.asarray(b.entropy[:n], np.float32),
         )
         assert b.finish is not None
-        return Branch(tokens, text, b.finish, seed, b.index, b.n_forced, b.stop)
+        return Branch(
+            tokens,
+            text,
+            b.finish,
+            seed,
+            b.index,
+            b.n_forced,
+            b.stop,
+            cached_prefix=cached_prefix,
+            from_empty_cache=from_empty,
+        )
 
     # -- scoring -------------------------------------------------------------------------------
 
@@ -559,7 +591,7 @@ class Engine:
         if longest == 0:
             return out
         pinned: set[int] = set()
-        base, _, row0, stats0 = self._prefill(ctx, len(ctx) - 1, 0, 1.0, pinned)
+        base, _, row0, stats0, _ = self._prefill(ctx, len(ctx) - 1, 0, 1.0, pinned)
         for j, c in enumerate(conts):
             if c:
                 out[j][0] = row0[c[0]] - stats0.lse[0]

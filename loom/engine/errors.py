@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Appended to failures of llama.cpp itself (load, context, decode): `loom doctor` says why.
+DOCTOR_HINT = "(run `loom doctor` to check the engine on this machine)"
+
 
 class EngineError(Exception):
     """Base class of every error the engine layer raises on purpose."""
@@ -25,3 +28,7 @@ class ContextOverflowError(EngineError):
 
 class RemoteError(EngineError):
     """The remote completion server is unreachable or answered with an error."""
+
+
+class EngineCrashError(EngineError):
+    """llama.cpp killed a child process that tried the model (a native crash, not an exception)."""

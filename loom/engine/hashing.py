@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loom.engine.paths import cache_dir
+from loom.paths import cache_dir
 
 _CHUNK = 1 << 20
 _lock = threading.Lock()

@@ -17,7 +17,7 @@ from loom.engine.default_model import default_model_path, default_model_target
 from loom.engine.errors import ModelError
 from loom.engine.gguf import GGUFArray, GGUFHeader, read_header
 from loom.engine.hashing import sha256_of
-from loom.engine.paths import model_dirs
+from loom.paths import model_dirs
 
 __all__ = [
     "ModelError",

@@ -224,6 +224,7 @@ class RemoteBackend:
         on_step: Callable[[StepUpdate], None] | None = None,
         cancel: threading.Event | None = None,
         prompt_text: str | None = None,
+        fresh: bool = False,  # the server keeps its own cache: nothing to empty from here
     ) -> list[Branch]:
         """`n` continuations, one streamed request each (servers differ in whether they honour `n`).
 

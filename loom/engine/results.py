@@ -16,7 +16,9 @@ class Branch:
 
     `text` is the branch's text, cut exactly at a stop string; `tokens` keep a token that straddles
     the stop string whole (so token ids stay exact) and drop the tokens after it. `seed` and `index`
-    reproduce the branch: same model, prefix, settings, seed and index give the same tokens.
+    reproduce the branch: same model, prefix, settings, seed and index give the same tokens —
+    bit for bit when the request started from an empty KV cache (`from_empty_cache`); otherwise
+    logits may differ in the last bits on some CPUs (see loom.engine.engine).
     """
 
     tokens: TokenArray
@@ -27,6 +29,9 @@ class Branch:
     n_forced: int = 0
     stop: str | None = None
     note: str | None = None  # e.g. a remote server that could not give token ids
+    # Prompt tokens (BOS included) reused from the KV cache rather than decoded; None: unknown.
+    cached_prefix: int | None = None
+    from_empty_cache: bool | None = None  # the KV cache held nothing when the request began
 
 
 @dataclass

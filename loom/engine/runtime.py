@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from loom.engine.errors import EngineError, ModelError
+from loom.engine.cpu import RepackDecision, cpu_info, parse_system_info, repack_decision
+from loom.engine.errors import DOCTOR_HINT, EngineError, ModelError
 
 # llama.cpp's CPU backend runs on OpenMP (libgomp), whose threads keep spinning after every
 # llama_decode; with two cores they steal one from the numpy work between steps (measured: logits
@@ -50,6 +51,7 @@ _GGML_LOG_LEVEL_ERROR = 4  # ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CON
 _GGML_LOG_LEVEL_CONT = 5
 _last_level = 0
 _blas_limited = False
+_saw_repacked_buffer = False  # llama.cpp logged a CPU_REPACK weight buffer (weights were repacked)
 
 
 def _require_llama() -> Any:
@@ -67,9 +69,11 @@ def silence_llama_logs() -> None:
             return
 
         def _capture(level: int, text: bytes, _user: Any) -> None:
-            global _last_level
+            global _last_level, _saw_repacked_buffer
             if level != _GGML_LOG_LEVEL_CONT:
                 _last_level = level
+            if text and b"REPACK model buffer" in text:
+                _saw_repacked_buffer = True
             if _last_level == _GGML_LOG_LEVEL_ERROR and text:
                 line = text.decode("utf-8", errors="replace").strip()
                 if line:
@@ -114,6 +118,23 @@ def limit_blas_threads() -> None:
                 fn.restype = None
                 fn(1)
                 break
+
+
+def system_info() -> dict[str, str]:
+    """What this llama.cpp build was compiled with ({"AVX2": "1", "REPACK": "1", ...})."""
+    lib = _require_llama()
+    raw = lib.llama_print_system_info()
+    return parse_system_info(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
+
+
+def weight_repacking() -> RepackDecision:
+    """Whether models load with repacked weights on this machine (see loom.engine.cpu)."""
+    return repack_decision(cpu_info(), system_info())
+
+
+def weights_were_repacked() -> bool:
+    """Whether a model loaded in this process had its weights repacked (from llama.cpp's log)."""
+    return _saw_repacked_buffer
 
 
 def last_llama_error() -> str:
@@ -207,10 +228,12 @@ class Runtime(Vocab):
         self.path = path
         clear_llama_errors()
         mparams = lib.llama_model_default_params()
+        self.repacking = weight_repacking()
+        mparams.use_extra_bufts = self.repacking.allowed
         model = lib.llama_model_load_from_file(str(path).encode("utf-8"), mparams)
         if not model:
             why = last_llama_error() or "unsupported or corrupt model"
-            raise ModelError(f"llama.cpp cannot load {path.name}: {why}")
+            raise ModelError(f"llama.cpp cannot load {path.name}: {why} {DOCTOR_HINT}")
         self.model = model
         self.ctx: Any = None
         super().__init__(lib.llama_model_get_vocab(model))
@@ -233,7 +256,9 @@ class Runtime(Vocab):
             why = last_llama_error() or "context creation failed"
             lib.llama_model_free(model)
             self.model = None
-            raise ModelError(f"llama.cpp cannot create a context for {path.name}: {why}")
+            raise ModelError(
+                f"llama.cpp cannot create a context for {path.name}: {why} {DOCTOR_HINT}"
+            )
         self.ctx = ctx
         self.memory = lib.llama_get_memory(ctx)
         self.n_ctx = int(lib.llama_n_ctx(ctx))
@@ -297,7 +322,8 @@ class Runtime(Vocab):
             self.decoded_tokens += n
         elif rc < 0 or rc > 1:
             raise EngineError(
-                f"llama_decode failed with code {rc}: {last_llama_error() or 'no details'}"
+                f"llama_decode failed with code {rc}: {last_llama_error() or 'no details'} "
+                + DOCTOR_HINT
             )
         return rc
 

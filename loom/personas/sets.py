@@ -16,6 +16,7 @@ from typing import Any
 
 import tomli_w
 
+from loom.paths import shipped_dir
 from loom.store.model import Persona
 
 # A base model reads the description as the preface of the text that follows; the blank line
@@ -65,8 +66,20 @@ def normalise_priors(personas: Sequence[Persona]) -> list[Persona]:
     return [replace(p, prior=p.prior / total) for p in personas]
 
 
+def shipped_persona_sets() -> list[str]:
+    """Names of the persona sets that ship with loom (`--personas croissant`)."""
+    return sorted(p.stem for p in shipped_dir("sessions").glob("*.toml"))
+
+
 def load_persona_set(path: str | Path) -> PersonaSet:
+    """A persona set from a TOML file, or by the name of a shipped set ("croissant")."""
     path = Path(path)
+    shipped = shipped_dir("sessions") / f"{path}.toml"
+    if not path.exists() and path.suffix == "" and shipped.is_file():
+        path = shipped
+    elif not path.exists():
+        known = ", ".join(shipped_persona_sets())
+        raise PersonaSetError(f"{path}: cannot read: no such file (the shipped sets: {known})")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

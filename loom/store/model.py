@@ -34,6 +34,10 @@ class GenerationSettings:
     batch_size: int | None = None
     stop: list[str] = field(default_factory=list)
     forced_tokens: list[int] = field(default_factory=list)
+    # How the engine's KV cache stood (None: not recorded): only a generation that started from an
+    # empty cache is guaranteed to regenerate bit for bit.
+    cached_prefix: int | None = None  # prompt tokens taken from the cache
+    from_empty_cache: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +54,8 @@ class GenerationSettings:
             "batch_size": self.batch_size,
             "stop": list(self.stop),
             "forced_tokens": list(self.forced_tokens),
+            "cached_prefix": self.cached_prefix,
+            "from_empty_cache": self.from_empty_cache,
         }
 
     @classmethod
@@ -68,6 +74,10 @@ class GenerationSettings:
             batch_size=data.get("batch_size"),
             stop=[str(s) for s in data.get("stop") or []],
             forced_tokens=[int(t) for t in data.get("forced_tokens") or []],
+            cached_prefix=None if data.get("cached_prefix") is None else int(data["cached_prefix"]),
+            from_empty_cache=(
+                None if data.get("from_empty_cache") is None else bool(data["from_empty_cache"])
+            ),
         )
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 from textual.app import SystemCommand
 from textual.screen import Screen
 
+from loom.config import Config, ConfigError, load_config
+from loom.paths import config_dir
 from loom.session import Backend, Session
 from loom.store.tokenizer import Tokenizer
-from loom.tui.config import Config, ConfigError, config_dir, load_config
 from loom.tui.editing import EditActions
 from loom.tui.generation import GenerationActions
 from loom.tui.keymap import APP_ACTIONS, TOKEN_ACTIONS

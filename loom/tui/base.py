@@ -19,9 +19,9 @@ from textual.containers import Horizontal, Vertical
 from textual.notifications import SeverityLevel
 from textual.widgets import Footer, ProgressBar
 
+from loom.config import SORT_ORDERS, Config, SamplerPreset
 from loom.session import NodeSummary, Session, SortOrder
 from loom.store.errors import LoomError, UnknownNodeError
-from loom.tui.config import SORT_ORDERS, Config, SamplerPreset
 from loom.tui.display import ProbabilityScale
 from loom.tui.keymap import APP_ACTIONS, bindings
 from loom.tui.themes import LOOM_VARIABLE_DEFAULTS, PERSONA_SLOTS, load_themes

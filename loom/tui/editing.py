@@ -12,9 +12,9 @@ from pathlib import Path
 from rich.style import Style
 from rich.text import Text
 
+from loom.config import ConfigError, save_preset
 from loom.session import SpanStats
 from loom.tui.base import LoomAppBase, reports_errors
-from loom.tui.config import ConfigError, save_preset
 from loom.tui.display import one_line, percent, token_label
 from loom.tui.screens.dialogs import ChoiceScreen, MessageScreen, PromptScreen, TextEditScreen
 from loom.tui.screens.sampler import SamplerChoice, SamplerScreen
@@ -309,7 +309,7 @@ class EditActions(LoomAppBase):
 
     def action_switch_model(self) -> None:
         from loom.engine.models import discover_models
-        from loom.engine.paths import model_dirs
+        from loom.paths import model_dirs
 
         if getattr(self, "generation", None) is not None:
             self.notify("wait for the generation to finish (esc cancels it)", severity="warning")

@@ -137,6 +137,7 @@ class GenerationActions(LoomAppBase):
                 top_logprobs=self.config.top_logprobs,
                 on_batch=on_batch,
                 cancel=job.cancel,
+                fresh=self.config.reproducible,
             )
         except Exception as exc:  # reported on the UI thread; the loom is untouched
             self.post_message(GenerationDone(job, None, exc))

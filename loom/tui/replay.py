@@ -25,6 +25,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
 
+from loom.config import Config
 from loom.session import Session
 from loom.store.errors import LoomError
 from loom.store.events import Event
@@ -33,7 +34,6 @@ from loom.store.loom import Loom
 from loom.store.replay import Replay
 from loom.timeline import fork_at
 from loom.tui.app import LoomApp
-from loom.tui.config import Config
 from loom.tui.display import one_line
 from loom.tui.keymap import APP_ACTIONS, TOKEN_ACTIONS, LoomAction, bindings
 from loom.tui.screens.dialogs import PromptScreen

@@ -97,6 +97,7 @@ class FakeBackend:
         forced: Sequence[int] | None = None,
         on_step: Callable[[Any], None] | None = None,
         cancel: threading.Event | None = None,
+        fresh: bool = False,  # no cache to empty
     ) -> list[FakeBranch]:
         forced = list(forced or [])
         length = len(forced) + int(settings.max_tokens)

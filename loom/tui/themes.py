@@ -15,10 +15,10 @@ from typing import Any
 from textual.color import Color
 from textual.theme import Theme
 
-from loom.tui.config import config_dir
+from loom.paths import config_dir, shipped_dir
 
-# The repository's themes/ folder (beside loom/), then the user's own.
-SHIPPED_THEMES_DIR = Path(__file__).resolve().parents[2] / "themes"
+# The themes shipped with loom (themes/ in the repository), then the user's own.
+SHIPPED_THEMES_DIR = shipped_dir("themes")
 PERSONA_SLOTS = 6
 
 LOOM_VARIABLE_DEFAULTS: dict[str, str] = {

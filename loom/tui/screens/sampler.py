@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
-from loom.tui.config import SamplerPreset
+from loom.config import SamplerPreset
 from loom.tui.screens.dialogs import DIALOG_CSS
 
 FIELDS: tuple[tuple[str, str, type], ...] = (

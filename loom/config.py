@@ -6,12 +6,12 @@ this module is the documented default and the fallback for every missing key.
 
 from __future__ import annotations
 
-import os
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from loom.paths import config_path
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.toml")
 SORT_ORDERS = ("created", "mean", "cumulative")
@@ -19,23 +19,6 @@ SORT_ORDERS = ("created", "mean", "cumulative")
 
 class ConfigError(Exception):
     """The config file exists but can't be used; the message names the file and the problem."""
-
-
-def config_dir() -> Path:
-    """The per-user config directory for loom, by the platform's convention."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "loom"
-
-
-def config_path() -> Path:
-    """$LOOM_CONFIG if set (tests and alternative setups), else config.toml in `config_dir()`."""
-    override = os.environ.get("LOOM_CONFIG")
-    return Path(override) if override else config_dir() / "config.toml"
 
 
 @dataclass
@@ -72,6 +55,7 @@ class Config:
     max_tokens: int = 48
     preset: str = "default"
     top_logprobs: int = 5
+    reproducible: bool = False  # every generation starts from an empty KV cache (bit-exact)
     presets: dict[str, SamplerPreset] = field(default_factory=dict)
     multiverse_depth: int = 3
     multiverse_width: int = 4
@@ -105,6 +89,13 @@ def _number(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
     if kind is int and not float(value).is_integer():
         raise ConfigError(f"{where}.{key} must be a whole number, not {value!r}")
     return kind(value)
+
+
+def _flag(table: dict[str, Any], key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key} must be true or false, not {value!r}")
+    return value
 
 
 def _preset(name: str, table: dict[str, Any]) -> SamplerPreset:
@@ -143,6 +134,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         max_tokens=_number(gen, "max_tokens", int, "generation"),
         preset=str(gen.get("preset", "default")),
         top_logprobs=_number(gen, "top_logprobs", int, "generation"),
+        reproducible=_flag(gen, "reproducible", "generation"),
         presets={
             str(name): _preset(str(name), table)
             for name, table in merged.get("presets", {}).items()
