@@ -321,7 +321,8 @@ class Session:
 
     def _adopt_tokenizer(self, backend: Backend) -> None:
         # The store retokenizes edited text with loom.tokenizer (a `tokenize(text) -> TokenArray`).
-        if not self.loom.readonly:
+        # A remote backend has no local vocabulary: text without tokens stays so (the store says).
+        if not self.loom.readonly and callable(getattr(backend, "tokens_for", None)):
             self.loom.tokenizer = _BackendTokenizer(backend)
 
     @property
@@ -720,10 +721,12 @@ def generate_children(
         seed=seed if seed is not None else new_seed(),
     )
     prefix = session.prefix_ids(parent_id)
-    room = backend.n_ctx - max_tokens - 1  # one position for BOS
-    if len(prefix) > room:
-        if not keep_recent:
-            raise ContextOverflowError(len(prefix) + 1 + max_tokens, backend.n_ctx)
-        prefix = prefix[-room:] if room > 0 else []
+    n_ctx = getattr(backend, "n_ctx", None)  # a remote server does not say: the path goes whole
+    if n_ctx is not None:
+        room = n_ctx - max_tokens - 1  # one position for BOS
+        if len(prefix) > room:
+            if not keep_recent:
+                raise ContextOverflowError(len(prefix) + 1 + max_tokens, n_ctx)
+            prefix = prefix[-room:] if room > 0 else []
     result = session.run_generation(prefix, n, settings, top_logprobs=top_logprobs)
     return session.save_branches(parent_id, result, settings)

@@ -399,6 +399,35 @@ def test_export_every_writable_format(loom_path: Path, tmp_path: Path) -> None:
         assert target.exists() and "croissant" in target.read_text(), fmt
 
 
+def test_export_never_replaces_a_loom_file(loom_path: Path, tmp_path: Path) -> None:
+    """Exporting onto the open loom's own file (or any other loom) is refused, not written."""
+    other = tmp_path / "other.loom"
+    sample_loom(other).close()
+    other_bytes = other.read_bytes()
+    with reopen(loom_path) as loom:
+        before = [(n.id, n.parent, n.text) for n in loom.to_document(events=False).nodes]
+    app, _ids = open_app(loom_path)
+    fine = tmp_path / "fine.json"
+
+    async def body(pilot: Pilot[int]) -> None:
+        from textual.widgets import Input
+
+        for target in (loom_path, Path(f"{loom_path.parent}/./{loom_path.name}"), other, fine):
+            await pilot.press("E", "enter")  # the first format (loom-json)
+            assert isinstance(app.screen, PromptScreen)
+            app.screen.query_one(Input).value = str(target)
+            await pilot.press("enter")
+            await pilot.pause()
+        assert notices(app).count("Not exported") == 3
+        assert f"exported to {fine}" in notices(app)
+
+    run(app, body)
+    with reopen(loom_path) as loom:
+        assert [(n.id, n.parent, n.text) for n in loom.to_document(events=False).nodes] == before
+    assert other.read_bytes() == other_bytes
+    assert fine.read_text().startswith("{")
+
+
 def test_switch_theme_at_run_time(loom_path: Path) -> None:
     app, _ids = open_app(loom_path)
 
