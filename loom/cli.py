@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -521,14 +522,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe or a full disk shows here, not as noise at exit
+        return status
     except KeyboardInterrupt:
         print("loom: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`loom replay --headless x.loom | head -1`): stop quietly with the
+        # status of a process killed by SIGPIPE, as `cat` would.
+        _quiet_stdout()
+        return 141
     except _known_errors() as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"loom: error: {message}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the system refused a read or write (stdout on a full disk...)
+        _quiet_stdout()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"loom: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+def _quiet_stdout() -> None:
+    """After standard output failed, let the flush at exit go nowhere instead of printing noise."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":
