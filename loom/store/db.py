@@ -24,7 +24,7 @@ from loom.store.errors import (
     LoomVersionError,
     ReadOnlyLoomError,
 )
-from loom.store.filecheck import check_header, check_version
+from loom.store.filecheck import check_header, check_version, has_wal
 from loom.store.schema import (
     APPLICATION_ID,
     REQUIRED_TABLES,
@@ -34,6 +34,8 @@ from loom.store.schema import (
 )
 
 BUSY_TIMEOUT_MS = 10_000
+# What SQLite reports when it cannot make the -shm (and -wal) files a WAL-mode reader needs.
+_NO_SIDECARS = ("SQLITE_READONLY", "SQLITE_CANTOPEN")
 
 
 @contextlib.contextmanager
@@ -90,10 +92,9 @@ class Database:
     def open(cls, path: Path, *, readonly: bool) -> Database:
         """Open an existing loom; `LoomFileError` (file untouched) if it is not one we can use."""
         check_header(path)
-        conn = _connect(_uri(path, "ro"), uri=True)
+        with sql_errors(path):
+            conn, version = _connect_readonly(path)
         try:
-            with sql_errors(path):
-                version = _validate(conn, path)
             if readonly:
                 if version < schema_version():
                     raise LoomVersionError(
@@ -178,6 +179,41 @@ class Database:
             finally:
                 if self.conn.in_transaction:
                     self.conn.execute("COMMIT")
+
+
+def _connect_readonly(path: Path) -> tuple[sqlite3.Connection, int]:
+    """A read-only connection to a loom and its file format version.
+
+    SQLite reads a WAL-mode file through `-wal`/`-shm` files beside it, which it must be able to
+    create. Where it cannot (a folder the user cannot write, a read-only file system) and no
+    `-wal` holds changes, the file is read as immutable, with no sidecars and no locks: right as
+    long as nobody writes it meanwhile, which nobody can be doing, since any writer keeps a `-wal`.
+    A `-wal` with data that SQLite cannot read (no `-shm` and none can be made) is refused:
+    reading the file without it would silently show an older state of the loom.
+    """
+    conn = _connect(_uri(path, "ro"), uri=True)
+    try:
+        return conn, _validate(conn, path)
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if not str(getattr(exc, "sqlite_errorname", "")).startswith(_NO_SIDECARS):
+            raise
+    except BaseException:
+        conn.close()
+        raise
+    if has_wal(path):
+        raise LoomFileError(
+            path,
+            f"cannot be read here: {path.name}-wal beside it holds changes not yet copied into it, "
+            "and SQLite cannot read them without writing in its folder; open it once where the "
+            "folder is writable",
+        )
+    conn = _connect(_uri(path, "ro") + "&immutable=1", uri=True)
+    try:
+        return conn, _validate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
 
 
 def _validate(conn: sqlite3.Connection, path: Path) -> int:
