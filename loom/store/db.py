@@ -9,12 +9,14 @@ transaction (only a power cut may drop the last few, and never corrupts the file
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from loom.store.errors import (
     LoomBusyError,
@@ -58,6 +60,10 @@ def sql_errors(path: Path | None) -> Iterator[None]:
         if type(exc) is not sqlite3.DatabaseError:
             raise  # IntegrityError, ProgrammingError...: a bug in the store, not a bad file
         raise LoomFileError(path, f"is corrupt ({exc})") from None
+    except json.JSONDecodeError:
+        # Everything the store keeps as JSON it wrote itself: if it does not parse, the file was
+        # changed behind loom's back.
+        raise LoomFileError(path, "is damaged (a value stored as JSON is not JSON)") from None
 
 
 def _uri(path: Path, mode: str) -> str:
@@ -227,12 +233,27 @@ def _validate(conn: sqlite3.Connection, path: Path) -> int:
     if missing:
         raise LoomFileError(path, f"is damaged (missing table {missing[0]})")
     row = conn.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
-    if (
-        row is None
-        or conn.execute("SELECT 1 FROM nodes WHERE id = ?", (int(row[0]),)).fetchone() is None
-    ):
+    root = _stored_id(row[0]) if row is not None else None
+    found = None if root is None else conn.execute("SELECT parent FROM nodes WHERE id = ?", (root,))
+    parent = None if found is None else found.fetchone()
+    if parent is None:
         raise LoomFileError(path, "is damaged (no root node)")
+    if parent[0] is not None:
+        raise LoomFileError(
+            path, f"is damaged (the root node {root} has a parent, node {parent[0]})"
+        )
     return version
+
+
+def _stored_id(text: Any) -> int | None:
+    """A node id kept as JSON in the meta table (None unless it is one SQLite can hold)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
+        return None
+    return value
 
 
 def _upgrade(conn: sqlite3.Connection, path: Path) -> None:

@@ -68,7 +68,7 @@ def _export(conn: sqlite3.Connection, with_events: bool) -> LoomDocument:
             "id": int(row[0]),
             "parent": row[1],
             "author": row[3],
-            "text": row[4],
+            "text": rows.node_text(int(row[0]), row[4]),
             "created_at": float(row[5]),
             "generation": None if row[8] is None else json.loads(row[8]),
             "persona": None if row[9] is None else json.loads(row[9]),
@@ -114,7 +114,7 @@ def export_events(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     for seq, ts, kind, payload in conn.execute(
         "SELECT seq, ts, kind, payload FROM events ORDER BY seq"
     ):
-        data = json.loads(payload)
+        data = ev.parse_payload(int(seq), payload)
         if '"' + ev.TOKEN_REF + '"' in payload:
             data = ev.map_tokens(data, inline)
         out.append({"seq": int(seq), "ts": float(ts), "kind": kind, "payload": data})

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from loom.store.errors import damaged
+
 # Kinds. Undoable ones are tree edits; the others describe the session around them.
 CREATE = "create"  # a new loom: snapshot with the root (resets the state)
 IMPORT = "import"  # a loom built from a document: snapshot of every node (resets the state)
@@ -101,6 +103,17 @@ class Event:
         if not isinstance(payload, dict):
             raise ValueError(f"event {seq}: payload must be an object")
         return cls(seq=seq, ts=float(ts), kind=str(kind), payload=payload)
+
+
+def parse_payload(seq: int, text: Any) -> dict[str, Any]:
+    """A payload as stored in the log; a damaged file may hold anything there."""
+    try:
+        payload = json.loads(text)
+    except (TypeError, ValueError):  # not JSON, or not even text
+        payload = None
+    if not isinstance(payload, dict):
+        raise damaged(f"event {seq}'s payload is not a JSON object")
+    return payload
 
 
 def dumps(payload: dict[str, Any]) -> str:

@@ -9,7 +9,6 @@ because what to tokenize depends on the text they must first read there.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sqlite3
 import threading
@@ -210,7 +209,8 @@ class Loom:
             if self._current is not None and self._exists(conn, self._current):
                 return self._current
             current = rows.get_meta(conn, "current")
-            return int(current) if current is not None else _root(conn)
+            # A damaged file may hold anything there: the root is always a good place to be.
+            return int(current) if self._exists(conn, current) else _root(conn)
 
     @property
     def personas(self) -> list[Persona]:
@@ -288,17 +288,8 @@ class Loom:
     def path_text(self, node_id: int) -> str:
         node_id = _nid(node_id)
         with self._db.read() as conn:
-            rows.require(conn, node_id)
-            ids = [*rows.ancestor_ids(conn, node_id), node_id]
-            texts = dict(
-                conn.execute(
-                    "WITH RECURSIVE up(id) AS (SELECT ? UNION ALL "
-                    "SELECT n.parent FROM nodes n JOIN up ON n.id = up.id "
-                    "WHERE n.parent IS NOT NULL) "
-                    "SELECT n.id, n.text FROM nodes n JOIN up ON n.id = up.id",
-                    (node_id,),
-                ).fetchall()
-            )
+            ids = rows.path_ids(conn, node_id)
+            texts = rows.texts_of(conn, ids)
             return "".join(texts[i] for i in ids)
 
     def path_tokens(self, node_id: int) -> TokenArray:
@@ -794,7 +785,7 @@ def _event(seq: int, ts: float, kind: str, payload: str, state: int | None) -> E
         seq=int(seq),
         ts=float(ts),
         kind=kind,
-        payload=json.loads(payload),
+        payload=ev.parse_payload(int(seq), payload),
         undone=state in (ev.UNDONE, ev.DISCARDED),
         discarded=state == ev.DISCARDED,
     )

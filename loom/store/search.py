@@ -11,6 +11,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from loom.store.errors import SearchQueryError
+from loom.store.rows import node_text
 
 _WORD = re.compile(r"\w+")
 _RADIUS = 40
@@ -50,7 +51,7 @@ def search(
         ).fetchall()
     except sqlite3.OperationalError as exc:
         raise SearchQueryError(f"cannot search for {query!r} ({exc})") from None
-    return [_hit(int(node_id), text, terms) for node_id, text in found]
+    return [_hit(int(i), node_text(int(i), text), terms) for i, text in found]
 
 
 def _hit(node_id: int, text: str, terms: list[str]) -> SearchHit:
