@@ -146,7 +146,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         _fail(f"{out} already exists; choose another -o path")
     doc = read_document(src, args.from_format)
     with Loom.from_document(out, doc) as loom:
-        print(f"imported {len(doc.nodes)} nodes from {src} into {out} (root {loom.root_id})")
+        root = loom.root_id
+    for warning in doc.meta.get("import_warnings") or []:
+        print(f"loom: warning: {_printable(' '.join(str(warning).split()))}", file=sys.stderr)
+    print(f"imported {len(doc.nodes)} nodes from {src} into {out} (root {root})")
     return 0
 
 
@@ -189,6 +192,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        _fail(f"--limit must be at least 1, not {args.limit}")
     with _open_loom(args.path, readonly=True) as loom:
         hits = loom.search(args.query, limit=args.limit)
     for hit in hits:

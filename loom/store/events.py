@@ -116,6 +116,26 @@ def parse_payload(seq: int, text: Any) -> dict[str, Any]:
     return payload
 
 
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deep `value` nests lists and objects (counting stops once past `limit`); iterative,
+    because values worth measuring are the ones too deep to recurse over."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            items: Any = item.values()
+        elif isinstance(item, list):
+            items = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((child, depth + 1) for child in items)
+    return deepest
+
+
 def dumps(payload: dict[str, Any]) -> str:
     # ASCII-only and NaN-free: the log must stay strict JSON whatever text the nodes hold.
     return json.dumps(payload, ensure_ascii=True, allow_nan=False, separators=(",", ":"))

@@ -77,8 +77,9 @@ def _check_author(author: object) -> Author:
 
 
 def _nid(node_id: object) -> int:
-    """Node ids are ints; anything else (SQLite would match "1" or 1.0 to 1) is unknown."""
-    if isinstance(node_id, bool) or not isinstance(node_id, int):
+    """Node ids are ints SQLite can hold; anything else (SQLite would match "1" or 1.0 to 1, and
+    refuse 2**63 with an OverflowError) is unknown."""
+    if not rows.is_node_id(node_id):
         raise UnknownNodeError(node_id)
     return node_id
 
@@ -231,7 +232,7 @@ class Loom:
 
     @staticmethod
     def _exists(conn: sqlite3.Connection, node_id: object) -> bool:
-        if not isinstance(node_id, int) or isinstance(node_id, bool):
+        if not rows.is_node_id(node_id):
             return False
         return conn.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone() is not None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from loom.store import codec
 from loom.store.errors import UnknownNodeError, damaged
@@ -21,6 +21,7 @@ from loom.tokens import TokenArray
 Record = dict[str, Any]
 
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
+SQL_INT_MAX = 2**63 - 1  # SQLite's INTEGER: a Python int beyond it cannot even be looked up
 
 
 def chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
@@ -142,8 +143,13 @@ def _token_stats(conn: sqlite3.Connection, ref: int | None) -> tuple[int, float 
 # --- nodes ----------------------------------------------------------------------------------------
 
 
+def is_node_id(value: object) -> TypeGuard[int]:
+    """Whether `value` could name a node: an int SQLite can hold (never a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= SQL_INT_MAX
+
+
 def require(conn: sqlite3.Connection, node_id: int) -> None:
-    if not isinstance(node_id, int) or isinstance(node_id, bool):
+    if not is_node_id(node_id):
         raise UnknownNodeError(node_id)
     if conn.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone() is None:
         raise UnknownNodeError(node_id)

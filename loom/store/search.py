@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from loom.store.errors import SearchQueryError
-from loom.store.rows import node_text
+from loom.store.rows import SQL_INT_MAX, node_text
 
 _WORD = re.compile(r"\w+")
 _RADIUS = 40
@@ -41,6 +41,7 @@ def search(
     built = fts_query(query)
     if built is None or limit <= 0:
         return []
+    limit = min(limit, SQL_INT_MAX)  # any larger limit means "all of them" too
     expression, terms = built
     pruned = "" if include_pruned else " AND NOT n.pruned"
     try:

@@ -149,7 +149,12 @@ def _read_source(source: str | os.PathLike[str] | bytes) -> tuple[bytes, str]:
         return source, ""
     path = Path(source)
     name = path.name.split(".")[0] if path.name else ""
-    return path.read_bytes(), name
+    try:
+        return path.read_bytes(), name
+    except IsADirectoryError:
+        raise FormatError(f"cannot read {path}: it is a directory") from None
+    except OSError as exc:
+        raise FormatError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _parse(data: bytes) -> Any:

@@ -26,20 +26,24 @@ VERSION = 1
 # --- pieces shared with the formats that carry loom data in an extension block --------------
 
 
+# Token ids and probabilities are stored as int32 and float32 (see codec).
+_TOKEN_ID_MAX = 2**31 - 1
+
+
 def tokens_from_json(value: Any, where: str) -> TokenArray:
     items = f.array(value, where)
     for i, item in enumerate(items):
         token = f.obj(item, f"{where}[{i}]")
-        f.integer(token.get("id"), f"{where}[{i}].id")
+        f.integer_in(token.get("id"), f"{where}[{i}].id", 0, _TOKEN_ID_MAX)
         f.string(token.get("text"), f"{where}[{i}].text")
         if token.get("logprob") is not None:
-            f.number(token["logprob"], f"{where}[{i}].logprob")
+            f.float32(token["logprob"], f"{where}[{i}].logprob")
         for j, alt in enumerate(f.array(token.get("top") or [], f"{where}[{i}].top")):
             alt = f.obj(alt, f"{where}[{i}].top[{j}]")
-            f.integer(alt.get("id"), f"{where}[{i}].top[{j}].id")
-            f.number(alt.get("logprob"), f"{where}[{i}].top[{j}].logprob")
+            f.integer_in(alt.get("id"), f"{where}[{i}].top[{j}].id", 0, _TOKEN_ID_MAX)
+            f.float32(alt.get("logprob"), f"{where}[{i}].top[{j}].logprob")
         if token.get("entropy") is not None:
-            f.number(token["entropy"], f"{where}[{i}].entropy")
+            f.float32(token["entropy"], f"{where}[{i}].entropy")
     try:
         return TokenArray.from_json(items)
     except (KeyError, TypeError, ValueError) as exc:
@@ -50,16 +54,26 @@ def generation_from_json(value: Any, where: str) -> GenerationSettings | None:
     if value is None:
         return None
     try:
-        return GenerationSettings.from_json(f.obj(value, where))
-    except (TypeError, ValueError) as exc:
+        settings = GenerationSettings.from_json(f.obj(value, where))
+    except (TypeError, ValueError, OverflowError) as exc:
         raise FormatError(f"{where} is malformed: {exc}") from None
+    for name in ("temperature", "top_p", "min_p"):
+        f.number(getattr(settings, name), f"{where}.{name}")
+    return settings
+
+
+_POSTERIORS = ("posterior", "raw_posterior", "path_posterior", "bias")
 
 
 def persona_from_json(value: Any, where: str) -> PersonaLabel | None:
     if value is None:
         return None
+    data = f.obj(value, where)
+    for key in _POSTERIORS:  # persona name -> a finite number
+        for name, p in f.obj(data.get(key) or {}, f"{where}.{key}").items():
+            f.number(p, f"{where}.{key}[{f.brief(name, 24)}]")
     try:
-        label = PersonaLabel.from_json(f.obj(value, where))
+        label = PersonaLabel.from_json(data)
     except (TypeError, ValueError) as exc:
         raise FormatError(f"{where} is malformed: {exc}") from None
     if label.label is not None:
@@ -72,6 +86,7 @@ def personas_from_json(value: Any, where: str) -> list[Persona]:
     for i, item in enumerate(f.array(value, where)):
         data = f.obj(item, f"{where}[{i}]")
         f.string(data.get("name"), f"{where}[{i}].name")
+        f.number(data.get("prior", 1.0), f"{where}[{i}].prior")
         try:
             out.append(Persona.from_json(data))
         except (TypeError, ValueError) as exc:
