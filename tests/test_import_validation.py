@@ -2,7 +2,7 @@
 refused in one line naming the node or event, with nothing written.
 
 Also: tokens that do not spell their node's text (kept only as far as they do, the rest of the
-text left for the model to tokenize).
+text left for the model to tokenize), and loom-json files whose ids are strings.
 """
 
 from __future__ import annotations
@@ -184,6 +184,14 @@ def test_import_refuses_what_later_steps_could_not_use(
 # --- accepted: and then everything works ----------------------------------------------------------
 
 
+def _string_ids(doc: dict[str, Any], log: dict[str, Any]) -> None:
+    names = {1: "root", 2: "kid", 3: "grandkid"}
+    doc["root"], doc["current"] = "root", "grandkid"
+    for node in doc["nodes"]:
+        node["id"] = names[node["id"]]
+        node["parent"] = None if node["parent"] is None else names[node["parent"]]
+
+
 ACCEPTED = {
     "the base file": lambda doc, log: None,
     "a real event log": lambda doc, log: (doc.clear(), doc.update(log)),
@@ -197,6 +205,7 @@ ACCEPTED = {
     ),
     "logprob -3e38": _token2("logprob", -3e38),
     "meta 32 deep": _node2("meta", _deep(32)),
+    "string ids": _string_ids,
     "tokens that do not spell the text": _token2("text", " chX"),
 }
 
@@ -272,3 +281,69 @@ def test_tokens_that_spell_the_text_are_kept_whole_and_exact(tmp_path: Path) -> 
         assert tokens.texts == [" chi", "ld"] and list(tokens.ids) == [7, 8]
         assert [round(float(x), 3) for x in tokens.logprobs] == [-0.5, -0.5]
         assert not lm.header(2).tokens_partial
+
+
+# --- string ids -----------------------------------------------------------------------------------
+
+
+def test_string_ids_are_mapped_to_fresh_integers(tmp_path: Path) -> None:
+    doc = _base()
+    _string_ids(doc, {})
+    done, path = _import(tmp_path, doc)
+    assert done.returncode == 0, done.stderr
+    with Loom.open(path) as lm:
+        assert lm.root_id == 1 and lm.current == 3
+        assert lm.path_text(3) == "Root child more"
+        assert [h.id for h in lm.children(1)] == [2]
+        assert lm.node(2).meta.get("loomjson_id") == "kid"
+        assert lm.node(2).tokens.texts == [" chi", "ld"]
+
+
+def test_string_references_to_integer_ids_are_read_as_those_ids(tmp_path: Path) -> None:
+    doc = _base()
+    doc["root"], doc["current"] = "1", "3"
+    doc["nodes"][1]["parent"] = "1"
+    done, path = _import(tmp_path, doc)
+    assert done.returncode == 0, done.stderr
+    with Loom.open(path) as lm:
+        assert lm.root_id == 1 and lm.current == 3 and lm.path_text(3) == "Root child more"
+        assert "loomjson_id" not in lm.node(2).meta  # nothing was renumbered
+
+
+def test_string_ids_drop_the_event_log_with_a_warning(
+    tmp_path: Path, log_doc: dict[str, Any]
+) -> None:
+    doc = copy.deepcopy(log_doc)
+    ids = {n["id"]: f"n{n['id']}" for n in doc["nodes"]}
+    for node in doc["nodes"]:
+        node["id"] = ids[node["id"]]
+        node["parent"] = None if node["parent"] is None else ids[node["parent"]]
+    doc["root"], doc["current"] = ids[doc["root"]], ids[doc["current"]]
+    events = len(doc["events"])
+    done, path = _import(tmp_path, doc)
+    assert done.returncode == 0, done.stderr
+    assert f"loom: warning: {events} events dropped" in done.stderr
+    with Loom.open(path) as lm:
+        assert [e.kind for e in lm.events()] == ["import"]
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        (("a", "a"), "duplicate node id"),
+        ((1, "1"), "duplicate node id"),
+        ((1, 1.5), "integer or a string"),
+        ((1, [2]), "integer or a string"),
+        ((1, ""), "empty"),
+    ],
+)
+def test_bad_ids_are_refused(tmp_path: Path, ids: tuple[Any, Any], message: str) -> None:
+    doc = _base()
+    doc["nodes"] = doc["nodes"][:2]
+    doc["nodes"][0]["id"], doc["nodes"][1]["id"] = ids
+    doc["nodes"][1]["parent"] = ids[0]
+    doc["root"] = ids[0]
+    doc.pop("current")
+    done, out = _import(tmp_path, doc)
+    assert_one_line_error(done, message)
+    assert not out.exists()

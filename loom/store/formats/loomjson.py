@@ -3,7 +3,8 @@
 Beyond the §3 contract a file may carry, all optional: `"current"` (the node the loom was on),
 node `"manual_persona"` (the hand label, which always wins over `persona`), node `"meta"` and
 top-level `"meta"` (foreign fields kept by importers). Unknown logprobs are `null`; a token's
-`"entropy"` is written where known.
+`"entropy"` is written where known. Node ids (and `root`, `current`, `parent`) may be strings, as
+hand-written files and other tools have them: see `NodeIds`.
 
 The file is written one node per line: flat, diffable, and never nested deeper than a node.
 """
@@ -121,19 +122,61 @@ def node_to_json(node: Node) -> dict[str, Any]:
     return out
 
 
-def node_from_json(value: Any, index: int) -> Node:
-    where = f"node #{index}"
-    data = f.obj(value, where)
-    node_id = f.integer(data.get("id"), f"{where} id")
+class NodeIds:
+    """The ids of a file's nodes as loom ids.
+
+    Files loom writes use integers, kept as they are. Hand-written files and other tools often
+    use strings ("a", "n1", "1"); then every node gets a fresh integer in file order, its own id
+    kept in `meta["loomjson_id"]`. A reference matches a node whose id has the same text, so
+    `"parent": "1"` finds the node `"id": 1` and the other way round.
+    """
+
+    def __init__(self, items: list[Any]) -> None:
+        own = [f.obj(item, f"node #{i}").get("id") for i, item in enumerate(items)]
+        keys = [_id_key(value, f"node #{i} id") for i, value in enumerate(own)]
+        self.renumbered = not all(isinstance(value, int) for value in own)
+        self._ids: dict[str, int] = {}
+        for key, value in zip(keys, own, strict=True):  # an int's key is its decimal text
+            if key in self._ids:
+                raise FormatError(f"duplicate node id {f.brief(value)}")
+            self._ids[key] = len(self._ids) + 1 if self.renumbered else int(key)
+
+    def own(self, value: Any) -> int:
+        return self._ids[_id_key(value, "a node id")]
+
+    def ref(self, value: Any, where: str) -> int:
+        """The loom id a reference names; an integer naming no node is kept, so the tree check
+        can call it dangling."""
+        key = _id_key(value, where)
+        if key in self._ids:
+            return self._ids[key]
+        if isinstance(value, int) and not self.renumbered:
+            return value
+        raise FormatError(f"{where} {f.brief(value)} is not the id of a node in the file")
+
+
+def _id_key(value: Any, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise FormatError(f"{where} must be an integer or a string, not {f.kind(value)}")
+    if value == "":
+        raise FormatError(f"{where} is an empty string")
+    return str(value)
+
+
+def node_from_json(value: Any, index: int, ids: NodeIds) -> Node:
+    data = f.obj(value, f"node #{index}")
+    node_id = ids.own(data.get("id"))
     where = f"node {node_id}"
     parent = data.get("parent")
     author = data.get("author")
     if author not in ("human", "model"):
         raise FormatError(f"{where} author must be 'human' or 'model', not {f.brief(author)}")
-    meta = data.get("meta", {})
+    meta = dict(f.obj(data.get("meta", {}), f"{where} meta"))
+    if ids.renumbered:
+        meta["loomjson_id"] = data["id"]
     return Node(
         id=node_id,
-        parent=None if parent is None else f.integer(parent, f"{where} parent"),
+        parent=None if parent is None else ids.ref(parent, f"{where} parent"),
         author=author,
         text=f.string(data.get("text"), f"{where} text"),
         created_at=f.number(data.get("created_at", 0.0), f"{where} created_at"),
@@ -144,7 +187,7 @@ def node_from_json(value: Any, index: int) -> Node:
         bookmarked=f.boolean(data.get("bookmarked", False), f"{where} bookmarked"),
         pruned=f.boolean(data.get("pruned", False), f"{where} pruned"),
         tags=f.strings(data.get("tags") or [], f"{where} tags"),
-        meta=f.obj(meta, f"{where} meta"),
+        meta=meta,
     )
 
 
@@ -190,15 +233,24 @@ def read(data: Any) -> LoomDocument:
         raise FormatError(f"loom-json version {version} does not exist")
     if "root" not in top or top["root"] is None:
         raise FormatError("loom-json file has no root")
-    root = f.integer(top["root"], "root")
-    nodes = [node_from_json(item, i) for i, item in enumerate(f.array(top.get("nodes"), "nodes"))]
+    items = f.array(top.get("nodes"), "nodes")
+    ids = NodeIds(items)
+    root = ids.ref(top["root"], "root")
+    nodes = [node_from_json(item, i, ids) for i, item in enumerate(items)]
     nodes = ordered_nodes(nodes, root)
     events = f.array(top.get("events") or [], "events")
     for i, event in enumerate(events):
         f.obj(event, f"events[{i}]")
     meta = dict(f.obj(top.get("meta", {}), "meta"))
+    if events and ids.renumbered:
+        # The log names nodes by loom ids; with the nodes renumbered it no longer fits them.
+        warnings = meta.get("import_warnings")
+        warnings = list(warnings) if isinstance(warnings, list) else []
+        warnings.append(f"{len(events)} events dropped: the file's node ids are strings")
+        meta["import_warnings"] = warnings
+        events = []
     if top.get("current") is not None:
-        current = f.integer(top["current"], "current")
+        current = ids.ref(top["current"], "the current node")
         if current not in {n.id for n in nodes}:
             raise FormatError(f"the current node {current} is not in the file")
         meta["current"] = current
