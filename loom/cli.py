@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -173,9 +174,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     with _open_loom(args.path, readonly=True) as loom:
         node_id = _node_id(loom, args.node)
-        sys.stdout.write(loom.path_text(node_id))
-        if sys.stdout.isatty():
-            sys.stdout.write("\n")
+        text = loom.path_text(node_id)
+    # Prose keeps its lines and tabs; everything that could drive the terminal is shown instead.
+    sys.stdout.write(text if args.raw else _printable(text, keep="\t\n"))
+    if sys.stdout.isatty():
+        sys.stdout.write("\n")
     return 0
 
 
@@ -205,9 +208,30 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _printable(text: str) -> str:
-    """Model and user text is inert on the terminal: control characters are shown, not obeyed."""
-    return "".join(ch if ch.isprintable() or ch == "\t" else f"\\x{ord(ch):02x}" for ch in text)
+def _printable(text: str, keep: str = "\t") -> str:
+    """Model and user text is inert on the terminal: control characters (C0, C1, DEL, bidi and
+    other format characters, unassigned code points) are shown as escapes, not obeyed. Spaces of
+    every width and the characters in `keep` are written as they are."""
+    if text.isprintable():
+        return text
+    lines = text.split("\n")
+    newline = "\n" if "\n" in keep else "\\x0a"
+    return newline.join(
+        line if line.isprintable() else "".join(_inert(ch, keep) for ch in line) for line in lines
+    )
+
+
+def _inert(ch: str, keep: str) -> str:
+    if ch.isprintable() or ch in keep or unicodedata.category(ch) == "Zs":
+        return ch
+    code = ord(ch)
+    return (
+        f"\\x{code:02x}"
+        if code <= 0xFF
+        else f"\\u{code:04x}"
+        if code <= 0xFFFF
+        else f"\\U{code:08x}"
+    )
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -424,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print the text of the path to a node")
     p.add_argument("path", type=Path)
     p.add_argument("--node", help="node id (default: the last visited)")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the text exactly, control characters included (for pipes, not terminals)",
+    )
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("stats", help="counts and depths of a loom")
