@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +36,15 @@ from loom.store.schema import (
     migrate,
     schema_version,
 )
+
+try:
+    import fcntl
+except ImportError:  # not on Windows
+    fcntl = None  # type: ignore[assignment]
+
+# Build temp files are flock-ed only where flock and SQLite's own (POSIX) locks are known not to
+# interact: on the BSDs they share one lock table, and SQLite would find its file locked.
+_FLOCK = fcntl is not None and sys.platform.startswith("linux")
 
 BUSY_TIMEOUT_MS = 10_000
 # What SQLite reports when it cannot make the -shm (and -wal) files a WAL-mode reader needs.
@@ -284,35 +295,120 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
 def building(path: Path) -> Iterator[sqlite3.Connection]:
     """A new loom built under a temporary name and moved to `path` only once complete.
 
-    A failure (or a crash) leaves no file at `path`; an existing `path` is never overwritten.
+    A failure leaves no file at `path`; an existing `path` is never overwritten. A crash (a
+    SIGKILL, a power cut) leaves the temporary file, named for the process and locked while it
+    is written: the next build in the folder removes it (see `remove_dead_builds`).
     """
     if os.path.lexists(path):
         raise LoomExistsError(path, "already exists")
+    remove_dead_builds(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        conn = sqlite3.connect(tmp, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise LoomFileError(path, f"cannot be created ({exc})") from None
+        claim = _claim(tmp)
+    except OSError as exc:
+        raise LoomFileError(path, f"cannot be created ({exc.strerror or exc})") from None
     try:
-        with sql_errors(path):
-            # Nothing else can see this file yet: skip durability until the end.
-            conn.execute("PRAGMA journal_mode = MEMORY")
-            conn.execute("PRAGMA synchronous = OFF")
-            conn.execute("BEGIN")
-            create_schema(conn)
-            yield conn
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.close()
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise LoomFileError(path, f"cannot be created ({exc})") from None
+        try:
+            with sql_errors(path):
+                # Nothing else can see this file yet: skip durability until the end.
+                conn.execute("PRAGMA journal_mode = MEMORY")
+                conn.execute("PRAGMA synchronous = OFF")
+                conn.execute("BEGIN")
+                create_schema(conn)
+                yield conn
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+                conn.execute("PRAGMA journal_mode = WAL")
+        finally:
+            conn.close()
         _fsync(tmp)
         _place(tmp, path)
     except BaseException:
-        conn.close()
-        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+        for leftover in (tmp, *_sidecars(tmp)):
             with contextlib.suppress(OSError):
                 leftover.unlink()
         raise
+    finally:
+        os.close(claim)  # after SQLite's own handles: closing a file drops its POSIX locks
+
+
+def _sidecars(path: Path) -> list[Path]:
+    return [Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-journal")]
+
+
+# `.NAME.PID-RANDOM.tmp`, as `building` names its files, and SQLite's files beside one.
+_BUILD_TEMP = re.compile(
+    r"\.(?:.+)\.(?P<pid>[0-9]+)-[0-9a-f]{8}\.tmp(?P<sidecar>-wal|-shm|-journal)?"
+)
+
+
+def _claim(tmp: Path) -> int:
+    """Create the temporary file and hold a lock on it for as long as the build lasts."""
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # SQLite's own default mode
+    if _FLOCK:
+        with contextlib.suppress(OSError):  # a file system without flock: the pid must do
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def remove_dead_builds(folder: Path) -> None:
+    """Delete what builds killed mid-way left in `folder`.
+
+    A file goes only when no process has the pid in its name and no one holds its lock: the pid
+    alone cannot be trusted across PID namespaces (containers sharing the folder), the lock alone
+    not on file systems without flock. A live build's file is never touched.
+    """
+    if os.name != "posix":
+        return  # os.kill(pid, 0) is no probe elsewhere (on Windows it kills)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = _BUILD_TEMP.fullmatch(name)
+        if match is None or _process_exists(int(match["pid"])):
+            continue
+        main = folder / (name[: -len(match["sidecar"])] if match["sidecar"] else name)
+        if _is_locked(main):
+            continue
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except (OverflowError, ValueError):
+        return False  # no process can have that id
+    return True
+
+
+def _is_locked(path: Path) -> bool:
+    if not _FLOCK:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False  # gone already (or a sidecar whose main file went first)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def _fsync(path: Path) -> None:
