@@ -161,13 +161,19 @@ def import_document(conn: sqlite3.Connection, doc: LoomDocument) -> None:
     """
     ordered = _tree_order(doc)
     carried = _carry_events(conn, doc.events)
-    warnings: list[str] = []
+    respelled: list[int] = []
     records = []
     for position, node in enumerate(ordered):
-        records.append(_record(conn, node, position, warnings))
-    if warnings:
+        records.append(_record(conn, node, position, respelled))
+    if respelled:
+        shown = ", ".join(str(i) for i in respelled[:5])
+        more = f" and {len(respelled) - 5} more" if len(respelled) > 5 else ""
+        note = (
+            f"the tokens of node {shown}{more} do not spell the node's text: kept as far as they "
+            "do, the model will tokenize the rest"
+        )
         old = doc.meta.get("import_warnings")
-        doc.meta["import_warnings"] = [*(old if isinstance(old, list) else []), *warnings]
+        doc.meta["import_warnings"] = [*(old if isinstance(old, list) else []), note]
     current = doc.meta.get("current")
     known = {n.id for n in doc.nodes}
     if isinstance(current, bool) or not isinstance(current, int) or current not in known:
@@ -192,12 +198,13 @@ def import_document(conn: sqlite3.Connection, doc: LoomDocument) -> None:
     )
 
 
-def _check_json(value: Any, where: str, max_depth: int) -> None:
-    """`LoomError` unless `value` can be logged and exported: plain JSON, finite, not too deep."""
+def _check_json(value: Any, where: str, max_depth: int) -> str:
+    """`value` as the log writes it; `LoomError` unless it is plain JSON, finite, not too deep
+    (so every later writer of it, recursive or not, can write it too)."""
     if ev.nesting_depth(value, max_depth) > max_depth:
         raise LoomError(f"{where} is nested too deeply (over {max_depth} levels)")
     try:
-        ev.dumps(value)
+        return ev.dumps(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise LoomError(f"{where} cannot be stored (not plain JSON data: {exc})") from None
 
@@ -218,13 +225,13 @@ def _carry_events(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> int
                 raise ValueError("ts is not a time between the years 1 and 9999")
             if i == 0 and event.kind not in ev.SNAPSHOTS:
                 raise ValueError(f"the log starts with {event.kind!r}, not a snapshot")
-            _check_json(event.payload, "its payload", MAX_PAYLOAD_DEPTH)
             payload = internalize_tokens(conn, event.payload)
+            text = _check_json(payload, "its payload", MAX_PAYLOAD_DEPTH)
         except (ValueError, LoomError) as exc:
             raise LoomError(f"the document's event {seq} is not a loom event: {exc}") from None
         conn.execute(
             "INSERT INTO events (seq, ts, kind, payload) VALUES (?, ?, ?, ?)",
-            (event.seq, event.ts, event.kind, ev.dumps(payload)),
+            (event.seq, event.ts, event.kind, text),
         )
         last = event.seq
     _check_log(conn)
@@ -287,7 +294,7 @@ def _tree_order(doc: LoomDocument) -> list[Node]:
     return out
 
 
-def _spelled_tokens(node: Node, warnings: list[str]) -> tuple[TokenArray, bool]:
+def _spelled_tokens(node: Node, respelled: list[int]) -> tuple[TokenArray, bool]:
     """The node's tokens as far as they spell its text, and whether text is left without tokens.
 
     Tokens are what the model reads; tokens that spell something else would make it read a
@@ -300,10 +307,7 @@ def _spelled_tokens(node: Node, warnings: list[str]) -> tuple[TokenArray, bool]:
     ends = textops.covered_ends(node.tokens, node.text)
     tokens = node.tokens
     if len(ends) < len(tokens):
-        warnings.append(
-            f"node {node.id}: its tokens do not spell its text; kept the first {len(ends)} of "
-            f"{len(tokens)}, the model will tokenize the rest of the text"
-        )
+        respelled.append(node.id)
         tokens = tokens.slice(0, len(ends))
     return tokens, (ends[-1] if ends else 0) < len(node.text)
 
@@ -316,7 +320,7 @@ def _finite_tokens(tokens: TokenArray) -> bool:
     return not any(np.isinf(np.asarray(c, dtype=np.float64)).any() for c in columns)
 
 
-def _record(conn: sqlite3.Connection, node: Node, position: int, warnings: list[str]) -> Record:
+def _record(conn: sqlite3.Connection, node: Node, position: int, respelled: list[int]) -> Record:
     if node.author not in ("human", "model"):
         raise LoomError(f"node {node.id}: author must be 'human' or 'model', not {node.author!r}")
     if not isinstance(node.text, str):
@@ -326,16 +330,13 @@ def _record(conn: sqlite3.Connection, node: Node, position: int, warnings: list[
         raise LoomError(f"node {node.id}: created_at is not a time between the years 1 and 9999")
     if not _finite_tokens(node.tokens):
         raise LoomError(f"node {node.id}: a token probability is out of range (infinite)")
-    tokens, partial = _spelled_tokens(node, warnings)
+    tokens, partial = _spelled_tokens(node, respelled)
     tags = list(dict.fromkeys(str(t) for t in node.tags))
     meta = dict(node.meta or {})
     meta.pop(PARTIAL_KEY, None)  # exports mark partial tokens; what they cover is what counts
-    _check_json(meta, f"node {node.id}: meta", MAX_META_DEPTH)
-    generation = None if node.generation is None else node.generation.to_json()
-    persona = None if node.persona is None else node.persona.to_json()
-    _check_json(generation, f"node {node.id}: generation", MAX_META_DEPTH)
-    _check_json(persona, f"node {node.id}: persona", MAX_META_DEPTH)
-    return {
+    if ev.nesting_depth(meta, MAX_META_DEPTH) > MAX_META_DEPTH:
+        raise LoomError(f"node {node.id}: meta is nested too deeply (over {MAX_META_DEPTH} levels)")
+    record: Record = {
         "id": node.id,
         "parent": node.parent,
         "position": position,
@@ -344,14 +345,18 @@ def _record(conn: sqlite3.Connection, node: Node, position: int, warnings: list[
         "created_at": float(node.created_at),
         "tokens": ev.token_ref(rows.store_tokens(conn, tokens)),
         "tokens_partial": partial,
-        "generation": generation,
-        "persona": persona,
+        "generation": None if node.generation is None else node.generation.to_json(),
+        "persona": None if node.persona is None else node.persona.to_json(),
         "manual_persona": node.manual_persona,
         "bookmarked": bool(node.bookmarked),
         "pruned": bool(node.pruned),
         "tags": tags,
         "meta": meta or None,
     }
+    # The import event logs the record: anything in it that strict JSON cannot hold (an infinite
+    # posterior or temperature, a foreign object in meta) is named here, by node.
+    _check_json(record, f"node {node.id}", MAX_PAYLOAD_DEPTH)
+    return record
 
 
 def check_text(text: str, where: str) -> None:

@@ -117,23 +117,17 @@ def parse_payload(seq: int, text: Any) -> dict[str, Any]:
 
 
 def nesting_depth(value: Any, limit: int) -> int:
-    """How deep `value` nests lists and objects (counting stops once past `limit`); iterative,
-    because values worth measuring are the ones too deep to recurse over."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            items: Any = item.values()
-        elif isinstance(item, list):
-            items = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > limit:
+    """How deep `value` nests lists and objects (counting stops once past `limit`). Level by
+    level, not recursive: the values worth measuring are the ones too deep to recurse over."""
+    level = [value]
+    depth = 0
+    while depth <= limit:
+        containers = [v for v in level if isinstance(v, (dict, list))]
+        if not containers:
             break
-        stack.extend((child, depth + 1) for child in items)
-    return deepest
+        depth += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return depth
 
 
 def dumps(payload: dict[str, Any]) -> str:
