@@ -157,7 +157,7 @@ def import_document(conn: sqlite3.Connection, doc: LoomDocument) -> None:
 
     `LoomError` naming the node or event for anything a later export, replay or edit could not
     use. What the import changed on the way (tokens that did not spell their text) is appended to
-    `doc.meta["import_warnings"]`, one line each.
+    `doc.meta["import_warnings"]` as one line naming the nodes.
     """
     ordered = _tree_order(doc)
     carried = _carry_events(conn, doc.events)
