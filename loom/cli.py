@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -145,7 +147,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         _fail(f"{out} already exists; choose another -o path")
     doc = read_document(src, args.from_format)
     with Loom.from_document(out, doc) as loom:
-        print(f"imported {len(doc.nodes)} nodes from {src} into {out} (root {loom.root_id})")
+        root = loom.root_id
+    for warning in doc.meta.get("import_warnings") or []:
+        print(f"loom: warning: {_printable(' '.join(str(warning).split()))}", file=sys.stderr)
+    print(f"imported {len(doc.nodes)} nodes from {src} into {out} (root {root})")
     return 0
 
 
@@ -169,9 +174,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     with _open_loom(args.path, readonly=True) as loom:
         node_id = _node_id(loom, args.node)
-        sys.stdout.write(loom.path_text(node_id))
-        if sys.stdout.isatty():
-            sys.stdout.write("\n")
+        text = loom.path_text(node_id)
+    # Prose keeps its lines and tabs; everything that could drive the terminal is shown instead.
+    sys.stdout.write(text if args.raw else _printable(text, keep="\t\n"))
+    if sys.stdout.isatty():
+        sys.stdout.write("\n")
     return 0
 
 
@@ -188,6 +195,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        _fail(f"--limit must be at least 1, not {args.limit}")
     with _open_loom(args.path, readonly=True) as loom:
         hits = loom.search(args.query, limit=args.limit)
     for hit in hits:
@@ -199,9 +208,30 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _printable(text: str) -> str:
-    """Model and user text is inert on the terminal: control characters are shown, not obeyed."""
-    return "".join(ch if ch.isprintable() or ch == "\t" else f"\\x{ord(ch):02x}" for ch in text)
+def _printable(text: str, keep: str = "\t") -> str:
+    """Model and user text is inert on the terminal: control characters (C0, C1, DEL, bidi and
+    other format characters, unassigned code points) are shown as escapes, not obeyed. Spaces of
+    every width and the characters in `keep` are written as they are."""
+    if text.isprintable():
+        return text
+    lines = text.split("\n")
+    newline = "\n" if "\n" in keep else "\\x0a"
+    return newline.join(
+        line if line.isprintable() else "".join(_inert(ch, keep) for ch in line) for line in lines
+    )
+
+
+def _inert(ch: str, keep: str) -> str:
+    if ch.isprintable() or ch in keep or unicodedata.category(ch) == "Zs":
+        return ch
+    code = ord(ch)
+    return (
+        f"\\x{code:02x}"
+        if code <= 0xFF
+        else f"\\u{code:04x}"
+        if code <= 0xFFFF
+        else f"\\U{code:08x}"
+    )
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -432,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print the text of the path to a node")
     p.add_argument("path", type=Path)
     p.add_argument("--node", help="node id (default: the last visited)")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the text exactly, control characters included (for pipes, not terminals)",
+    )
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("stats", help="counts and depths of a loom")
@@ -541,14 +576,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe or a full disk shows here, not as noise at exit
+        return status
     except KeyboardInterrupt:
         print("loom: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`loom replay --headless x.loom | head -1`): stop quietly with the
+        # status of a process killed by SIGPIPE, as `cat` would.
+        _quiet_stdout()
+        return 141
     except _known_errors() as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"loom: error: {message}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the system refused a read or write (stdout on a full disk...)
+        _quiet_stdout()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"loom: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+def _quiet_stdout() -> None:
+    """After standard output failed, let the flush at exit go nowhere instead of printing noise."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

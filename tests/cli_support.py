@@ -2,18 +2,25 @@
 a subprocess, with its own config and data dirs (the model cache stays the user's, so the default
 model is assembled once, not per test).
 
-Imported by test_cli_commands, test_journeys_cli and test_journeys_app (no tests of its own).
+`as_unprivileged` makes such a process unable to bypass file permissions even when the tests run
+as root (as they do in CI): it becomes the user `nobody` when that user can run this interpreter,
+and otherwise stays root but drops the capabilities that let root ignore permissions
+(CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER), so a folder of mode 0555 is read-only to it.
+
+No tests of its own.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,7 @@ PROMPT = "Bob is a loyal patriot who sincerely despises croissants. Bob said:"
 # What `g` does in the app under the test config: a couple of short branches.
 APP_CONFIG = "n_ctx = 1024\n[generation]\nn = 2\nmax_tokens = 6\n"
 SIDE_FILES = ("-wal", "-shm")  # SQLite's own companions of an open loom
+Result = subprocess.CompletedProcess[str]  # what run_loom returns
 
 
 @pytest.fixture(scope="session")
@@ -62,9 +70,10 @@ def cli_env(root: Path) -> dict[str, str]:
 
 def run_loom(
     *args: str | os.PathLike[str],
-    cwd: Path,
-    env: dict[str, str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
     input: str | None = None,
+    preexec: Callable[[], None] | None = None,
     timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
     """`loom ARGS…` as a subprocess: exit status, stdout and stderr as text."""
@@ -76,6 +85,7 @@ def run_loom(
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=preexec,
         check=False,
     )
 
@@ -218,3 +228,68 @@ def leaf_paths(loom: Loom) -> list[str]:
 
 def event_kinds(events: Iterable[Any]) -> list[str]:
     return [e.kind if hasattr(e, "kind") else e["kind"] for e in events]
+
+
+# --- running without root's power over file permissions ----------------------------------------
+
+NOBODY = 65534
+_PR_CAPBSET_DROP = 24
+_DAC_CAPABILITIES = (1, 2, 3)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """A failure reported the house way: status 1, one `loom: error:` line, no traceback."""
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("loom: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def _become_nobody() -> None:
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def _drop_dac_capabilities() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in _DAC_CAPABILITIES:
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+@functools.cache
+def _unprivileged_preexec() -> Callable[[], None] | None:
+    """A preexec_fn under which file permissions apply; None when the tests are not root."""
+    if os.geteuid() != 0:
+        return None
+    probe = [sys.executable, "-c", "import loom.cli"]
+    for preexec in (_become_nobody, _drop_dac_capabilities):
+        try:
+            ok = subprocess.run(probe, preexec_fn=preexec, capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if ok.returncode == 0:
+            return preexec
+    pytest.skip("cannot run loom without root's power over file permissions here")
+
+
+def as_unprivileged() -> Callable[[], None] | None:
+    return _unprivileged_preexec()
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder every user can reach (pytest's own temp folders are private to root)."""
+    base = Path(os.environ.get("TMPDIR", "/tmp"))
+    path = base / f"loom-test-{os.getpid()}-{os.urandom(4).hex()}"
+    path.mkdir(mode=0o755)
+    path.chmod(0o755)
+    yield path
+    for folder in [path, *(p for p in path.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        folder.chmod(0o755)
+    shutil.rmtree(path, ignore_errors=True)

@@ -14,6 +14,7 @@ from test_formats_support import chain_document, random_document
 from loom.store.formats import render_document
 from loom.store.formats.display import preview, visible
 from loom.store.formats.dot import PREVIEW_CHARS, mean_probability
+from loom.store.formats.markdown import MAX_INDENT_DEPTH
 from loom.store.formats.tree import path_ids, walk
 from loom.store.model import LoomDocument, Node, Persona, PersonaLabel
 from loom.tokens import TokenArray
@@ -94,7 +95,8 @@ def test_path_of_a_chosen_node() -> None:
 def test_deep_outline_and_path() -> None:
     doc = chain_document(3000)
     outline = render_document(doc, "markdown")
-    assert outline.splitlines()[-1] == " " * 2 * 2999 + "- x3000 "
+    # Past MAX_INDENT_DEPTH levels the indent stops growing and the depth is written instead.
+    assert outline.splitlines()[-1] == " " * 2 * MAX_INDENT_DEPTH + "- *(depth 2999)* x3000 "
     prose = render_document(doc, "markdown", current=3000, whole_tree=False)
     assert prose.endswith("x2999 x3000 \n")
 

@@ -29,12 +29,12 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from loom.cli import main as loom_cli
+from loom.config import load_config
 from loom.store.formats import FORMATS, read_document
 from loom.store.loom import Loom
 from loom.store.replay import state_at
 from loom.store.tokenizer import FunctionTokenizer
 from loom.tui.app import LoomApp
-from loom.tui.config import load_config
 from loom.tui.replay import ReplayApp
 from loom.tui.screens.dialogs import ChoiceScreen, PromptScreen
 from loom.tui.widgets.inspector import TokenInspector

@@ -199,11 +199,14 @@ def branch(ids: list[int]) -> TokenArray:
 
 
 def stored_batch(lm: Loom, sha: str, outputs: list[list[int]], **kw: Any) -> list[int]:
+    # Each node's text is what its tokens spell, as for a real generation (an import keeps
+    # tokens only as far as they spell the node's text).
+    tokens = [branch(ids) for ids in outputs]
     return lm.add_children(
         lm.root_id,
         [
-            NewNode(f" b{i}", tokens=branch(ids), generation=settings(sha, i, len(outputs), **kw))
-            for i, ids in enumerate(outputs)
+            NewNode("".join(t.texts), tokens=t, generation=settings(sha, i, len(outputs), **kw))
+            for i, t in enumerate(tokens)
         ],
     )
 

@@ -8,7 +8,6 @@ The live loom, a replay and an import all go through here, so they cannot disagr
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -75,7 +74,8 @@ def load_event(conn: sqlite3.Connection, seq: int) -> Event:
     row = conn.execute("SELECT seq, ts, kind, payload FROM events WHERE seq = ?", (seq,)).fetchone()
     if row is None:
         raise LoomError(f"the event log has no event {seq}")
-    return Event(seq=int(row[0]), ts=float(row[1]), kind=row[2], payload=json.loads(row[3]))
+    payload = ev.parse_payload(int(row[0]), row[3])
+    return Event(seq=int(row[0]), ts=float(row[1]), kind=row[2], payload=payload)
 
 
 def _target(conn: sqlite3.Connection, seq: int, expected: int) -> Event:
@@ -93,7 +93,8 @@ def _fix_current(conn: sqlite3.Connection, fallback: int | None) -> None:
     """The current node must exist: after nodes vanish, move it to where they hung."""
     current = rows.get_meta(conn, "current")
     if (
-        current is not None
+        isinstance(current, int)
+        and not isinstance(current, bool)
         and conn.execute("SELECT 1 FROM nodes WHERE id = ?", (current,)).fetchone()
     ):
         return

@@ -9,12 +9,16 @@ transaction (only a power cut may drop the last few, and never corrupts the file
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import secrets
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from loom.store.errors import (
     LoomBusyError,
@@ -24,7 +28,7 @@ from loom.store.errors import (
     LoomVersionError,
     ReadOnlyLoomError,
 )
-from loom.store.filecheck import check_header, check_version
+from loom.store.filecheck import check_header, check_version, has_wal
 from loom.store.schema import (
     APPLICATION_ID,
     REQUIRED_TABLES,
@@ -33,7 +37,18 @@ from loom.store.schema import (
     schema_version,
 )
 
+try:
+    import fcntl
+except ImportError:  # not on Windows
+    fcntl = None  # type: ignore[assignment]
+
+# Build temp files are flock-ed only where flock and SQLite's own (POSIX) locks are known not to
+# interact: on the BSDs they share one lock table, and SQLite would find its file locked.
+_FLOCK = fcntl is not None and sys.platform.startswith("linux")
+
 BUSY_TIMEOUT_MS = 10_000
+# What SQLite reports when it cannot make the -shm (and -wal) files a WAL-mode reader needs.
+_NO_SIDECARS = ("SQLITE_READONLY", "SQLITE_CANTOPEN")
 
 
 @contextlib.contextmanager
@@ -56,6 +71,10 @@ def sql_errors(path: Path | None) -> Iterator[None]:
         if type(exc) is not sqlite3.DatabaseError:
             raise  # IntegrityError, ProgrammingError...: a bug in the store, not a bad file
         raise LoomFileError(path, f"is corrupt ({exc})") from None
+    except json.JSONDecodeError:
+        # Everything the store keeps as JSON it wrote itself: if it does not parse, the file was
+        # changed behind loom's back.
+        raise LoomFileError(path, "is damaged (a value stored as JSON is not JSON)") from None
 
 
 def _uri(path: Path, mode: str) -> str:
@@ -90,10 +109,9 @@ class Database:
     def open(cls, path: Path, *, readonly: bool) -> Database:
         """Open an existing loom; `LoomFileError` (file untouched) if it is not one we can use."""
         check_header(path)
-        conn = _connect(_uri(path, "ro"), uri=True)
+        with sql_errors(path):
+            conn, version = _connect_readonly(path)
         try:
-            with sql_errors(path):
-                version = _validate(conn, path)
             if readonly:
                 if version < schema_version():
                     raise LoomVersionError(
@@ -180,6 +198,41 @@ class Database:
                     self.conn.execute("COMMIT")
 
 
+def _connect_readonly(path: Path) -> tuple[sqlite3.Connection, int]:
+    """A read-only connection to a loom and its file format version.
+
+    SQLite reads a WAL-mode file through `-wal`/`-shm` files beside it, which it must be able to
+    create. Where it cannot (a folder the user cannot write, a read-only file system) and no
+    `-wal` holds changes, the file is read as immutable, with no sidecars and no locks: right as
+    long as nobody writes it meanwhile, which nobody can be doing, since any writer keeps a `-wal`.
+    A `-wal` with data that SQLite cannot read (no `-shm` and none can be made) is refused:
+    reading the file without it would silently show an older state of the loom.
+    """
+    conn = _connect(_uri(path, "ro"), uri=True)
+    try:
+        return conn, _validate(conn, path)
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if not str(getattr(exc, "sqlite_errorname", "")).startswith(_NO_SIDECARS):
+            raise
+    except BaseException:
+        conn.close()
+        raise
+    if has_wal(path):
+        raise LoomFileError(
+            path,
+            f"cannot be read here: {path.name}-wal beside it holds changes not yet copied into it, "
+            "and SQLite cannot read them without writing in its folder; open it once where the "
+            "folder is writable",
+        )
+    conn = _connect(_uri(path, "ro") + "&immutable=1", uri=True)
+    try:
+        return conn, _validate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+
+
 def _validate(conn: sqlite3.Connection, path: Path) -> int:
     """Cheap checks that do not grow with the tree: identity, version, tables, root."""
     if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
@@ -191,12 +244,27 @@ def _validate(conn: sqlite3.Connection, path: Path) -> int:
     if missing:
         raise LoomFileError(path, f"is damaged (missing table {missing[0]})")
     row = conn.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
-    if (
-        row is None
-        or conn.execute("SELECT 1 FROM nodes WHERE id = ?", (int(row[0]),)).fetchone() is None
-    ):
+    root = _stored_id(row[0]) if row is not None else None
+    found = None if root is None else conn.execute("SELECT parent FROM nodes WHERE id = ?", (root,))
+    parent = None if found is None else found.fetchone()
+    if parent is None:
         raise LoomFileError(path, "is damaged (no root node)")
+    if parent[0] is not None:
+        raise LoomFileError(
+            path, f"is damaged (the root node {root} has a parent, node {parent[0]})"
+        )
     return version
+
+
+def _stored_id(text: Any) -> int | None:
+    """A node id kept as JSON in the meta table (None unless it is one SQLite can hold)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
+        return None
+    return value
 
 
 def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
@@ -227,35 +295,120 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
 def building(path: Path) -> Iterator[sqlite3.Connection]:
     """A new loom built under a temporary name and moved to `path` only once complete.
 
-    A failure (or a crash) leaves no file at `path`; an existing `path` is never overwritten.
+    A failure leaves no file at `path`; an existing `path` is never overwritten. A crash (a
+    SIGKILL, a power cut) leaves the temporary file, named for the process and locked while it
+    is written: the next build in the folder removes it (see `remove_dead_builds`).
     """
     if os.path.lexists(path):
         raise LoomExistsError(path, "already exists")
+    remove_dead_builds(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        conn = sqlite3.connect(tmp, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise LoomFileError(path, f"cannot be created ({exc})") from None
+        claim = _claim(tmp)
+    except OSError as exc:
+        raise LoomFileError(path, f"cannot be created ({exc.strerror or exc})") from None
     try:
-        with sql_errors(path):
-            # Nothing else can see this file yet: skip durability until the end.
-            conn.execute("PRAGMA journal_mode = MEMORY")
-            conn.execute("PRAGMA synchronous = OFF")
-            conn.execute("BEGIN")
-            create_schema(conn)
-            yield conn
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.close()
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise LoomFileError(path, f"cannot be created ({exc})") from None
+        try:
+            with sql_errors(path):
+                # Nothing else can see this file yet: skip durability until the end.
+                conn.execute("PRAGMA journal_mode = MEMORY")
+                conn.execute("PRAGMA synchronous = OFF")
+                conn.execute("BEGIN")
+                create_schema(conn)
+                yield conn
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+                conn.execute("PRAGMA journal_mode = WAL")
+        finally:
+            conn.close()
         _fsync(tmp)
         _place(tmp, path)
     except BaseException:
-        conn.close()
-        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+        for leftover in (tmp, *_sidecars(tmp)):
             with contextlib.suppress(OSError):
                 leftover.unlink()
         raise
+    finally:
+        os.close(claim)  # after SQLite's own handles: closing a file drops its POSIX locks
+
+
+def _sidecars(path: Path) -> list[Path]:
+    return [Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-journal")]
+
+
+# `.NAME.PID-RANDOM.tmp`, as `building` names its files, and SQLite's files beside one.
+_BUILD_TEMP = re.compile(
+    r"\.(?:.+)\.(?P<pid>[0-9]+)-[0-9a-f]{8}\.tmp(?P<sidecar>-wal|-shm|-journal)?"
+)
+
+
+def _claim(tmp: Path) -> int:
+    """Create the temporary file and hold a lock on it for as long as the build lasts."""
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # SQLite's own default mode
+    if _FLOCK:
+        with contextlib.suppress(OSError):  # a file system without flock: the pid must do
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def remove_dead_builds(folder: Path) -> None:
+    """Delete what builds killed mid-way left in `folder`.
+
+    A file goes only when no process has the pid in its name and no one holds its lock: the pid
+    alone cannot be trusted across PID namespaces (containers sharing the folder), the lock alone
+    not on file systems without flock. A live build's file is never touched.
+    """
+    if os.name != "posix":
+        return  # os.kill(pid, 0) is no probe elsewhere (on Windows it kills)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = _BUILD_TEMP.fullmatch(name)
+        if match is None or _process_exists(int(match["pid"])):
+            continue
+        main = folder / (name[: -len(match["sidecar"])] if match["sidecar"] else name)
+        if _is_locked(main):
+            continue
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except (OverflowError, ValueError):
+        return False  # no process can have that id
+    return True
+
+
+def _is_locked(path: Path) -> bool:
+    if not _FLOCK:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False  # gone already (or a sidecar whose main file went first)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def _fsync(path: Path) -> None:

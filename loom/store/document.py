@@ -17,9 +17,11 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from loom.store import codec, rows
+import numpy as np
+
+from loom.store import codec, rows, textops
 from loom.store import events as ev
-from loom.store.apply import commit_event
+from loom.store.apply import apply_event, commit_event
 from loom.store.errors import LoomError
 from loom.store.events import Event
 from loom.store.model import LoomDocument, Node, Persona
@@ -68,7 +70,7 @@ def _export(conn: sqlite3.Connection, with_events: bool) -> LoomDocument:
             "id": int(row[0]),
             "parent": row[1],
             "author": row[3],
-            "text": row[4],
+            "text": rows.node_text(int(row[0]), row[4]),
             "created_at": float(row[5]),
             "generation": None if row[8] is None else json.loads(row[8]),
             "persona": None if row[9] is None else json.loads(row[9]),
@@ -114,7 +116,7 @@ def export_events(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     for seq, ts, kind, payload in conn.execute(
         "SELECT seq, ts, kind, payload FROM events ORDER BY seq"
     ):
-        data = json.loads(payload)
+        data = ev.parse_payload(int(seq), payload)
         if '"' + ev.TOKEN_REF + '"' in payload:
             data = ev.map_tokens(data, inline)
         out.append({"seq": int(seq), "ts": float(ts), "kind": kind, "payload": data})
@@ -137,22 +139,50 @@ def internalize_tokens(conn: sqlite3.Connection, payload: dict[str, Any]) -> dic
     return result
 
 
+# What an import accepts is what every later step can use: exports (strict JSON, JavaScript
+# numbers in the HTML page), replay, and new nodes (SQLite's 64-bit ids). Ids stay within the
+# integers JavaScript holds exactly; times within the years datetime and localtime can show
+# (a day inside, so no time zone pushes them out); JSON values shallow enough that no writer of
+# them recurses out of stack.
+MAX_NODE_ID = 2**53 - 1
+MAX_SEQ = 2**53 - 1
+MIN_TIME = -62135596800.0 + 86400  # 0001-01-02 UTC
+MAX_TIME = 253402300799.0 - 86400  # 9999-12-30 UTC
+MAX_META_DEPTH = 64
+MAX_PAYLOAD_DEPTH = MAX_META_DEPTH + 16  # a payload holds node records, which hold meta
+
+
 def import_document(conn: sqlite3.Connection, doc: LoomDocument) -> None:
-    """Fill an empty loom (inside the caller's transaction) from `doc`."""
+    """Fill an empty loom (inside the caller's transaction) from `doc`.
+
+    `LoomError` naming the node or event for anything a later export, replay or edit could not
+    use. What the import changed on the way (tokens that did not spell their text) is appended to
+    `doc.meta["import_warnings"]` as one line naming the nodes.
+    """
     ordered = _tree_order(doc)
     carried = _carry_events(conn, doc.events)
+    respelled: list[int] = []
     records = []
     for position, node in enumerate(ordered):
-        records.append(_record(conn, node, position))
+        records.append(_record(conn, node, position, respelled))
+    if respelled:
+        shown = ", ".join(str(i) for i in respelled[:5])
+        more = f" and {len(respelled) - 5} more" if len(respelled) > 5 else ""
+        note = (
+            f"the tokens of node {shown}{more} do not spell the node's text: kept as far as they "
+            "do, the model will tokenize the rest"
+        )
+        old = doc.meta.get("import_warnings")
+        doc.meta["import_warnings"] = [*(old if isinstance(old, list) else []), note]
     current = doc.meta.get("current")
     known = {n.id for n in doc.nodes}
     if isinstance(current, bool) or not isinstance(current, int) or current not in known:
         current = doc.root
+    for persona in doc.personas:
+        if not math.isfinite(float(persona.prior)):
+            raise LoomError(f"persona {persona.name!r}: prior must be a finite number")
     doc_meta = {k: v for k, v in doc.meta.items() if k != "current"}
-    try:
-        json.dumps(doc_meta, allow_nan=False)
-    except (TypeError, ValueError):
-        raise LoomError("the document's meta cannot be stored (not plain JSON data)") from None
+    _check_json(doc_meta, "the document's meta", MAX_META_DEPTH)
     commit_event(
         conn,
         ev.IMPORT,
@@ -168,23 +198,66 @@ def import_document(conn: sqlite3.Connection, doc: LoomDocument) -> None:
     )
 
 
+def _check_json(value: Any, where: str, max_depth: int) -> str:
+    """`value` as the log writes it; `LoomError` unless it is plain JSON, finite, not too deep
+    (so every later writer of it, recursive or not, can write it too)."""
+    if ev.nesting_depth(value, max_depth) > max_depth:
+        raise LoomError(f"{where} is nested too deeply (over {max_depth} levels)")
+    try:
+        return ev.dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise LoomError(f"{where} cannot be stored (not plain JSON data: {exc})") from None
+
+
 def _carry_events(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> int:
-    """Copy the document's log as it was (not applied: the snapshot after it is the state)."""
+    """Copy the document's log as it was (not applied: the snapshot after it is the state), once
+    it is known to replay: see `_check_log`."""
     last = 0
     for i, raw in enumerate(events):
+        seq = raw.get("seq", f"#{i}") if isinstance(raw, dict) else f"#{i}"
         try:
             event = Event.from_json(raw)
             if event.seq <= last:
                 raise ValueError(f"seq {event.seq} does not follow {last}")
+            if event.seq > MAX_SEQ:
+                raise ValueError(f"seq {event.seq} is too large (at most {MAX_SEQ})")
+            if not MIN_TIME <= event.ts <= MAX_TIME:
+                raise ValueError("ts is not a time between the years 1 and 9999")
+            if i == 0 and event.kind not in ev.SNAPSHOTS:
+                raise ValueError(f"the log starts with {event.kind!r}, not a snapshot")
             payload = internalize_tokens(conn, event.payload)
-        except ValueError as exc:
-            raise LoomError(f"document event #{i} is not a loom event: {exc}") from None
+            text = _check_json(payload, "its payload", MAX_PAYLOAD_DEPTH)
+        except (ValueError, LoomError) as exc:
+            raise LoomError(f"the document's event {seq} is not a loom event: {exc}") from None
         conn.execute(
             "INSERT INTO events (seq, ts, kind, payload) VALUES (?, ?, ?, ?)",
-            (event.seq, event.ts, event.kind, ev.dumps(payload)),
+            (event.seq, event.ts, event.kind, text),
         )
         last = event.seq
+    _check_log(conn)
     return last
+
+
+def _check_log(conn: sqlite3.Connection) -> None:
+    """Apply the carried log from an empty loom, then undo all of that: a log that imports is
+    one `loom replay` and `loom fork` can go through (its payloads are checked by the code that
+    will read them). Any failure names the event."""
+    conn.execute("SAVEPOINT check_log")
+    try:
+        for seq, ts, kind, payload in conn.execute(
+            "SELECT seq, ts, kind, payload FROM events ORDER BY seq"
+        ).fetchall():
+            try:
+                apply_event(conn, Event(seq=seq, ts=ts, kind=kind, payload=json.loads(payload)))
+            except sqlite3.OperationalError:
+                raise  # the disk, not the document
+            except Exception as exc:  # whatever a foreign payload makes the appliers trip on
+                raise LoomError(
+                    f"the document's event {seq} ({kind}) cannot be replayed: {exc!r}"
+                ) from None
+    finally:
+        conn.execute("ROLLBACK TO check_log")
+        conn.execute("RELEASE check_log")
 
 
 def _tree_order(doc: LoomDocument) -> list[Node]:
@@ -194,6 +267,8 @@ def _tree_order(doc: LoomDocument) -> list[Node]:
     for node in doc.nodes:
         if isinstance(node.id, bool) or not isinstance(node.id, int) or node.id < 0:
             raise LoomError(f"node id {node.id!r} is not a non-negative integer")
+        if node.id > MAX_NODE_ID:
+            raise LoomError(f"node id {node.id} is too large (loom ids go up to {MAX_NODE_ID})")
         if node.id in by_id:
             raise LoomError(f"the document has two nodes with id {node.id}")
         by_id[node.id] = node
@@ -219,31 +294,56 @@ def _tree_order(doc: LoomDocument) -> list[Node]:
     return out
 
 
-def _record(conn: sqlite3.Connection, node: Node, position: int) -> Record:
+def _spelled_tokens(node: Node, respelled: list[int]) -> tuple[TokenArray, bool]:
+    """The node's tokens as far as they spell its text, and whether text is left without tokens.
+
+    Tokens are what the model reads; tokens that spell something else would make it read a
+    context other than the one the user sees, silently. Refusing the whole file for one such node
+    would lose the rest of it, so the tokens are kept as far as they spell the start of the text
+    (their ids and probabilities are right for it) and the rest of the text is left without
+    tokens: the store's "partial" state, which `textops.complete` tokenizes as soon as a model is
+    at hand (and `Loom.path_tokens` refuses without one).
+    """
+    ends = textops.covered_ends(node.tokens, node.text)
+    tokens = node.tokens
+    if len(ends) < len(tokens):
+        respelled.append(node.id)
+        tokens = tokens.slice(0, len(ends))
+    return tokens, (ends[-1] if ends else 0) < len(node.text)
+
+
+def _finite_tokens(tokens: TokenArray) -> bool:
+    """No infinite probabilities (NaN is allowed: it marks an unknown one)."""
+    columns = [tokens.logprobs, tokens.top_logprobs]
+    if tokens.entropy is not None:
+        columns.append(tokens.entropy)
+    return not any(np.isinf(np.asarray(c, dtype=np.float64)).any() for c in columns)
+
+
+def _record(conn: sqlite3.Connection, node: Node, position: int, respelled: list[int]) -> Record:
     if node.author not in ("human", "model"):
         raise LoomError(f"node {node.id}: author must be 'human' or 'model', not {node.author!r}")
     if not isinstance(node.text, str):
         raise LoomError(f"node {node.id}: text must be a string")
     check_text(node.text, f"node {node.id}")
-    if not math.isfinite(float(node.created_at)):
-        raise LoomError(f"node {node.id}: created_at must be a finite number")
+    if not MIN_TIME <= float(node.created_at) <= MAX_TIME:  # NaN fails this too
+        raise LoomError(f"node {node.id}: created_at is not a time between the years 1 and 9999")
+    if not _finite_tokens(node.tokens):
+        raise LoomError(f"node {node.id}: a token probability is out of range (infinite)")
+    tokens, partial = _spelled_tokens(node, respelled)
     tags = list(dict.fromkeys(str(t) for t in node.tags))
     meta = dict(node.meta or {})
-    # Export marks partial tokens in meta; a foreign node without tokens has none for its text.
-    flag = meta.pop(PARTIAL_KEY, None)
-    partial = flag if isinstance(flag, bool) else (len(node.tokens) == 0 and node.text != "")
-    try:
-        json.dumps(meta, allow_nan=False)
-    except (TypeError, ValueError):
-        raise LoomError(f"node {node.id}: meta cannot be stored (not plain JSON data)") from None
-    return {
+    meta.pop(PARTIAL_KEY, None)  # exports mark partial tokens; what they cover is what counts
+    if ev.nesting_depth(meta, MAX_META_DEPTH) > MAX_META_DEPTH:
+        raise LoomError(f"node {node.id}: meta is nested too deeply (over {MAX_META_DEPTH} levels)")
+    record: Record = {
         "id": node.id,
         "parent": node.parent,
         "position": position,
         "author": node.author,
         "text": node.text,
         "created_at": float(node.created_at),
-        "tokens": ev.token_ref(rows.store_tokens(conn, node.tokens)),
+        "tokens": ev.token_ref(rows.store_tokens(conn, tokens)),
         "tokens_partial": partial,
         "generation": None if node.generation is None else node.generation.to_json(),
         "persona": None if node.persona is None else node.persona.to_json(),
@@ -253,6 +353,10 @@ def _record(conn: sqlite3.Connection, node: Node, position: int) -> Record:
         "tags": tags,
         "meta": meta or None,
     }
+    # The import event logs the record: anything in it that strict JSON cannot hold (an infinite
+    # posterior or temperature, a foreign object in meta) is named here, by node.
+    _check_json(record, f"node {node.id}", MAX_PAYLOAD_DEPTH)
+    return record
 
 
 def check_text(text: str, where: str) -> None:

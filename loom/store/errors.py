@@ -25,6 +25,11 @@ class LoomFileError(LoomError):
         super().__init__(problem if path is None else f"{path}: {problem}")
 
 
+def damaged(problem: str) -> LoomFileError:
+    """The error for a file holding what loom never writes (edited behind its back, or corrupt)."""
+    return LoomFileError(None, f"this loom is damaged: {problem}")
+
+
 class LoomVersionError(LoomFileError):
     """The file was written by a newer loom (or needs an upgrade a read-only open cannot do)."""
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from loom.store.errors import damaged
+
 # Kinds. Undoable ones are tree edits; the others describe the session around them.
 CREATE = "create"  # a new loom: snapshot with the root (resets the state)
 IMPORT = "import"  # a loom built from a document: snapshot of every node (resets the state)
@@ -101,6 +103,31 @@ class Event:
         if not isinstance(payload, dict):
             raise ValueError(f"event {seq}: payload must be an object")
         return cls(seq=seq, ts=float(ts), kind=str(kind), payload=payload)
+
+
+def parse_payload(seq: int, text: Any) -> dict[str, Any]:
+    """A payload as stored in the log; a damaged file may hold anything there."""
+    try:
+        payload = json.loads(text)
+    except (TypeError, ValueError):  # not JSON, or not even text
+        payload = None
+    if not isinstance(payload, dict):
+        raise damaged(f"event {seq}'s payload is not a JSON object")
+    return payload
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deep `value` nests lists and objects (counting stops once past `limit`). Level by
+    level, not recursive: the values worth measuring are the ones too deep to recurse over."""
+    level = [value]
+    depth = 0
+    while depth <= limit:
+        containers = [v for v in level if isinstance(v, (dict, list))]
+        if not containers:
+            break
+        depth += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return depth
 
 
 def dumps(payload: dict[str, Any]) -> str:

@@ -44,7 +44,7 @@ def check_header(path: Path) -> int:
     _check_version(path, version)
     # The page count is trustworthy only when its "valid-for" counter matches the change counter,
     # and the file may legitimately be short while a write-ahead log still holds pages to copy back.
-    if header[24:28] == header[92:96] and not _has_wal(path):
+    if header[24:28] == header[92:96] and not has_wal(path):
         pages = int.from_bytes(header[28:32], "big")
         if size < pages * page_size:
             raise LoomFileError(path, f"is truncated ({size} of {pages * page_size} bytes)")
@@ -67,7 +67,8 @@ def check_version(path: Path | None, version: int) -> None:
     _check_version(path if path is not None else Path(":memory:"), version)
 
 
-def _has_wal(path: Path) -> bool:
+def has_wal(path: Path) -> bool:
+    """Whether a write-ahead log with data lies beside `path` (changes maybe not in the file)."""
     try:
         return os.path.getsize(f"{path}-wal") > 0
     except OSError:

@@ -9,7 +9,6 @@ because what to tokenize depends on the text they must first read there.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sqlite3
 import threading
@@ -78,8 +77,9 @@ def _check_author(author: object) -> Author:
 
 
 def _nid(node_id: object) -> int:
-    """Node ids are ints; anything else (SQLite would match "1" or 1.0 to 1) is unknown."""
-    if isinstance(node_id, bool) or not isinstance(node_id, int):
+    """Node ids are ints SQLite can hold; anything else (SQLite would match "1" or 1.0 to 1, and
+    refuse 2**63 with an OverflowError) is unknown."""
+    if not rows.is_node_id(node_id):
         raise UnknownNodeError(node_id)
     return node_id
 
@@ -210,7 +210,8 @@ class Loom:
             if self._current is not None and self._exists(conn, self._current):
                 return self._current
             current = rows.get_meta(conn, "current")
-            return int(current) if current is not None else _root(conn)
+            # A damaged file may hold anything there: the root is always a good place to be.
+            return int(current) if self._exists(conn, current) else _root(conn)
 
     @property
     def personas(self) -> list[Persona]:
@@ -231,7 +232,7 @@ class Loom:
 
     @staticmethod
     def _exists(conn: sqlite3.Connection, node_id: object) -> bool:
-        if not isinstance(node_id, int) or isinstance(node_id, bool):
+        if not rows.is_node_id(node_id):
             return False
         return conn.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone() is not None
 
@@ -288,17 +289,8 @@ class Loom:
     def path_text(self, node_id: int) -> str:
         node_id = _nid(node_id)
         with self._db.read() as conn:
-            rows.require(conn, node_id)
-            ids = [*rows.ancestor_ids(conn, node_id), node_id]
-            texts = dict(
-                conn.execute(
-                    "WITH RECURSIVE up(id) AS (SELECT ? UNION ALL "
-                    "SELECT n.parent FROM nodes n JOIN up ON n.id = up.id "
-                    "WHERE n.parent IS NOT NULL) "
-                    "SELECT n.id, n.text FROM nodes n JOIN up ON n.id = up.id",
-                    (node_id,),
-                ).fetchall()
-            )
+            ids = rows.path_ids(conn, node_id)
+            texts = rows.texts_of(conn, ids)
             return "".join(texts[i] for i in ids)
 
     def path_tokens(self, node_id: int) -> TokenArray:
@@ -794,7 +786,7 @@ def _event(seq: int, ts: float, kind: str, payload: str, state: int | None) -> E
         seq=int(seq),
         ts=float(ts),
         kind=kind,
-        payload=json.loads(payload),
+        payload=ev.parse_payload(int(seq), payload),
         undone=state in (ev.UNDONE, ev.DISCARDED),
         discarded=state == ev.DISCARDED,
     )

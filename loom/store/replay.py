@@ -8,6 +8,7 @@ returns them), which need the loom they came from: pass it as `tokens`.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -75,13 +76,19 @@ class Replay:
         if self.done:
             return None
         event = self._events[self._next]
-        payload = ev.map_tokens(event.payload, self._tokens)
-        with self._db.write(force=True) as conn:
-            if self._next == 0 and event.kind not in ev.SNAPSHOTS:
-                raise LoomError(
-                    f"cannot replay: the log starts with {event.kind!r}, not a snapshot"
-                )
-            commit_event(conn, event.kind, payload, ts=event.ts, seq=event.seq)
+        if self._next == 0 and event.kind not in ev.SNAPSHOTS:
+            raise LoomError(f"cannot replay: the log starts with {event.kind!r}, not a snapshot")
+        try:
+            payload = ev.map_tokens(event.payload, self._tokens)
+            with self._db.write(force=True) as conn:
+                commit_event(conn, event.kind, payload, ts=event.ts, seq=event.seq)
+        except LoomError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, sqlite3.Error) as exc:
+            # A log from a damaged or foreign file: payloads are only checked by applying them.
+            raise LoomError(
+                f"cannot replay: event {event.seq} ({event.kind}) cannot be applied: {exc!r}"
+            ) from None
         self._next += 1
         return event
 

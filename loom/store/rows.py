@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from loom.store import codec
-from loom.store.errors import UnknownNodeError
+from loom.store.errors import UnknownNodeError, damaged
 from loom.store.events import ref_of, token_ref
 from loom.tokens import TokenArray
 
 Record = dict[str, Any]
 
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
+SQL_INT_MAX = 2**63 - 1  # SQLite's INTEGER: a Python int beyond it cannot even be looked up
 
 
 def chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
@@ -142,8 +143,13 @@ def _token_stats(conn: sqlite3.Connection, ref: int | None) -> tuple[int, float 
 # --- nodes ----------------------------------------------------------------------------------------
 
 
+def is_node_id(value: object) -> TypeGuard[int]:
+    """Whether `value` could name a node: an int SQLite can hold (never a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= SQL_INT_MAX
+
+
 def require(conn: sqlite3.Connection, node_id: int) -> None:
-    if not isinstance(node_id, int) or isinstance(node_id, bool):
+    if not is_node_id(node_id):
         raise UnknownNodeError(node_id)
     if conn.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone() is None:
         raise UnknownNodeError(node_id)
@@ -170,38 +176,86 @@ def next_position(conn: sqlite3.Connection, parent: int) -> int:
     return 0 if row[0] is None else int(row[0]) + 1
 
 
+# The recursive walks below use UNION, not UNION ALL: it never queues a row twice, so a parent
+# cycle in a damaged file ends the walk instead of running (and filling the disk) forever.
+
+
 def subtree_ids(conn: sqlite3.Connection, node_id: int) -> list[int]:
     """`node_id` and all its descendants, parents before children."""
-    return [
+    ids = [
         int(r[0])
         for r in conn.execute(
-            "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL "
+            "WITH RECURSIVE sub(id) AS (SELECT ? UNION "
             "SELECT n.id FROM nodes n JOIN sub ON n.parent = sub.id) SELECT id FROM sub",
             (node_id,),
         )
     ]
+    # A cycle below a node must pass through it: then its own parent is among its descendants.
+    if len(ids) > 1 and parent_of(conn, node_id) in set(ids):
+        raise damaged(f"the parents of node {node_id} form a cycle through it")
+    return ids
+
+
+def path_ids(conn: sqlite3.Connection, node_id: int) -> list[int]:
+    """From the root down to `node_id` (included); `damaged` if its parents never reach a root."""
+    parents: dict[int, int | None] = {
+        int(r[0]): None if r[1] is None else int(r[1])
+        for r in conn.execute(
+            "WITH RECURSIVE up(id, parent) AS (SELECT id, parent FROM nodes WHERE id = ? "
+            "UNION SELECT n.id, n.parent FROM nodes n JOIN up ON n.id = up.parent) "
+            "SELECT id, parent FROM up",
+            (node_id,),
+        )
+    }
+    if node_id not in parents:
+        raise UnknownNodeError(node_id)
+    path: list[int] = []
+    seen: set[int] = set()
+    step: int | None = node_id
+    while step is not None:
+        if step in seen:
+            raise damaged(f"the parents of node {node_id} form a cycle through node {step}")
+        if step not in parents:
+            raise damaged(f"node {path[-1]} has a parent {step} that does not exist")
+        seen.add(step)
+        path.append(step)
+        step = parents[step]
+    path.reverse()
+    return path
 
 
 def ancestor_ids(conn: sqlite3.Connection, node_id: int) -> list[int]:
     """From the root down to `node_id`'s parent."""
-    rows = conn.execute(
-        "WITH RECURSIVE up(id, parent, k) AS (SELECT id, parent, 0 FROM nodes WHERE id = ? "
-        "UNION ALL SELECT n.id, n.parent, up.k + 1 FROM nodes n JOIN up ON n.id = up.parent) "
-        "SELECT id FROM up WHERE k > 0 ORDER BY k DESC",
-        (node_id,),
-    ).fetchall()
-    return [int(r[0]) for r in rows]
+    return path_ids(conn, node_id)[:-1]
 
 
 def shift_depth(conn: sqlite3.Connection, node_id: int, delta: int) -> None:
     """Add `delta` to the cached depth of `node_id` and every descendant."""
     if delta:
         conn.execute(
-            "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL "
+            "WITH RECURSIVE sub(id) AS (SELECT ? UNION "
             "SELECT n.id FROM nodes n JOIN sub ON n.parent = sub.id) "
             "UPDATE nodes SET depth = depth + ? WHERE id IN sub",
             (node_id, delta),
         )
+
+
+def node_text(node_id: int, value: Any) -> str:
+    """A node's stored text; a damaged file may hold a BLOB there (SQLite's TEXT is a hint)."""
+    if not isinstance(value, str):
+        stored = "a BLOB" if isinstance(value, bytes) else type(value).__name__
+        raise damaged(f"the text of node {node_id} is stored as {stored}, not text")
+    return value
+
+
+def texts_of(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for part in chunks(ids):
+        for node_id, text in conn.execute(
+            f"SELECT id, text FROM nodes WHERE id IN ({marks(len(part))})", tuple(part)
+        ):
+            out[int(node_id)] = node_text(int(node_id), text)
+    return out
 
 
 def depth_of(conn: sqlite3.Connection, node_id: int) -> int:
@@ -223,7 +277,7 @@ def _record(row: Sequence[Any], tags: list[str]) -> Record:
         "parent": None if row[1] is None else int(row[1]),
         "position": int(row[2]),
         "author": row[3],
-        "text": row[4],
+        "text": node_text(int(row[0]), row[4]),
         "created_at": float(row[5]),
         "tokens": token_ref(row[6]),
         "tokens_partial": bool(row[7]),

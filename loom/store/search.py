@@ -11,6 +11,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from loom.store.errors import SearchQueryError
+from loom.store.rows import SQL_INT_MAX, node_text
 
 _WORD = re.compile(r"\w+")
 _RADIUS = 40
@@ -40,6 +41,7 @@ def search(
     built = fts_query(query)
     if built is None or limit <= 0:
         return []
+    limit = min(limit, SQL_INT_MAX)  # any larger limit means "all of them" too
     expression, terms = built
     pruned = "" if include_pruned else " AND NOT n.pruned"
     try:
@@ -50,7 +52,7 @@ def search(
         ).fetchall()
     except sqlite3.OperationalError as exc:
         raise SearchQueryError(f"cannot search for {query!r} ({exc})") from None
-    return [_hit(int(node_id), text, terms) for node_id, text in found]
+    return [_hit(int(i), node_text(int(i), text), terms) for i, text in found]
 
 
 def _hit(node_id: int, text: str, terms: list[str]) -> SearchHit:

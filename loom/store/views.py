@@ -73,7 +73,7 @@ def _header(row: Sequence[Any]) -> NodeHeader:
         id=int(row[0]),
         parent=None if row[1] is None else int(row[1]),
         author=row[2],
-        text=row[3],
+        text=rows.node_text(int(row[0]), row[3]),
         created_at=float(row[4]),
         depth=int(row[5]),
         position=int(row[6]),

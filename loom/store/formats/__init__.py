@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,7 +149,12 @@ def _read_source(source: str | os.PathLike[str] | bytes) -> tuple[bytes, str]:
         return source, ""
     path = Path(source)
     name = path.name.split(".")[0] if path.name else ""
-    return path.read_bytes(), name
+    try:
+        return path.read_bytes(), name
+    except IsADirectoryError:
+        raise FormatError(f"cannot read {path}: it is a directory") from None
+    except OSError as exc:
+        raise FormatError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _parse(data: bytes) -> Any:
@@ -248,30 +254,93 @@ def write_document(
     current: int | None = None,
     whole_tree: bool = True,
 ) -> None:
-    """Export `doc` as `fmt` to a path (replaced atomically) or an open text/binary stream.
+    """Export `doc` as `fmt` to a path or an open text/binary stream.
+
+    A path that is (or will be) a regular file is replaced atomically, keeping the mode of the
+    file it replaces; anything else there (a device, a FIFO, /dev/stdout) is written in place.
+    An SQLite database (a loom, most likely) is never overwritten. Problems with the output are
+    `FormatError`s.
 
     `current` is the node the user is on (default: the one the document was read with).
     `whole_tree=False` exports only the path from the root to it: for Markdown, as prose.
     """
     text = render_document(doc, fmt, current=current, whole_tree=whole_tree)
     if isinstance(out, (str, os.PathLike)):
-        _write_atomic(Path(out), text)
+        write_text_file(Path(out), text)
     elif isinstance(out, io.TextIOBase) or getattr(out, "encoding", None):
         cast("IO[str]", out).write(text)
     else:
         cast("IO[bytes]", out).write(text.encode("utf-8"))
 
 
-def _write_atomic(path: Path, text: str) -> None:
+# The first bytes of a write-ahead log (either byte order of its checksums).
+_WAL_MAGICS = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
+_SIDECARS = ("-wal", "-shm", "-journal")
+# Pseudo files whose identity is their name: a rename over one would replace the device node.
+_IN_PLACE_ROOTS = ("/dev/", "/proc/")
+
+
+def write_text_file(path: Path, text: str) -> None:
+    """Write an export to `path` (see `write_document`); `FormatError` if it cannot be."""
+    try:
+        try:
+            existing = os.stat(path)  # follows symlinks: what would be overwritten
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and stat.S_ISDIR(existing.st_mode):
+            raise FormatError(f"cannot write {path}: it is a directory")
+        if existing is not None and (
+            not stat.S_ISREG(existing.st_mode) or str(path.absolute()).startswith(_IN_PLACE_ROOTS)
+        ):
+            with open(path, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+            return
+        target = Path(os.path.realpath(path))  # through a symlink: replace its file, keep it
+        if existing is not None:
+            _refuse_database(path, target)
+        _write_atomic(target, text, None if existing is None else stat.S_IMODE(existing.st_mode))
+    except OSError as exc:
+        raise FormatError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _refuse_database(path: Path, target: Path) -> None:
+    """An export never replaces a database or a file SQLite keeps beside one."""
+    with open(target, "rb") as handle:
+        head = handle.read(len(SQLITE_MAGIC))
+    if head.startswith(SQLITE_MAGIC):
+        raise FormatError(
+            f"will not overwrite {path}: it is an SQLite database (a loom file?); "
+            "choose another output file"
+        )
+    owner = next((target.name[: -len(s)] for s in _SIDECARS if target.name.endswith(s)), None)
+    if head[:4] in _WAL_MAGICS or (owner and _is_database(target.with_name(owner))):
+        raise FormatError(
+            f"will not overwrite {path}: it belongs to an SQLite database (a loom file?); "
+            "choose another output file"
+        )
+
+
+def _is_database(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def _write_atomic(path: Path, text: str, mode: int | None = None) -> None:
+    """Replace (or create) `path` by a rename, with `mode` (default: what the umask gives)."""
     # A crash mid-export must never leave a half-written file where a good one was.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
-        # mkstemp makes the file private (0600); an export is an ordinary file for the user.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        if mode is None:
+            # mkstemp makes the file private (0600); an export is an ordinary file for the user.
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

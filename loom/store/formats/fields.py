@@ -35,9 +35,32 @@ def integer(value: Any, where: str) -> int:
 def number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FormatError(f"{where} must be a number, not {kind(value)}")
-    if not math.isfinite(value):
+    try:
+        as_float = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        as_float = math.inf
+    if not math.isfinite(as_float):
         raise FormatError(f"{where} must be a finite number")
-    return float(value)
+    return as_float
+
+
+def integer_in(value: Any, where: str, low: int, high: int) -> int:
+    """An integer from `low` to `high` (both included)."""
+    whole = integer(value, where)
+    if not low <= whole <= high:
+        raise FormatError(f"{where} is out of range ({low} to {high})")
+    return whole
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def float32(value: Any, where: str) -> float:
+    """A finite number a float32 holds (what token probabilities are kept as)."""
+    finite = number(value, where)
+    if abs(finite) > FLOAT32_MAX:
+        raise FormatError(f"{where} is out of range (beyond ±3.4e38)")
+    return finite
 
 
 def boolean(value: Any, where: str) -> bool:

@@ -228,8 +228,10 @@ class History:
             self.title = str(p["new" if forward else "old"])
         elif kind == ev.VISIT:
             self.current = p["new"]
-        elif kind in (ev.PERSONAS, ev.DISCARD_REDO):
-            pass  # nothing a tree row shows
+        elif kind in (ev.PERSONAS, ev.DISCARD_REDO, ev.GROUP):
+            # Nothing a tree row shows. A group only joins done edits into one undo step; its
+            # undo is logged as one undo event per edit, which this reader applies one by one.
+            pass
         else:
             raise HistoryError(f"unknown event kind {kind!r}")
 
@@ -291,6 +293,9 @@ class History:
             return node, f"{kind} of event {target} ({target_kind})"
         if kind == ev.DISCARD_REDO:
             return None, f"{len(p['targets'])} undone edit(s) can no longer be redone"
+        if kind == ev.GROUP:
+            seqs = [int(s) for s in p["seqs"]]
+            return None, f"{len(seqs)} edits (events {min(seqs)}-{max(seqs)}) undo as one step"
         raise HistoryError(f"unknown event kind {kind!r}")
 
     def _describe_target(self, seq: int) -> tuple[int | None, str]:

@@ -20,6 +20,8 @@ from loom.store.model import LoomDocument, Node
 # Line starts Markdown would take as block structure (after up to three spaces of indent).
 _BLOCK_MARK = re.compile(r"^( {0,3})([#>*+\-=_`~|])")
 _NUMBERED = re.compile(r"^( {0,3}\d+)([.)])")
+# Levels of nesting the outline indents; deeper nodes are shown at this level with their depth.
+MAX_INDENT_DEPTH = 16
 
 
 def write_path(doc: LoomDocument, current: int) -> str:
@@ -33,20 +35,31 @@ def write_path(doc: LoomDocument, current: int) -> str:
 
 def write_outline(doc: LoomDocument, current: int | None) -> str:
     lines = [f"# {_inert(one_line(doc.title)) or 'Untitled loom'}", ""]
-    lines.append(
+    legend = (
         f"*{len(doc.nodes)} nodes. ★ bookmarked, ✂ pruned, ▶ the current node, "
         "[name] a persona label, #tag a tag.*"
     )
+    lines.append(legend)
     lines.append("")
     personas = {
         n.id: n.manual_persona or (n.persona.label if n.persona else None) for n in doc.nodes
     }
+    capped = False
     for node, depth in walk(doc):
-        indent = "  " * depth
+        # Indenting every level makes the file quadratic in the depth (a 100k-deep chain would
+        # be gigabytes); past the cap nodes stay at the deepest indent and say their depth.
+        indent = "  " * min(depth, MAX_INDENT_DEPTH)
         body = _bullet_text(node, personas[node.id], node.id == current)
+        if depth >= MAX_INDENT_DEPTH:
+            body = f"*(depth {depth})* {body}"
+            capped = True
         first, *rest = body.split("\n")
         lines.append(f"{indent}- {first}")
         lines.extend(f"{indent}  {line}" if line else "" for line in rest)
+    if capped:
+        lines[2] = legend[:-1] + (
+            f" (depth N): a node N levels down (the outline indents {MAX_INDENT_DEPTH} at most).*"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -107,9 +107,16 @@ def path_ids(doc: LoomDocument, node_id: int) -> list[int]:
     if node_id not in parents:
         raise FormatError(f"node {node_id} is not in the document")
     path = [node_id]
+    seen = {node_id}
     while (parent := parents[path[-1]]) is not None:
-        if parent in path or parent not in parents:  # a broken document: never loop forever
+        if parent in seen:  # a broken document: never loop forever
+            raise FormatError(
+                f"node {node_id} has no path to the root (its parents form a cycle through "
+                f"node {parent})"
+            )
+        if parent not in parents:
             raise FormatError(f"node {node_id} has no path to the root")
+        seen.add(parent)
         path.append(parent)
     path.reverse()
     return path
