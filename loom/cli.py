@@ -254,6 +254,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sampler_settings(args: argparse.Namespace) -> Any:
+    """The sampler flags as engine settings, checked before any model is loaded."""
+    from loom.engine.sampling import SamplerSettings, SamplerSettingsError
+
+    try:
+        return SamplerSettings(
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            min_p=args.min_p,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+        )
+    except SamplerSettingsError as exc:
+        _fail(f"--{exc}")  # the messages start with the setting's name, which is the flag's
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from loom.session import generate_children
 
@@ -261,10 +278,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         _fail(f"-n must be between 1 and 64, not {args.n}")
     if not 1 <= args.max_tokens <= 4096:
         _fail(f"--max-tokens must be between 1 and 4096, not {args.max_tokens}")
-    if args.temperature < 0:
-        _fail("--temperature must be ≥ 0")
-    if not 0 < args.top_p <= 1:
-        _fail("--top-p must be in (0, 1]")
+    settings = _sampler_settings(args)
     _existing_loom(args.path)
     if args.remote is not None and args.model is not None:
         _fail("give --model or --remote, not both")
@@ -278,17 +292,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with _open_loom(args.path, readonly=False) as loom:
         node_id = _node_id(loom, args.node)
         ids = generate_children(
-            loom,
-            backend,
-            node_id,
-            n=args.n,
-            max_tokens=args.max_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k,
-            min_p=args.min_p,
-            seed=args.seed,
-            keep_recent=args.keep_recent,
+            loom, backend, node_id, n=args.n, settings=settings, keep_recent=args.keep_recent
         )
     for node in ids:
         print(node)

@@ -695,38 +695,35 @@ def generate_children(
     parent_id: int,
     *,
     n: int,
-    max_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    min_p: float = 0.0,
-    seed: int | None = None,
+    settings: SamplerSettings,
     keep_recent: bool = False,
     top_logprobs: int = 5,
 ) -> list[int]:
     """Generate `n` model-written children of `parent_id` and save them (the CLI's path).
 
     A path longer than the context is refused, unless `keep_recent` keeps only its most recent
-    tokens. Without a seed one is drawn, so every branch records the seed that reproduces it."""
-    from loom.engine.errors import ContextOverflowError
-    from loom.engine.sampling import SamplerSettings, new_seed
+    tokens. Without a seed in `settings` one is drawn, so every branch records the seed that
+    reproduces it. A generation that wrote nothing at all is an error, not an empty success."""
+    from dataclasses import replace
+
+    from loom.engine.errors import ContextOverflowError, EngineError
+    from loom.engine.sampling import new_seed
 
     session = Session(loom, backend)
-    settings = SamplerSettings(
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        min_p=min_p,
-        max_tokens=max_tokens,
-        seed=seed if seed is not None else new_seed(),
-    )
+    if settings.seed is None:
+        settings = replace(settings, seed=new_seed())
     prefix = session.prefix_ids(parent_id)
     n_ctx = getattr(backend, "n_ctx", None)  # a remote server does not say: the path goes whole
     if n_ctx is not None:
-        room = n_ctx - max_tokens - 1  # one position for BOS
+        room = n_ctx - settings.max_tokens - 1  # one position for BOS
         if len(prefix) > room:
             if not keep_recent:
-                raise ContextOverflowError(len(prefix) + 1 + max_tokens, n_ctx)
+                raise ContextOverflowError(len(prefix) + 1 + settings.max_tokens, n_ctx)
             prefix = prefix[-room:] if room > 0 else []
     result = session.run_generation(prefix, n, settings, top_logprobs=top_logprobs)
-    return session.save_branches(parent_id, result, settings)
+    saved = session.save_branches(parent_id, result, settings)
+    if not saved:
+        notes = {b.note for b in result.branches if getattr(b, "note", None)}
+        why = "; ".join(sorted(notes)) or "every branch ended before its first token"
+        raise EngineError(f"the model wrote nothing: {why}")
+    return saved

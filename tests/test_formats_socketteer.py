@@ -217,3 +217,21 @@ def _all(root: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(node)
         stack.extend(reversed(node["children"]))
     return out
+
+
+def test_exporting_twice_gives_the_same_file() -> None:
+    """Nodes made in loom have no socketteer id: theirs come from their loom ids, not chance."""
+    doc = random_document(21)
+    first, second = render_document(doc, "socketteer"), render_document(doc, "socketteer")
+    assert first == second
+    ids = [n["id"] for n in _walk(json.loads(first)["root"])]
+    assert len(ids) == len(set(ids)) == len(doc.nodes)
+
+
+def _walk(node: dict[str, Any]) -> list[dict[str, Any]]:
+    out, stack = [], [node]
+    while stack:
+        item = stack.pop()
+        out.append(item)
+        stack.extend(item.get("children", []))
+    return out

@@ -16,11 +16,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from loom.engine.errors import EngineError
 from loom.engine.logits import BLOCK, F32, RowStats, block_bounds
 
 # Windows (nats below the max) tried in turn for top-p alone: the nucleus of a 262k-token row
 # usually lies within a few nats, and sorting a window is far cheaper than sorting the row.
 _TOP_P_WINDOWS = (3.0, 6.0, 9.0, 12.0, 18.0, 27.0)
+
+
+class SamplerSettingsError(EngineError, ValueError):
+    """A sampler setting out of its range (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -37,15 +42,15 @@ class SamplerSettings:
         # a list passed by a caller is frozen into a tuple so settings stay hashable and immutable
         object.__setattr__(self, "stop", tuple(s for s in self.stop if s))
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise SamplerSettingsError(f"temperature must be ≥ 0, not {self.temperature}")
         if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+            raise SamplerSettingsError(f"top-k must be ≥ 0 (0 is off), not {self.top_k}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise SamplerSettingsError(f"top-p must be in (0, 1], not {self.top_p}")
         if not 0 <= self.min_p <= 1:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+            raise SamplerSettingsError(f"min-p must be in [0, 1], not {self.min_p}")
         if self.max_tokens < 0:
-            raise ValueError(f"max_tokens must be >= 0, got {self.max_tokens}")
+            raise SamplerSettingsError(f"max-tokens must be ≥ 0, not {self.max_tokens}")
 
     @property
     def greedy(self) -> bool:

@@ -282,19 +282,12 @@ class EditActions(LoomAppBase):
 
     @reports_errors
     def _export(self, fmt: str, target: Path) -> None:
-        from loom.store.formats import write_document
+        from loom.store.formats import FormatError, write_document
 
-        if is_loom_file(target):  # this loom's own file, the replayed one, or another loom
-            self.notify(
-                f"{target} is a loom file: an export never replaces a loom, choose another path",
-                severity="error",
-                title="Not exported",
-            )
-            return
-        try:
+        try:  # never over a loom file (this one, the replayed one, another): write_document says
             write_document(self.session.loom.to_document(), fmt, target, current=self.current)
-        except OSError as exc:
-            self.notify(f"export failed: {exc}", severity="error")
+        except FormatError as exc:
+            self.notify(str(exc), severity="error", title="Not exported")
             return
         self.notify(f"exported to {target}", timeout=4)
 
@@ -340,17 +333,6 @@ class EditActions(LoomAppBase):
                 self.load_model(Path(choice) if choice else None)
 
         self.push_screen(ChoiceScreen[str]("Switch model", options), done)
-
-
-def is_loom_file(path: Path) -> bool:
-    """True if `path` is an SQLite file (a loom): exporting over it would destroy it."""
-    from loom.store.formats import SQLITE_MAGIC
-
-    try:
-        with path.open("rb") as f:
-            return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-    except OSError:
-        return False
 
 
 def stats_text(span: SpanStats) -> Text:

@@ -211,13 +211,19 @@ def write(doc: LoomDocument, current: int | None) -> str:
     return jsonio.dumps(out, indent=None if deep else 2) + "\n"
 
 
+# Nodes made in loom get ids derived from their loom ids, so exporting twice gives the same file.
+_LOOM_IDS = uuid.UUID("6f0c2b7e-2d0e-4a57-9b8e-1f6f3c7b5a10")
+
+
 def _socketteer_ids(doc: LoomDocument) -> dict[int, str]:
     ids: dict[int, str] = {}
     taken: set[str] = set()
     for node in doc.nodes:
         sid = node.meta.get("socketteer_id")
-        if not isinstance(sid, str) or sid in taken:
-            sid = str(uuid.uuid4())  # what socketteer does for new nodes (uuid1 there)
+        salt = 0
+        while not isinstance(sid, str) or sid in taken:
+            sid = str(uuid.uuid5(_LOOM_IDS, f"{node.id}.{salt}"))
+            salt += 1
         taken.add(sid)
         ids[node.id] = sid
     return ids
