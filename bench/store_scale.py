@@ -9,7 +9,7 @@ each) under a node chosen the way a user wanders (mostly the newest branch, some
 Prints absolute times and the large/small ratios:
   open    open + header(root) + children(root) + node(current): should not grow with the tree
   append  1k more generated nodes (batches of 8)
-  export  the whole loom to a LoomDocument, and to loom-json text (if loom.store.formats exists)
+  export  the whole loom to a LoomDocument, and to loom-json text (if loom.formats exists)
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def main() -> int:
                 r["to_document"] = time.perf_counter() - start
                 r["stats"] = timed(lm.stats, repeat=3)
             try:
-                from loom.store.formats import render_document
+                from loom.formats import render_document
             except ImportError:
                 r["loom_json"] = float("nan")
             else:

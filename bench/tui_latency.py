@@ -28,10 +28,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from store_scale import BATCH, Generator, build  # noqa: E402 — bench/ is not a package
 
+from loom.app.session import Session  # noqa: E402
 from loom.config import parse_config  # noqa: E402
-from loom.session import Session  # noqa: E402
 from loom.store.loom import Loom  # noqa: E402
-from loom.tui.app import LoomApp, tune_gc  # noqa: E402
+from loom.tui.app import LoomApp  # noqa: E402
+from loom.tui.launch import tune_gc  # noqa: E402
 
 SIZE = (120, 40)
 # A walk a user might take: up and down siblings, into children and out, across leaves.

@@ -9,10 +9,11 @@ import argparse
 import json
 import os
 import sys
-import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+
+from loom.text import inert, one_line
 
 if TYPE_CHECKING:
     from loom.engine.engine import Engine
@@ -136,7 +137,7 @@ def _tokenizer_for(model: str | None) -> Any:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from loom.store.formats import read_document
+    from loom.formats import read_document
     from loom.store.loom import Loom
 
     src: Path = args.src
@@ -149,13 +150,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     with Loom.from_document(out, doc) as loom:
         root = loom.root_id
     for warning in doc.meta.get("import_warnings") or []:
-        print(f"loom: warning: {_printable(' '.join(str(warning).split()))}", file=sys.stderr)
+        print(f"loom: warning: {one_line(' '.join(str(warning).split()))}", file=sys.stderr)
     print(f"imported {len(doc.nodes)} nodes from {src} into {out} (root {root})")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from loom.store.formats import write_document
+    from loom.formats import write_document
 
     with _open_loom(args.path, readonly=True) as loom:
         current = _node_id(loom, args.node)
@@ -176,7 +177,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         node_id = _node_id(loom, args.node)
         text = loom.path_text(node_id)
     # Prose keeps its lines and tabs; everything that could drive the terminal is shown instead.
-    sys.stdout.write(text if args.raw else _printable(text, keep="\t\n"))
+    sys.stdout.write(text if args.raw else inert(text))
     if sys.stdout.isatty():
         sys.stdout.write("\n")
     return 0
@@ -201,37 +202,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         hits = loom.search(args.query, limit=args.limit)
     for hit in hits:
         snippet = " ".join(hit.snippet.split())
-        print(f"{hit.node_id}\t{_printable(snippet)}")
+        print(f"{hit.node_id}\t{one_line(snippet)}")
     if not hits:
         print("no matches", file=sys.stderr)
         return 1
     return 0
-
-
-def _printable(text: str, keep: str = "\t") -> str:
-    """Model and user text is inert on the terminal: control characters (C0, C1, DEL, bidi and
-    other format characters, unassigned code points) are shown as escapes, not obeyed. Spaces of
-    every width and the characters in `keep` are written as they are."""
-    if text.isprintable():
-        return text
-    lines = text.split("\n")
-    newline = "\n" if "\n" in keep else "\\x0a"
-    return newline.join(
-        line if line.isprintable() else "".join(_inert(ch, keep) for ch in line) for line in lines
-    )
-
-
-def _inert(ch: str, keep: str) -> str:
-    if ch.isprintable() or ch in keep or unicodedata.category(ch) == "Zs":
-        return ch
-    code = ord(ch)
-    return (
-        f"\\x{code:02x}"
-        if code <= 0xFF
-        else f"\\u{code:04x}"
-        if code <= 0xFFFF
-        else f"\\U{code:08x}"
-    )
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -272,7 +247,7 @@ def _sampler_settings(args: argparse.Namespace) -> Any:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from loom.session import generate_children
+    from loom.app.session import Session
 
     if not 1 <= args.n <= 64:
         _fail(f"-n must be between 1 and 64, not {args.n}")
@@ -291,9 +266,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         backend = _load_engine(args.model)
     with _open_loom(args.path, readonly=False) as loom:
         node_id = _node_id(loom, args.node)
-        ids = generate_children(
-            loom, backend, node_id, n=args.n, settings=settings, keep_recent=args.keep_recent
-        )
+        session = Session(loom, backend)
+        ids = session.generate(node_id, args.n, settings, keep_recent=args.keep_recent)
     for node in ids:
         print(node)
     return 0
@@ -338,14 +312,14 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     if args.headless:
-        from loom.timeline import timeline_lines
+        from loom.app.timeline import timeline_lines
 
         with _open_loom(args.path, readonly=True) as loom:
             lines = timeline_lines(loom.events())
         for line in lines:
-            print(_printable(line))
+            print(one_line(line))
         return 0
-    from loom.tui.app import run_app
+    from loom.tui.launch import run_app
 
     return run_app(
         _existing_loom(args.path), prompt=None, model_path=None, readonly=True, replay=True
@@ -353,7 +327,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    from loom.timeline import fork_at
+    from loom.app.timeline import fork_at
 
     out: Path = args.output
     if out.exists():
@@ -365,9 +339,9 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
+    from loom.app.regenerate import regenerate
     from loom.engine.engine import Engine
     from loom.paths import model_dirs
-    from loom.regenerate import regenerate
 
     with _open_loom(args.path, readonly=True) as loom:
         node_id = _node_id(loom, args.node)
@@ -379,16 +353,16 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
             model_path=None if args.model is None else Path(args.model),
         )
     for line in report.lines():
-        print(_printable(line))
+        print(one_line(line))
     return 0 if report.identical else 3
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from loom.doctor import diagnose
+    from loom.app.doctor import diagnose
 
     findings = diagnose(args.model)
     for finding in findings:
-        print(_printable(finding.line()))
+        print(one_line(finding.line()))
     problems = [f for f in findings if not f.ok]
     if problems:
         first = problems[0]
@@ -398,7 +372,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
-    from loom.tui.app import run_app
+    from loom.tui.launch import run_app
 
     return run_app(
         _existing_loom(args.path),
@@ -410,7 +384,7 @@ def cmd_open(args: argparse.Namespace) -> int:
 
 def cmd_default(args: argparse.Namespace) -> int:
     """`loom` alone: open the last loom, or a new one from --prompt."""
-    from loom.tui.app import run_app
+    from loom.tui.launch import run_app
 
     return run_app(
         None,
@@ -564,7 +538,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [CliError]
     for module, name in (
         ("loom.store.errors", "LoomError"),
-        ("loom.store.formats.errors", "FormatError"),
+        ("loom.formats.errors", "FormatError"),
         ("loom.engine.errors", "EngineError"),
         ("loom.personas.sets", "PersonaSetError"),
     ):

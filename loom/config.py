@@ -9,12 +9,13 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from loom.paths import config_path
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.toml")
-SORT_ORDERS = ("created", "mean", "cumulative")
+SortOrder = Literal["created", "mean", "cumulative"]  # siblings: as made, by mean or cumulative p
+SORT_ORDERS: tuple[SortOrder, ...] = ("created", "mean", "cumulative")
 
 
 class ConfigError(Exception):
@@ -61,7 +62,7 @@ class Config:
     multiverse_width: int = 4
     shading: bool = True
     show_pruned: bool = False
-    sort: str = "created"
+    sort: SortOrder = "created"
     persona_threshold: float = 0.6  # confidence a label, filter or prune by persona needs
     persona_auto_label: bool = True  # label new children when the loom has a persona set
     keymap: dict[str, str] = field(default_factory=dict)
@@ -143,7 +144,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         multiverse_width=_number(multiverse, "width", int, "multiverse"),
         shading=bool(display.get("shading", True)),
         show_pruned=bool(display.get("show_pruned", False)),
-        sort=str(display.get("sort", "created")),
+        sort=cast(SortOrder, str(display.get("sort", "created"))),  # checked below
         persona_threshold=_number(personas, "threshold", float, "personas"),
         persona_auto_label=bool(personas.get("auto_label", True)),
         keymap={str(k): str(v) for k, v in keymap.items()},

@@ -1,6 +1,9 @@
 """Per-token data shared by the engine (which produces it) and the store (which keeps it).
 
-Neither side imports the other: both speak `TokenArray`.
+Neither side imports the other: both speak `TokenArray`. This module also holds loom's one
+definition of a span's probability: the mean of the known token logprobs, and the "mean
+probability" exp(mean logprob) — the geometric mean of the tokens' p — that every view shows
+(tree, reading pane, DOT, SVG, HTML).
 """
 
 from __future__ import annotations
@@ -14,6 +17,30 @@ import numpy.typing as npt
 
 Int32Array = npt.NDArray[np.int32]
 Float32Array = npt.NDArray[np.float32]
+
+
+def known_logprobs(logprobs: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The logprobs that are known (NaN marks a token the model never scored)."""
+    values = np.asarray(logprobs, dtype=np.float64)
+    return values[~np.isnan(values)]
+
+
+def mean_logprob(logprobs: npt.ArrayLike) -> float | None:
+    """The mean of the known logprobs, None if none is known."""
+    known = known_logprobs(logprobs)
+    return float(known.mean()) if known.size else None
+
+
+def cumulative_logprob(logprobs: npt.ArrayLike) -> float | None:
+    """The sum of the known logprobs (the log-probability of the span), None if none is known."""
+    known = known_logprobs(logprobs)
+    return float(known.sum()) if known.size else None
+
+
+def mean_probability(mean: float | None) -> float | None:
+    """The "mean probability" of a span with mean logprob `mean`: exp(mean), the geometric mean
+    of its tokens' probabilities."""
+    return None if mean is None or math.isnan(mean) else math.exp(mean)
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,10 @@ from terminal import Terminal
 from loom.cli import build_parser
 from loom.engine.models import default_model_path
 from loom.personas.sets import load_persona_set
-from loom.store.formats.shown import shown
 from loom.store.loom import Loom
 from loom.store.model import GenerationSettings
 from loom.store.replay import state_at
+from loom.text import inert
 
 pytestmark = pytest.mark.model
 __all__ = ["default_gguf", "llama_server", "tokenizer"]  # fixtures
@@ -791,7 +791,7 @@ def check_export(fmt: str, content: str, loom: Loom) -> None:
         assert content.lstrip().lower().startswith("<!doctype html>")
         data = html_data(content)
         assert {n["i"]: n["x"] for n in data["nodes"]} == {
-            ids[k]: shown(t) for k, t in texts.items()
+            ids[k]: inert(t) for k, t in texts.items()
         }
         assert data["timelineNote"] == "" and len(data["events"]) == loom.stats()["events"]
     elif fmt == "svg":

@@ -19,9 +19,9 @@ from cli_support import run_loom
 from test_store_support import doc_snapshot, model_tokens
 from test_timeline import assert_history_matches_replay
 
+from loom.formats.export.html_data import timeline
 from loom.store import events as ev
-from loom.store.formats.history import read_history
-from loom.store.formats.html_data import timeline
+from loom.store.history import read_history
 from loom.store.loom import Loom, NewNode
 from loom.store.model import Persona, PersonaLabel
 from loom.store.replay import state_at

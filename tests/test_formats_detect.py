@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from test_formats_support import DATA, random_document
 
-from loom.store.formats import (
+from loom.formats import (
     FORMATS,
     FormatError,
     detect_format,

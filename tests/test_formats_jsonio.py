@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from test_formats_support import ODD_TEXTS
 
-from loom.store.formats import jsonio
-from loom.store.formats.errors import FormatError
-from loom.store.formats.jsonio import _iterencode, _loads_iterative
+from loom.formats import jsonio
+from loom.formats.errors import FormatError
+from loom.formats.jsonio import _iterencode, _loads_iterative
 
 
 def _random_value(rng: random.Random, depth: int = 0) -> Any:

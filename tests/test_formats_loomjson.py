@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from formats_compare import differences
 from test_formats_support import chain_document, random_document, wide_document
 
-from loom.store.formats import read_document, render_document, write_document
-from loom.store.formats.compare import differences
+from loom.formats import read_document, render_document, write_document
 from loom.store.model import LoomDocument
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from test_formats_support import DATA
 
-from loom.store.formats import FormatError, list_notes, read_document, render_document
-from loom.store.formats.tree import path_ids
+from loom.formats import FormatError, list_notes, read_document, render_document
+from loom.formats.tree import path_ids
 from loom.store.model import LoomDocument
 
 FIXTURE = DATA / "loomsidian_data.json"

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from test_formats_support import chain_document, random_document
 
-from loom.store.formats import render_document
-from loom.store.formats.display import preview, visible
-from loom.store.formats.dot import PREVIEW_CHARS, mean_probability
-from loom.store.formats.markdown import MAX_INDENT_DEPTH
-from loom.store.formats.tree import path_ids, walk
+from loom.formats import render_document
+from loom.formats.export.dot import PREVIEW_CHARS, mean_probability
+from loom.formats.export.markdown import MAX_INDENT_DEPTH
+from loom.formats.tree import path_ids, walk
 from loom.store.model import LoomDocument, Node, Persona, PersonaLabel
+from loom.text import cut, inert
 from loom.tokens import TokenArray
 
 RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -63,12 +63,12 @@ def test_outline_has_every_node_once_at_its_depth() -> None:
 def test_outline_escapes_and_marks() -> None:
     out = render_document(_small(), "markdown")
     lines = out.splitlines()
-    assert lines[0] == '# Title "q" ␛[1m'
+    assert lines[0] == '# Title "q"↵\\x1b[1m'
     assert "- The prompt." in lines
     assert "  \\# not a heading" in lines  # inside the bullet, and not a heading
     assert "  \\- not a bullet" in lines
-    assert '  - ★ #t1 say "hi"\\n␛[2J' in lines
-    assert "    second line␀" in lines  # CRLF became a continuation line
+    assert '  - ★ #t1 say "hi"\\n\\x1b[2J' in lines
+    assert "    second line\\x00" in lines  # CRLF became a continuation line
     assert "  - ✂ AB" in lines
     assert "    - ▶ [waluigi] *(empty)*" in lines
     assert "    - [luigi] 1\\. numbered" in lines
@@ -78,9 +78,9 @@ def test_path_as_prose() -> None:
     doc = _small()
     out = render_document(doc, "markdown", whole_tree=False)
     head, _, body = out.partition("\n\n*The path from the root to node 4: 3 nodes.*\n\n")
-    assert head == '# Title "q" ␛[1m'
+    assert head == '# Title "q"↵\\x1b[1m'
     expected = "".join(n.text for n in doc.nodes if n.id in (1, 2, 4))
-    assert body == visible(expected) + "\n"
+    assert body == inert(expected) + "\n"
     assert "AB" not in body and "numbered" not in body
 
 
@@ -89,7 +89,7 @@ def test_path_of_a_chosen_node() -> None:
     target = doc.nodes[7]
     out = render_document(doc, "markdown", current=target.id, whole_tree=False)
     by_id = {n.id: n for n in doc.nodes}
-    assert out.endswith(visible("".join(by_id[i].text for i in path_ids(doc, target.id))) + "\n")
+    assert out.endswith(inert("".join(by_id[i].text for i in path_ids(doc, target.id))) + "\n")
 
 
 def test_deep_outline_and_path() -> None:
@@ -161,12 +161,12 @@ def test_dot_parses_and_labels_decode_to_the_text() -> None:
     assert set(edges) == {(f"n{n.parent}", f"n{n.id}") for n in doc.nodes if n.parent}
     for node in doc.nodes:
         attrs = nodes[f"n{node.id}"]
-        label = preview(node.text.strip() or "(empty)", PREVIEW_CHARS)
-        assert _unquote(attrs["label"]) == visible(label)
-        assert _unquote(attrs["tooltip"]) == visible(node.text)
-    assert _unquote(nodes["n2"]["label"]) == 'say "hi"\\n␛[2J\nsecond line␀'
+        label = cut(node.text.strip() or "(empty)", PREVIEW_CHARS)
+        assert _unquote(attrs["label"]) == inert(label)
+        assert _unquote(attrs["tooltip"]) == inert(node.text)
+    assert _unquote(nodes["n2"]["label"]) == 'say "hi"\\n\\x1b[2J\nsecond line\\x00'
     graph = next(a for h, a in statements if h == ["graph"])
-    assert _unquote(graph["label"]) == 'Title "q"\n␛[1m'
+    assert _unquote(graph["label"]) == 'Title "q"\n\\x1b[1m'
 
 
 def test_dot_styles() -> None:
@@ -180,7 +180,10 @@ def test_dot_styles() -> None:
     assert _unquote(nodes["n5"]["color"]) == "green"  # a hand label
     assert nodes["n4"]["peripheries"] == "2"  # the current node
     assert "peripheries" not in nodes["n2"]
-    assert float(edges["n3"]["penwidth"]) == pytest.approx(0.5 + 3.5 * 0.7)
+    # loom's one mean probability: the geometric mean of the tokens' p (0.9 and 0.5)
+    assert float(edges["n3"]["penwidth"]) == pytest.approx(
+        0.5 + 3.5 * math.sqrt(0.9 * 0.5), abs=0.01
+    )
     assert "penwidth" not in edges["n2"]  # no known probabilities
 
 

@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import pytest
+from formats_compare import differences
 from test_formats_support import DATA, chain_document, random_document, wide_document
 
-from loom.store.formats import read_document, render_document
-from loom.store.formats.compare import differences
+from loom.formats import read_document, render_document
 
 V1_NODE_KEYS = {
     "id",
@@ -108,7 +108,7 @@ def test_deep_and_wide_trees() -> None:
     ],
 )
 def test_bad_files(edit: Any, expected: str) -> None:
-    from loom.store.formats import FormatError
+    from loom.formats import FormatError
 
     data = json.loads(render_document(random_document(1, size=5), "openloom"))
     edit(data)

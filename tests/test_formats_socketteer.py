@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from formats_compare import token_differences
 from test_formats_support import (
     DATA,
     chain_document,
@@ -18,9 +19,8 @@ from test_formats_support import (
     wide_document,
 )
 
-from loom.store.formats import jsonio, read_document, render_document, write_document
-from loom.store.formats.compare import token_differences
-from loom.store.formats.socketteer import format_timestamp, parse_timestamp
+from loom.formats import jsonio, read_document, render_document, write_document
+from loom.formats.socketteer import format_timestamp, parse_timestamp
 from loom.store.model import LoomDocument
 
 REAL_FILES = ["socketteer_dialectical.json", "socketteer_teleology.json"]

@@ -20,9 +20,8 @@ import pytest
 from test_formats_support import random_document, wide_document
 from test_store_support import model_tokens
 
-from loom.store.formats import FORMATS, render_document, write_document
-from loom.store.formats.html import script_hash, script_json
-from loom.store.formats.html_assets import SCRIPT
+from loom.formats import FORMATS, render_document, write_document
+from loom.formats.export.html import SCRIPT, script_hash, script_json
 from loom.store.loom import Loom, NewNode
 from loom.store.model import LoomDocument, Node, Persona, PersonaLabel
 

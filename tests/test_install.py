@@ -28,7 +28,8 @@ APP_SCRIPT = textwrap.dedent(
     from loom.config import load_config
     from loom.paths import shipped_dir
     from loom.store.loom import Loom
-    from loom.tui.app import LoomApp, open_session
+    from loom.tui.app import LoomApp
+    from loom.tui.launch import open_session
 
     path = Path(sys.argv[1])
     session, notices = open_session(path, prompt=None, readonly=False)

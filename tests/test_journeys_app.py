@@ -30,7 +30,7 @@ from textual.widgets import Input
 
 from loom.cli import main as loom_cli
 from loom.config import load_config
-from loom.store.formats import FORMATS, read_document
+from loom.formats import FORMATS, read_document
 from loom.store.loom import Loom
 from loom.store.replay import state_at
 from loom.store.tokenizer import FunctionTokenizer

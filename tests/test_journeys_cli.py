@@ -31,8 +31,8 @@ from cli_support import (
 )
 
 from loom.personas.sets import load_persona_set
-from loom.store.formats.shown import shown
 from loom.store.loom import Loom
+from loom.text import inert
 
 pytestmark = pytest.mark.model
 __all__ = ["tokenizer"]  # a fixture
@@ -137,7 +137,7 @@ def test_the_readmes_first_session(
     assert "<i>Bob</i>" not in page and "alert(1)</script>" not in page
     data = embedded_data(page)
     assert {n["i"]: n["x"] for n in data["nodes"]} == {
-        i: shown(r["text"]) for i, r in final.items()
+        i: inert(r["text"]) for i, r in final.items()
     }
     assert data["timelineNote"] == ""
     assert [e[0] for e in data["events"]] == [e.seq for e in events]

@@ -8,7 +8,7 @@ from pathlib import Path
 from cli_support import run_loom
 from test_formats_support import chain_document
 
-from loom.store.formats import markdown, render_document
+from loom.formats import markdown, render_document
 from loom.store.loom import Loom
 from loom.store.model import LoomDocument, Node
 

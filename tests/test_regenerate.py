@@ -16,9 +16,10 @@ import pytest
 from engine_fixtures import ARRAY, STRING, U32, default_gguf, engine, write_gguf
 from test_store_support import WordTokenizer, model_tokens
 
+from loom.app.regenerate import MissingModelError, RegenerationError, regenerate
 from loom.engine.errors import ModelError
 from loom.engine.hashing import file_sha256
-from loom.regenerate import MissingModelError, RegenerationError, regenerate
+from loom.engine.sampling import SamplerSettings
 from loom.store.loom import Loom, NewNode
 from loom.store.model import GenerationSettings
 from loom.tokens import TokenArray
@@ -37,7 +38,7 @@ def fail_loader(path: Path) -> Any:
 
 @pytest.fixture
 def session(engine: Any, tmp_path: Path) -> Any:
-    from loom.session import Session
+    from loom.app.session import Session
     from loom.store.tokenizer import FunctionTokenizer
 
     lm = Loom.create(tmp_path / "r.loom", title="r", prompt=PROMPT,
@@ -47,7 +48,7 @@ def session(engine: Any, tmp_path: Path) -> Any:
 
 
 def generate(s: Any, parent: int, n: int, forced: list[int] | None = None, **kw: Any) -> list[int]:
-    settings = s.sampler_settings(**kw)
+    settings = SamplerSettings(**kw)
     # The engine reuses cached prefixes, and KV computed by decode steps differs from a fresh
     # prefill (DESIGN.md §4) enough to flip sampled tokens; regenerate decodes the prompt afresh,
     # so the original must too to be reproducible (see the report: an engine option is needed).
@@ -61,7 +62,7 @@ def test_each_node_records_whether_its_prompt_came_from_the_kv_cache(session: An
     """What regenerate can promise depends on it: only a freshly decoded prompt is bit-exact."""
     lm = session.loom
     fresh = generate(session, lm.root_id, 2, temperature=1.0, max_tokens=4)  # cache cleared
-    settings = session.sampler_settings(temperature=1.0, max_tokens=4)
+    settings = SamplerSettings(temperature=1.0, max_tokens=4)
     result = session.run_generation(session.prefix_ids(lm.root_id), 2, settings)  # cache hit
     cached = session.save_branches(lm.root_id, result, settings)
     for node_id in fresh:
@@ -161,10 +162,9 @@ class Stand:
     def __init__(self, outputs: list[list[int]]) -> None:
         self.outputs = outputs
         self.calls: list[dict[str, Any]] = []
-        self.cleared = 0
 
-    def clear_cache(self) -> None:
-        self.cleared += 1
+    def tokens_for(self, text: str) -> TokenArray:
+        return WordTokenizer().tokenize(text)
 
     def generate(
         self,
@@ -174,9 +174,10 @@ class Stand:
         *,
         top_logprobs: int = 5,
         forced: Sequence[int] | None = None,
+        fresh: bool = False,
     ) -> list[Any]:
         self.calls.append({"prefix": list(prefix_ids), "n": n, "settings": settings,
-                           "k": top_logprobs, "forced": forced})  # fmt: skip
+                           "k": top_logprobs, "forced": forced, "fresh": fresh})  # fmt: skip
         return [
             type("B", (), {"index": i, "tokens": TokenArray.from_ids(ids, ["x"] * len(ids))})()
             for i, ids in enumerate(self.outputs[:n])
@@ -242,7 +243,7 @@ def test_the_model_is_found_by_sha256_in_the_models_dirs(
         0.7, 40, 0.9, 0.05, 3, 42, ("\n\n",)
     )  # fmt: skip
     assert call["prefix"] == [int(t) for t in loom.path_tokens(loom.root_id).ids]
-    assert stand.cleared == 1  # the prompt is decoded afresh
+    assert stand.calls[0]["fresh"] is True  # the prompt is decoded afresh
     sibling = report.siblings[0]
     assert not sibling.identical and sibling.first_difference == 3 and sibling.node_id == ids[1]
 

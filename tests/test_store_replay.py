@@ -213,7 +213,7 @@ def test_import_refuses_an_existing_path(loom: Loom, tmp_path: Path) -> None:
 
 
 def test_loom_json_round_trip_through_the_formats_module(loom: Loom, tmp_path: Path) -> None:
-    formats = pytest.importorskip("loom.store.formats")
+    formats = pytest.importorskip("loom.formats")
     session(loom)
     doc = loom.to_document()
     formats.write_document(doc, "loom-json", tmp_path / "x.json")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from test_formats_support import chain_document, random_document, wide_document
 
-from loom.store.formats import render_document
-from loom.store.formats.colours import PALETTE, UNLABELLED, safe_colour
-from loom.store.formats.svg import layout, xml_text
+from loom.formats import render_document
+from loom.formats.export.colours import PALETTE, UNLABELLED, safe_colour
+from loom.formats.export.svg import layout, xml_text
 from loom.store.model import LoomDocument, Node, Persona, PersonaLabel
 from loom.tokens import TokenArray
 
@@ -63,14 +63,18 @@ def test_malicious_text_is_literal_text_and_nothing_else() -> None:
     every_text = " ".join("".join(el.itertext()) for el in root.iter(f"{NS}text"))
     assert "</script><script>alert(1)</script>" in every_text  # shown, as text
     titles = " ".join(el.text or "" for el in root.iter(f"{NS}title"))
-    assert "<img src=x onerror=alert(2)> [31mred[0m !" in titles
+    # controls shown as escapes (loom.text), never as themselves
+    assert "<img src=x onerror=alert(2)> \\x1b[31mred\\x1b[0m \\x00!" in titles
     for el in root.iter():
         assert not any(k.startswith("on") or "href" in k for k in el.attrib)
         assert all("url(" not in v for v in el.attrib.values())
 
 
-def test_xml_text_drops_what_xml_cannot_hold() -> None:
-    assert xml_text("a\x00b\x0bc\ufffe\ud800d&<>\"'") == "abcd&amp;&lt;&gt;&quot;&apos;"
+def test_xml_text_keeps_only_what_xml_can_hold() -> None:
+    # controls become escapes, a lone surrogate U+FFFD, a non-character is shown as its code
+    assert xml_text("a\x00b\x0bc\ufffe\ud800d&<>\"'") == (
+        "a\\x00b\\x0bc\\ufffe\ufffdd&amp;&lt;&gt;&quot;&apos;"
+    )
     assert xml_text("tab\tnewline\n🧵") == "tab\tnewline\n🧵"
 
 

@@ -6,15 +6,16 @@ import unicodedata
 
 from loom.text import inert, one_line, quoted
 
-EVERY_CHARACTER = "".join(chr(c) for c in range(0x110000))
+# The basic and supplementary multilingual planes and the tag characters: every category occurs
+# there (the planes above are unassigned or private use, escaped the same way).
+EVERY_CHARACTER = "".join(chr(c) for c in [*range(0x20000), *range(0xE0000, 0xE0200), 0x10FFFF])
 
 
 def _acts(ch: str) -> bool:
-    """Characters that do something on a screen other than being a glyph."""
-    category = unicodedata.category(ch)
-    return category in ("Cc", "Cs", "Zl", "Zp") or unicodedata.bidirectional(ch) in {
-        "LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI", "LRM", "RLM", "ALM",
-    }  # fmt: skip
+    """Characters that do something on a screen other than being a glyph, or are invisible:
+    controls, format characters (bidi controls, zero-width ones), surrogates, private use,
+    unassigned code points, line and paragraph separators."""
+    return unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp")
 
 
 def test_nothing_that_acts_survives_but_newline_and_tab() -> None:
@@ -40,6 +41,10 @@ def test_escapes_name_the_character_exactly() -> None:
     assert inert("line\r\nnext\rover") == "line\nnext\\x0dover"
     assert inert("lone \ud800 surrogate") == "lone \ufffd surrogate"
     assert inert("tab\tand\nnewline, ünïcödé, 🥐") == "tab\tand\nnewline, ünïcödé, 🥐"
+    assert inert("zero\u200bwidth, nbsp\u00a0and ideographic\u3000spaces") == (
+        "zero\\u200bwidth, nbsp\u00a0and ideographic\u3000spaces"
+    )
+    assert inert("\U000e0041 tag") == "\\U000e0041 tag"
 
 
 def test_quoted_is_a_short_one_line_preview() -> None:

@@ -1,6 +1,6 @@
 """The replay timeline: the display history of the log, headless lines, and forking at a past point.
 
-The display history (`loom.store.formats.history`, which the HTML export's timeline is made of)
+The display history (`loom.store.history`, which the HTML export's timeline is made of)
 reads payloads without SQLite; it is checked against the store's own replay at every event. A loom
 recorded through the real engine must rebuild from its log to exactly its final state.
 """
@@ -17,14 +17,15 @@ from engine_fixtures import default_gguf, engine
 from test_store_replay import session
 from test_store_support import model_tokens
 
+from loom.app.timeline import fork_at, timeline_lines
+from loom.engine.sampling import SamplerSettings
+from loom.formats import render_document
+from loom.formats.tree import children_of
 from loom.store.errors import LoomError, LoomExistsError
-from loom.store.formats import render_document
-from loom.store.formats.history import History, NodeView, read_history
-from loom.store.formats.tree import children_of
+from loom.store.history import History, NodeView, read_history
 from loom.store.loom import Loom, NewNode
 from loom.store.model import LoomDocument
 from loom.store.replay import rebuild, state_at
-from loom.timeline import fork_at, timeline_lines
 
 __all__ = ["default_gguf", "engine"]
 
@@ -187,7 +188,7 @@ def test_fork_at_checks_its_arguments(loom: Loom, tmp_path: Path) -> None:
 
 @pytest.mark.model
 def test_a_real_session_replays_to_exactly_its_final_state(engine: Any, tmp_path: Path) -> None:
-    from loom.session import Session
+    from loom.app.session import Session
     from loom.store.tokenizer import FunctionTokenizer
 
     lm = Loom.create(
@@ -197,7 +198,7 @@ def test_a_real_session_replays_to_exactly_its_final_state(engine: Any, tmp_path
         tokenizer=FunctionTokenizer(engine.tokens_for),
     )
     s = Session(lm, engine)
-    settings = s.sampler_settings(temperature=0.9, max_tokens=6, seed=7)
+    settings = SamplerSettings(temperature=0.9, max_tokens=6, seed=7)
 
     def generate(parent: int, n: int, forced: list[int] | None = None) -> list[int]:
         result = s.run_generation(s.prefix_ids(parent), n, settings, forced=forced)

@@ -19,13 +19,13 @@ from test_tui_fixtures import (
 )
 from textual.pilot import Pilot
 
+from loom.engine.fake import FakeBackend
 from loom.store.loom import Loom
 from loom.tui.app import LoomApp
 from loom.tui.screens.dialogs import ChoiceScreen, MessageScreen, PromptScreen, TextEditScreen
 from loom.tui.screens.help import HelpScreen
 from loom.tui.screens.sampler import SamplerScreen
 from loom.tui.screens.search import SearchScreen
-from loom.tui.testing import FakeBackend
 from loom.tui.widgets.inspector import TokenInspector
 from loom.tui.widgets.reading_pane import ReadingPane
 
@@ -200,7 +200,7 @@ def test_split_at_token_cursor_then_merge(loom_path: Path) -> None:
         await pilot.pause()
         tail = app.current
         assert tail != ids["A"]
-        assert app.session.parent_of(tail) == ids["A"]
+        assert app.session.nav.parent_of(tail) == ids["A"]
         assert app.reading.visible_text().endswith("cat sat on a mat.")  # text unchanged
         assert "split" in notices(app)
         await pilot.press("J")  # merge the tail back into A
@@ -232,7 +232,8 @@ def test_prune_show_pruned_unprune(loom_path: Path) -> None:
     run(app, body)
     with reopen(loom_path) as loom:
         assert not loom.header(ids["B"]).pruned
-        assert [e.kind for e in loom.events()][-2:] == ["prune", "unprune"]
+        # the last two edits (a visit, recorded when the cursor settles, may come after them)
+        assert [e.kind for e in loom.events() if e.kind != "visit"][-2:] == ["prune", "unprune"]
 
 
 def test_undo_and_redo(loom_path: Path) -> None:
@@ -374,7 +375,7 @@ def test_sampler_presets_apply_and_save(loom_path: Path, isolated_config: Path) 
 
 
 def test_export_every_writable_format(loom_path: Path, tmp_path: Path) -> None:
-    from loom.store.formats import FORMATS
+    from loom.formats import FORMATS
 
     writable = [name for name, f in FORMATS.items() if f.can_write]
     for index, fmt in enumerate(writable):
@@ -536,7 +537,7 @@ def test_model_text_is_inert(tmp_path: Path) -> None:
         text = screen_text(app)
         assert "\x1b" not in text and "\x07" not in text
         assert "[bold red]boo[/bold red]" in text  # shown literally, never applied
-        assert "␛" in text
+        assert "\\x1b" in text  # shown as an escape, never obeyed
 
     run(app, body)
 
@@ -583,8 +584,8 @@ def test_without_a_model_generation_is_off_with_a_reason(loom_path: Path) -> Non
 
 def test_a_failing_model_load_opens_the_loom_read_only_for_generation(loom_path: Path) -> None:
     loom = Loom.open(loom_path)
+    from loom.app.session import Session
     from loom.config import load_config
-    from loom.session import Session
 
     bad = loom_path.parent / "broken.gguf"
     bad.write_bytes(b"not a gguf at all")

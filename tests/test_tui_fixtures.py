@@ -14,12 +14,13 @@ import pytest
 from textual.message import Message
 from textual.pilot import Pilot
 
+from loom.app.session import Session
 from loom.config import load_config
-from loom.session import Backend, Session
+from loom.engine.backend import Backend
+from loom.engine.fake import FakeBackend, fake_tokens
 from loom.store.loom import Loom, NewNode
 from loom.store.tokenizer import FunctionTokenizer
 from loom.tui.app import LoomApp
-from loom.tui.testing import FakeBackend, fake_tokens
 
 SIZE = (110, 32)
 

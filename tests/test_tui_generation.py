@@ -253,9 +253,9 @@ def test_model_loads_in_a_worker_with_progress(
 ) -> None:
     import time
 
+    from loom.app.session import Session
     from loom.config import load_config
     from loom.engine.engine import Engine
-    from loom.session import Session
 
     real_load = Engine.load
 
@@ -303,8 +303,8 @@ def test_quit_while_generating_saves_partials_first(tmp_path: Path, engine: obje
 
 
 def test_switch_model_loads_the_chosen_one(tmp_path: Path) -> None:
+    from loom.engine.fake import FakeBackend
     from loom.tui.screens.dialogs import ChoiceScreen
-    from loom.tui.testing import FakeBackend
 
     path = tmp_path / "switch.loom"
     Loom.create(path, prompt="Hello").close()

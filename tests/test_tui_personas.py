@@ -13,6 +13,7 @@ from test_tui_fixtures import (
     ids_by_text,
     isolated_config,
     make_app,
+    notices,
     run,
     sample_loom,
     screen_text,
@@ -21,13 +22,13 @@ from test_tui_fixtures import (
 from test_tui_generation import engine, small_generations
 from textual.pilot import Pilot
 
+from loom.engine.fake import FakeBackend
 from loom.store.loom import Loom
 from loom.store.model import Persona, PersonaLabel
 from loom.store.tokenizer import FunctionTokenizer
 from loom.tui.app import LoomApp
 from loom.tui.screens.dialogs import ChoiceScreen
 from loom.tui.screens.help import HelpScreen, help_plain_text
-from loom.tui.testing import FakeBackend
 from loom.tui.widgets.persona_panel import PersonaPanel
 
 __all__ = ["engine", "isolated_config", "small_generations"]  # fixtures
@@ -289,7 +290,9 @@ def test_load_persona_set_file(tmp_path: Path) -> None:
         with reopen(path) as loom:
             assert [p.name for p in loom.personas] == ["luigi", "waluigi"]
         # without a model, labelling says why instead of failing
+        app.session.set_backend(None, "no model loaded")
         assert not app.start_labelling([ids["A"]])
+        assert "labelling needs a model: no model loaded" in notices(app)
 
     run(app, body)
 

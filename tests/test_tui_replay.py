@@ -19,13 +19,13 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from loom.config import load_config
+from loom.engine.fake import FakeBackend
 from loom.store.loom import Loom
 from loom.store.replay import state_at
 from loom.store.tokenizer import FunctionTokenizer
 from loom.tui.replay import REPLAY_ACTIONS, ReplayApp, ReplayBar
 from loom.tui.screens.dialogs import PromptScreen
 from loom.tui.screens.help import HelpScreen, help_plain_text
-from loom.tui.testing import FakeBackend
 
 __all__ = ["isolated_config"]
 

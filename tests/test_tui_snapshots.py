@@ -11,8 +11,8 @@ import pytest
 from test_tui_fixtures import SIZE, isolated_config, make_app, sample_loom
 from textual.pilot import Pilot
 
+from loom.engine.fake import FakeBackend
 from loom.tui.app import LoomApp
-from loom.tui.testing import FakeBackend
 from loom.tui.themes import shipped_theme_names
 
 __all__ = ["isolated_config"]

@@ -17,7 +17,8 @@ from loom.config import (
     parse_config,
     save_preset,
 )
-from loom.tui.display import ProbabilityScale, bar, inert, one_line, percent, token_label
+from loom.text import one_line
+from loom.tui.display import ProbabilityScale, bar, inert, percent, token_label
 from loom.tui.keymap import ALL_ACTIONS, APP_ACTIONS
 from loom.tui.screens.multiverse import allocate_rows
 from loom.tui.themes import LOOM_VARIABLE_DEFAULTS, SHIPPED_THEMES_DIR, load_themes
@@ -179,7 +180,7 @@ def test_incremental_wrap_matches_a_full_wrap() -> None:
 def test_run_app_reports_bad_config_and_bad_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from loom.tui.app import run_app
+    from loom.tui.launch import run_app
 
     config = tmp_path / "config.toml"
     monkeypatch.setenv("LOOM_CONFIG", str(config))
@@ -196,8 +197,8 @@ def test_run_app_reports_bad_config_and_bad_files(
 
 
 def test_open_session_creates_a_loom_with_the_prompt(tmp_path: Path) -> None:
-    from loom.tui.app import new_loom_path, open_session
-    from loom.tui.testing import FakeBackend
+    from loom.engine.fake import FakeBackend
+    from loom.tui.launch import new_loom_path, open_session
 
     session, notices = open_session(tmp_path / "n.loom", prompt="Hello there", readonly=False,
                                     backend=FakeBackend())  # fmt: skip
@@ -212,7 +213,7 @@ def test_open_session_creates_a_loom_with_the_prompt(tmp_path: Path) -> None:
 def test_loom_without_a_file_reopens_the_last_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from loom.tui.app import open_session, remember_loom
+    from loom.tui.launch import open_session, remember_loom
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     monkeypatch.chdir(tmp_path)

@@ -1,4 +1,9 @@
-"""What the CLI and the TUI do with personas on a loom: label nodes, prune by persona."""
+"""What the CLI and the TUI do with personas on a loom: label nodes, prune by persona.
+
+Labelling is two steps so that the model's work can run in a worker while the loom is written
+only from the thread that opened it: `plan_labels` scores (it reads the loom and calls the
+engine), `write_labels` stores what it found as one undo step. `label_nodes` does both.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from loom.engine.backend import Backend
 from loom.personas.bayes import FloatArray, log_normalise
 from loom.personas.labels import voices
 from loom.personas.marks import (
@@ -22,7 +28,6 @@ from loom.personas.scoring import (
     Calibration,
     PersonaScore,
     PersonaScorer,
-    ScoringEngine,
 )
 from loom.personas.sets import PersonaSet
 from loom.store.loom import Loom
@@ -40,8 +45,9 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class LabelRun:
-    """What `label_nodes` did."""
+    """What a labelling found (`plan_labels`) and, once written, what it did."""
 
+    persona_set: PersonaSet
     scores: dict[NodeId, PersonaScore] = field(default_factory=dict)
     labels: dict[NodeId, PersonaLabel] = field(default_factory=dict)
     marks: list[CollapseMark] = field(default_factory=list)
@@ -67,7 +73,7 @@ class LabelRun:
 
 def label_nodes(
     loom: Loom,
-    engine: ScoringEngine,
+    engine: Backend,
     persona_set: PersonaSet,
     node_ids: Sequence[NodeId] | None = None,
     threshold: float = DEFAULT_LABEL_THRESHOLD,
@@ -76,14 +82,48 @@ def label_nodes(
     calibration: Calibration = DEFAULT_CALIBRATION,
     progress: Progress | None = None,
 ) -> LabelRun:
-    """Score nodes against `persona_set` and store the posteriors as model labels.
+    """Score nodes against `persona_set` and store the posteriors as model labels (both steps:
+    see `plan_labels` and `write_labels`)."""
+    run = plan_labels(
+        loom,
+        engine,
+        persona_set,
+        node_ids,
+        threshold,
+        collapse_threshold=collapse_threshold,
+        calibration=calibration,
+        progress=progress,
+    )
+    write_labels(loom, run)
+    return run
+
+
+def write_labels(loom: Loom, run: LabelRun) -> None:
+    """Store a run's labels, and the persona set they were scored with, as one undo step."""
+    with loom.batch():
+        loom.set_personas(run.persona_set.personas)
+        for node_id, label in run.labels.items():
+            loom.set_persona(node_id, label)
+
+
+def plan_labels(
+    loom: Loom,
+    engine: Backend,
+    persona_set: PersonaSet,
+    node_ids: Sequence[NodeId] | None = None,
+    threshold: float = DEFAULT_LABEL_THRESHOLD,
+    *,
+    collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
+    calibration: Calibration = DEFAULT_CALIBRATION,
+    progress: Progress | None = None,
+) -> LabelRun:
+    """Score nodes against `persona_set`: the labels to write, nothing written yet.
 
     `node_ids` None labels every node (but the root) without a label from this persona set.
     Unlabelled ancestors of the targets are labelled too: the path posterior (trajectory) and the
     collapse mark of a node need its parent's. A node's label is the argmax persona when its
-    posterior reaches `threshold`, else None ("scored, undecided"). Everything written — the
-    persona set and every label — is one undo step (`Loom.batch()`); the model calls happen
-    before it, outside the store's write lock.
+    posterior reaches `threshold`, else None ("scored, undecided"). Reads the loom (any thread may)
+    and calls the engine; writes nothing.
     """
     started = time.perf_counter()
     names = persona_set.names
@@ -123,46 +163,43 @@ def label_nodes(
             progress(done, len(targets))
 
     bias = _bias(loom, scorer, list(logliks.values()))
-    run = LabelRun(bias=dict(zip(names, map(float, bias), strict=True)))
+    run = LabelRun(persona_set, bias=dict(zip(names, map(float, bias), strict=True)))
     prior = np.exp(scorer.log_prior)
-    # Parents outside this run contribute their stored path posterior (read before the batch:
-    # it holds the store's write lock).
+    # Parents outside this run contribute their stored path posterior.
     target_ids = {h.id for h in targets}
     path_post: dict[NodeId, FloatArray] = {
         p: _stored_path_posterior(loom, p, names, prior) for p in groups if p not in target_ids
     }
-    with loom.batch():
-        loom.set_personas(persona_set.personas)
-        for h in sorted(targets, key=lambda x: x.depth):
-            assert h.parent is not None
-            score = scorer.build(logliks[h.id], texts[h.id], bias)
-            before = path_post[h.parent]
-            cal_ll = np.array([score.calibrated_loglik()[n] for n in names])
-            with np.errstate(divide="ignore"):
-                after = np.exp(log_normalise(np.log(before) + cal_ll))
-            path_post[h.id] = after
-            marks = [
-                m
-                for m in (
-                    collapse_mark(h.id, _d(names, before), _d(names, after), collapse_threshold),
-                    mode_collapse_mark(h.id, path_ids[h.id], score.n_tokens),
-                )
-                if m is not None
-            ]
-            label = PersonaLabel(
-                label=score.label(threshold),
-                source="model",
-                posterior=score.posterior,
-                raw_posterior=score.raw_posterior,
-                path_posterior=_d(names, after),
-                collapse=any(m.kind == "collapse" for m in marks),
-                mode_collapse=any(m.kind == "mode_collapse" for m in marks),
-                bias=run.bias,
+    # Parents first: a node's path posterior starts from its parent's.
+    for h in sorted(targets, key=lambda x: x.depth):
+        assert h.parent is not None
+        score = scorer.build(logliks[h.id], texts[h.id], bias)
+        before = path_post[h.parent]
+        cal_ll = np.array([score.calibrated_loglik()[n] for n in names])
+        with np.errstate(divide="ignore"):
+            after = np.exp(log_normalise(np.log(before) + cal_ll))
+        path_post[h.id] = after
+        marks = [
+            m
+            for m in (
+                collapse_mark(h.id, _d(names, before), _d(names, after), collapse_threshold),
+                mode_collapse_mark(h.id, path_ids[h.id], score.n_tokens),
             )
-            loom.set_persona(h.id, label)
-            run.scores[h.id] = score
-            run.labels[h.id] = label
-            run.marks.extend(marks)
+            if m is not None
+        ]
+        label = PersonaLabel(
+            label=score.label(threshold),
+            source="model",
+            posterior=score.posterior,
+            raw_posterior=score.raw_posterior,
+            path_posterior=_d(names, after),
+            collapse=any(m.kind == "collapse" for m in marks),
+            mode_collapse=any(m.kind == "mode_collapse" for m in marks),
+            bias=run.bias,
+        )
+        run.scores[h.id] = score
+        run.labels[h.id] = label
+        run.marks.extend(marks)
     run.engine_calls = scorer.engine_calls
     run.seconds = time.perf_counter() - started
     return run

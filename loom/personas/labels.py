@@ -6,11 +6,25 @@ A hand label (`manual_persona`) is kept apart from the model's posterior and alw
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, TypeVar
 
 from loom.store.model import LabelSource, PersonaLabel
 
 FilterMode = Literal["hide", "only"]
+
+
+@dataclass(frozen=True)
+class PersonaFilter:
+    """Show only, or hide, the branches voicing a persona with at least `threshold` confidence."""
+
+    persona: str
+    mode: FilterMode
+    threshold: float
+
+    def describe(self) -> str:
+        verb = "only" if self.mode == "only" else "hiding"
+        return f"{verb} {self.persona} (≥ {self.threshold:.0%})"
 
 
 class Labelled(Protocol):

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from loom.engine.backend import Backend
 from loom.personas.bayes import (
     FloatArray,
     as_log_prior,
@@ -30,16 +31,6 @@ from loom.personas.sets import PersonaSet
 Calibration = Literal["none", "prior"]
 DEFAULT_CALIBRATION: Calibration = "prior"
 DEFAULT_EVIDENCE_TOKENS = 5
-
-
-class ScoringEngine(Protocol):
-    """What personas need from `loom.engine.engine.Engine` (a fake satisfies it in tests)."""
-
-    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]: ...
-
-    def score(
-        self, prefix_ids: list[int], continuations: list[list[int]]
-    ) -> list[npt.NDArray[np.floating]]: ...
 
 
 @dataclass(frozen=True)
@@ -98,11 +89,11 @@ class PersonaScore:
 
 
 class PersonaScorer:
-    """Scores groups of sibling branches against a persona set with a `ScoringEngine`."""
+    """Scores groups of sibling branches against a persona set with a `Backend`."""
 
     def __init__(
         self,
-        engine: ScoringEngine,
+        engine: Backend,
         persona_set: PersonaSet,
         *,
         calibration: Calibration = DEFAULT_CALIBRATION,

@@ -1,5 +1,5 @@
-"""The Textual app: a thin shell over store, engine and personas.
+"""The Textual app: a thin shell over the application layer (loom.app).
 
-Entry point for the CLI: `loom.tui.app.run_app(loom_path, *, prompt, model_path, readonly,
-replay=False) -> int` (imported from there so that `import loom.tui` stays cheap).
+The CLI starts it with `loom.tui.launch.run_app` (imported only when a command opens the app, so
+that `loom --help` and the other commands stay quick). Nothing else imports this package.
 """

@@ -1,7 +1,9 @@
 """LoomAppBase: the app's state, layout, theme handling and navigation.
 
-The actions live in mixins (generation.py, editing.py) over this base; app.py puts them
-together. Every store call happens here on the UI thread; workers only touch the engine.
+The actions live in mixins (generation.py, editing.py, personas.py) over this base; app.py puts
+them together. Every piece of state the mixins share is declared here, in `__init__`. The loom is
+read and written through the Session on the UI thread; workers do model work and hand their
+results back as messages (messages.py), which the UI thread writes and shows.
 """
 
 from __future__ import annotations
@@ -10,20 +12,25 @@ import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, ParamSpec, TypeVar
+from typing import ClassVar, ParamSpec, TypeVar
 
 from textual.app import App, ComposeResult
 from textual.binding import BindingType
 from textual.color import Color
 from textual.containers import Horizontal, Vertical
 from textual.notifications import SeverityLevel
+from textual.timer import Timer
 from textual.widgets import Footer, ProgressBar
 
-from loom.config import SORT_ORDERS, Config, SamplerPreset
-from loom.session import NodeSummary, Session, SortOrder
-from loom.store.errors import LoomError, UnknownNodeError
+from loom.app.navigation import NodeSummary, View
+from loom.app.session import Session
+from loom.config import SORT_ORDERS, Config, SamplerPreset, SortOrder
+from loom.personas.labels import PersonaFilter
+from loom.personas.scoring import PersonaScore
+from loom.store.errors import LoomError
 from loom.tui.display import ProbabilityScale
 from loom.tui.keymap import APP_ACTIONS, bindings
+from loom.tui.messages import GenerationJob
 from loom.tui.themes import LOOM_VARIABLE_DEFAULTS, PERSONA_SLOTS, load_themes
 from loom.tui.widgets.inspector import TokenInspector
 from loom.tui.widgets.persona_panel import PersonaPanel
@@ -62,13 +69,25 @@ class LoomAppBase(App[int]):
         super().__init__()
         self.session = session
         self.config = config
-        self.current: int = session.loom.root_id
+        self.current: int = session.root_id
         self.path_ids: list[int] = [self.current]
-        self.sort_order: SortOrder = config.sort  # type: ignore[assignment]
+        self.sort_order: SortOrder = config.sort
         self.show_pruned = config.show_pruned
         self.preset: SamplerPreset = self._resolved_preset(config.active_preset())
         self.scale = ProbabilityScale.from_variables(LOOM_VARIABLE_DEFAULTS)
         self.theme_problems: list[str] = []
+        # State the mixins share (declared here, never discovered with getattr):
+        self.generation: GenerationJob | None = None  # the running generation, if any
+        self._applied_theme: str | None = None
+        self._prev_path_for_tree: list[int] = []  # the path the tree pane last showed
+        self._visit_timer: Timer | None = None
+        self.exporting = False
+        self.persona_filter: PersonaFilter | None = None
+        self.labelling = False
+        self._label_queue: list[int] = []  # new children to label once the running run ends
+        self._has_personas: bool | None = None  # None: not looked up yet
+        # Token evidence of nodes labelled in this session (labels in the file don't carry it).
+        self.persona_evidence: dict[int, PersonaScore] = {}
         self._register_themes()
 
     # ----------------------------------------------------------------- set-up
@@ -140,14 +159,14 @@ class LoomAppBase(App[int]):
         self.reading.shading = self.config.shading
         self.theme_changed_signal.subscribe(self, lambda _theme: self._apply_theme())
         self._apply_theme(rebuild=False)
-        loom = self.session.loom
-        start = self._existing(getattr(loom, "current", None)) or loom.root_id
+        session = self.session
+        start = self._existing(session.place) or session.root_id
         self.rebuild_tree()
         self.go_to(start)
         tree.focus()
         self.status.show(
-            loom_file=Path(loom.path).name if loom.path else "(memory)",
-            saved="read-only" if loom.readonly else "saved",
+            loom_file=session.file.name if session.file else "(memory)",
+            saved="read-only" if session.readonly else "saved",
             sort=self.sort_order,
             preset=self.preset.name,
         )
@@ -158,22 +177,26 @@ class LoomAppBase(App[int]):
     def after_mount(self) -> None:
         """For subclasses (Textual calls every class's on_mount: don't override it)."""
 
+    def writable(self) -> bool:
+        """True if the loom can be changed now; otherwise says why."""
+        if self.session.readonly:
+            self.notify("the loom is open read-only", severity="warning")
+            return False
+        if self.generation is not None:
+            self.notify("wait for the generation to finish (esc cancels it)", severity="warning")
+            return False
+        return True
+
     def after_generation(self, ids: list[int]) -> None:
         """For subclasses: new children were written (persona labelling hooks in here)."""
 
     def _existing(self, node_id: int | None) -> int | None:
-        if node_id is None:
-            return None
-        try:
-            self.session.loom.header(node_id)
-        except (UnknownNodeError, KeyError):
-            return None
-        return node_id
+        return node_id if node_id is not None and self.session.exists(node_id) else None
 
     # ----------------------------------------------------------------- theme
 
     def _apply_theme(self, *, rebuild: bool = True) -> None:
-        if rebuild and self.current_theme.name == getattr(self, "_applied_theme", None):
+        if rebuild and self.current_theme.name == self._applied_theme:
             return
         self._applied_theme = self.current_theme.name
         variables = {**LOOM_VARIABLE_DEFAULTS, **self.current_theme.variables}
@@ -199,7 +222,7 @@ class LoomAppBase(App[int]):
 
     def _persona_colours(self, variables: dict[str, str]) -> dict[str, str]:
         colours: dict[str, str] = {}
-        for i, persona in enumerate(self.session.loom.personas):
+        for i, persona in enumerate(self.session.personas):
             slot = variables[f"persona-{i % PERSONA_SLOTS + 1}"]
             try:
                 colours[persona.name] = Color.parse(persona.color).hex
@@ -216,19 +239,13 @@ class LoomAppBase(App[int]):
     # ----------------------------------------------------------------- the tree pane
 
     def _children_for_tree(self, node_id: int) -> list[NodeSummary]:
-        return self.session.children(
-            node_id, order=self.sort_order, include_pruned=self.show_pruned
-        )
+        return self.session.children(node_id, self.view)
 
     def rebuild_tree(self) -> None:
-        """Start the tree pane afresh (after edits that can move or remove nodes)."""
-        self.tree_pane.reset_to(self.session.summary(self.session.loom.root_id))
-        self._prev_path_for_tree: list[int] = []
-
-    def invalidate_after_edit(self) -> None:
-        """Edits can add, remove or move nodes anywhere: rebuild the (lazy) tree pane."""
-        self.session.forget_nodes()
-        self.rebuild_tree()
+        """Start the tree pane afresh (after edits that can move or remove nodes anywhere: the
+        Session has already forgotten what it cached of them)."""
+        self.tree_pane.reset_to(self.session.summary(self.session.root_id))
+        self._prev_path_for_tree = []
 
     def load_model(self, model_path: Path | None) -> None:
         raise NotImplementedError  # GenerationActions provides it
@@ -239,8 +256,10 @@ class LoomAppBase(App[int]):
 
     # ----------------------------------------------------------------- navigation
 
-    def nav_options(self) -> dict[str, Any]:
-        return {"order": self.sort_order, "include_pruned": self.show_pruned}
+    @property
+    def view(self) -> View:
+        """Which children the tree shows, in which order."""
+        return View(self.sort_order, self.show_pruned)
 
     def go_to(self, node_id: int, path_ids: list[int] | None = None) -> None:
         """Make `node_id` the current node: tree, reading pane and status follow.
@@ -248,35 +267,28 @@ class LoomAppBase(App[int]):
         `path_ids` (root first, ending with `node_id`) saves a store query when the caller
         knows it: a step to a parent, child or sibling of the current node."""
         pieces = self.session.path_pieces(node_id, path_ids)
-        previous = getattr(self, "_prev_path_for_tree", [])
+        previous = self._prev_path_for_tree
         self.current = node_id
         self.path_ids = [piece[0] for piece in pieces]
-        self.session.last_child.update(zip(self.path_ids, self.path_ids[1:], strict=False))
+        self.session.nav.visited(self.path_ids)
         self._remember_current_soon()
         self.tree_pane.show_path(self.path_ids, previous)
         self._prev_path_for_tree = list(self.path_ids)
         path = PathText.from_nodes(pieces, node_id)
         self.reading.show(path)
-        backend = self.session.backend
-        self.status.show(
-            context_used=len(path) + 1,
-            context_total=backend.n_ctx if backend is not None else 0,
-        )
+        self.status.show(context_used=len(path) + 1, context_total=self.session.n_ctx or 0)
 
     def _remember_current_soon(self) -> None:
         # The store records each visit as an event (a write): record where the user settles,
         # not every node they pass through while holding a key down.
-        timer = getattr(self, "_visit_timer", None)
-        if timer is not None:
-            timer.stop()
+        if self._visit_timer is not None:
+            self._visit_timer.stop()
         self._visit_timer = self.set_timer(VISIT_SETTLE_S, self.remember_current)
 
     def remember_current(self) -> None:
         """Store the current node as the loom's place (also on quit)."""
-        loom = self.session.loom
         with contextlib.suppress(LoomError):  # the place is a convenience, never an error
-            if loom.current != self.current:
-                loom.set_current(self.current)
+            self.session.set_place(self.current)
 
     def move(self, target: int | None, missing: str, path_ids: list[int] | None = None) -> None:
         if target is None:
@@ -286,15 +298,15 @@ class LoomAppBase(App[int]):
             self.go_to(target, path_ids)
 
     def action_parent(self) -> None:
-        parent = self.session.parent_of(self.current)
+        parent = self.session.nav.parent_of(self.current)
         self.move(parent, "the root has no parent", self.path_ids[:-1])
 
     def action_child(self) -> None:
-        child = self.session.child_of(self.current, **self.nav_options())
+        child = self.session.nav.child_of(self.current, self.view)
         self.move(child, "no children here", [*self.path_ids, child or 0])
 
     def action_sibling(self, step: int) -> None:
-        sibling = self.session.sibling_of(self.current, step, **self.nav_options())
+        sibling = self.session.nav.sibling_of(self.current, step, self.view)
         self.move(
             sibling,
             "no next sibling" if step > 0 else "no previous sibling",
@@ -303,15 +315,15 @@ class LoomAppBase(App[int]):
 
     def action_leaf(self, step: int) -> None:
         self.move(
-            self.session.leaf_of(self.current, step, **self.nav_options()),
+            self.session.nav.leaf_of(self.current, step, self.view),
             "no next leaf" if step > 0 else "no previous leaf",
         )
 
     def action_go_root(self) -> None:
-        self.go_to(self.session.loom.root_id)
+        self.go_to(self.session.root_id)
 
     def action_bookmark_jump(self, step: int) -> None:
-        self.move(self.session.bookmark_after(self.current, step), "no bookmarks yet (b)")
+        self.move(self.session.nav.bookmark_after(self.current, step), "no bookmarks yet (b)")
 
     def on_tree_node_selected(self, event: LoomTree.NodeSelected[int]) -> None:
         if event.node.data is not None and event.node.data != self.current:
@@ -320,7 +332,7 @@ class LoomAppBase(App[int]):
     # ----------------------------------------------------------------- view toggles
 
     def action_cycle_sort(self) -> None:
-        self.sort_order = SORT_ORDERS[(SORT_ORDERS.index(self.sort_order) + 1) % 3]  # type: ignore[assignment]
+        self.sort_order = SORT_ORDERS[(SORT_ORDERS.index(self.sort_order) + 1) % len(SORT_ORDERS)]
         self.rebuild_tree()
         self.go_to(self.current)
         self.status.show(sort=self.sort_order)

@@ -1,8 +1,8 @@
 """Making model text safe and legible on a terminal, and the probability colour scale.
 
 Model text is untrusted: an escape sequence or a `[markup]` tag in it must never act. Everything
-shown goes through `inert` (control characters become visible pictures) and is put on screen as
-rich `Text` built from plain strings, never parsed as markup.
+shown goes through loom.text's policy (what is not printable becomes a visible escape) and is put
+on screen as rich `Text` built from plain strings, never parsed as markup.
 """
 
 from __future__ import annotations
@@ -13,52 +13,26 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.color import Color
 
-# Bidirectional overrides and isolates can reorder what follows them on screen.
-_BIDI_CONTROLS = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A)) | {0x200E, 0x200F}
+from loom.text import inert as shown
+from loom.text import one_line
+
+TAB = "    "  # the reading pane needs predictable cell widths
 
 
-def _picture(code: int) -> str:
-    if code < 0x20:
-        return chr(0x2400 + code)  # ␀ … ␟, the Unicode control pictures
-    if code == 0x7F:
-        return "␡"
-    return "\ufffd"
-
-
-# One translation table (str.translate runs in C): every control character to its stand-in.
-_INERT = {code: _picture(code) for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
-_INERT.update({code: "\ufffd" for code in _BIDI_CONTROLS})
-_INERT[ord("\r")] = "␍"
-_KEEP_NEWLINES = {**_INERT, ord("\n"): "\n"}
-_FLAT = {**_INERT, ord("\n"): "↵"}
-
-
-def inert(text: str, *, keep_newlines: bool = True, tab: str = "    ") -> str:
-    """`text` with every control character replaced by a visible stand-in.
-
-    Newlines stay newlines when `keep_newlines` (the reading pane wraps on them); tabs become
-    spaces so that cell widths are predictable.
-    """
-    table = _KEEP_NEWLINES if keep_newlines else _FLAT
-    if "\t" in text:
-        text = text.replace("\t", tab)
-    return text.translate(table)
-
-
-def one_line(text: str, limit: int = 80) -> str:
-    """A single-line preview: newlines shown as ↵, runs of spaces kept, cut at `limit` chars."""
-    flat = inert(text, keep_newlines=False, tab=" ")
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+def inert(text: str) -> str:
+    """`loom.text.inert` for the screen: tabs as spaces."""
+    return shown(text).replace("\t", TAB)
 
 
 def token_label(text: str) -> str:
-    """How one token is named in lists: quoted, with its spaces and newlines visible."""
-    return "‹" + inert(text, keep_newlines=False, tab="⇥").replace(" ", "·") + "›"
+    """How one token is named in lists: quoted, with its spaces, tabs and newlines visible."""
+    visible = shown(text).replace("\t", "⇥").replace("\n", "↵").replace(" ", "·")
+    return "‹" + visible + "›"
 
 
 def plain(text: str) -> Text:
-    """Rich Text that is exactly `text` made inert: no markup, no emoji codes, no escapes."""
-    return Text(inert(text, keep_newlines=False), no_wrap=True)
+    """Rich Text that is exactly `text` made inert, on one line: no markup, emoji codes, escapes."""
+    return Text(one_line(text), no_wrap=True)
 
 
 MIN_TEXT_CONTRAST = 0.3  # brightness difference below which coloured text is hard to read

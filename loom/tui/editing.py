@@ -11,34 +11,28 @@ from pathlib import Path
 
 from rich.style import Style
 from rich.text import Text
+from textual import work
 
+from loom.app.navigation import View
+from loom.app.stats import SpanStats
 from loom.config import ConfigError, save_preset
-from loom.session import SpanStats
+from loom.text import one_line
 from loom.tui.base import LoomAppBase, reports_errors
-from loom.tui.display import one_line, percent, token_label
+from loom.tui.display import percent, token_label
+from loom.tui.messages import ExportDone, ExportProgress
 from loom.tui.screens.dialogs import ChoiceScreen, MessageScreen, PromptScreen, TextEditScreen
 from loom.tui.screens.sampler import SamplerChoice, SamplerScreen
 from loom.tui.screens.search import SearchScreen
 
 
 class EditActions(LoomAppBase):
-    def writable(self) -> bool:
-        """True if the loom can be changed now; otherwise says why."""
-        if self.session.loom.readonly:
-            self.notify("the loom is open read-only", severity="warning")
-            return False
-        if getattr(self, "generation", None) is not None:
-            self.notify("wait for the generation to finish (esc cancels it)", severity="warning")
-            return False
-        return True
-
     def land_on(self, candidates: list[int]) -> None:
         """Go to the first of `candidates` that still exists (after undo, prune …)."""
         for node_id in candidates:
             if self._existing(node_id) is not None:
                 self.go_to(node_id)
                 return
-        self.go_to(self.session.loom.root_id)
+        self.go_to(self.session.root_id)
 
     # ----------------------------------------------------------------- writing
 
@@ -66,7 +60,7 @@ class EditActions(LoomAppBase):
         if not self.writable():
             return
         node_id = self.current
-        original = self.session.loom.node(node_id).text
+        original = self.session.node(node_id).text
 
         def done(text: str | None) -> None:
             if text is not None and text != original:
@@ -96,8 +90,8 @@ class EditActions(LoomAppBase):
             self.notify("the cursor is on the node's first token: nothing to split off",
                         severity="warning")  # fmt: skip
             return
-        tail = self.session.loom.split(node_id, at_token=at)
-        self.invalidate_after_edit()
+        tail = self.session.split(node_id, at)
+        self.rebuild_tree()
         self.go_to(int(tail) if node_id == self.current else self.current)
         self.tree_pane.focus()
         self.notify(f"split #{node_id}: the last {end - cursor} tokens are now #{tail}", timeout=3)
@@ -107,12 +101,12 @@ class EditActions(LoomAppBase):
         if not self.writable():
             return
         node_id = self.current
-        parent = self.session.parent_of(node_id)
+        parent = self.session.nav.parent_of(node_id)
         if parent is None:
             self.notify("the root has no parent to merge into", severity="warning")
             return
-        self.session.loom.merge_into_parent(node_id)
-        self.invalidate_after_edit()
+        self.session.merge_into_parent(node_id)
+        self.rebuild_tree()
         self.go_to(parent)
         self.notify(f"merged #{node_id} into #{parent}", timeout=3)
 
@@ -123,12 +117,12 @@ class EditActions(LoomAppBase):
         if not self.writable():
             return
         node_id = self.current
-        parent = self.session.parent_of(node_id)
+        parent = self.session.nav.parent_of(node_id)
         if parent is None:
             self.notify("the root can't be pruned", severity="warning")
             return
-        self.session.loom.prune(node_id)
-        self.invalidate_after_edit()
+        self.session.prune(node_id)
+        self.rebuild_tree()
         self.go_to(node_id if self.show_pruned else parent)
         self.notify(f"pruned #{node_id} (u undoes, P shows pruned branches)", timeout=3)
 
@@ -139,7 +133,8 @@ class EditActions(LoomAppBase):
         if self.session.summary(self.current).pruned:
             self._unprune(self.current)
             return
-        pruned = [c for c in self.session.children(self.current, include_pruned=True) if c.pruned]
+        everything = View(self.sort_order, include_pruned=True)
+        pruned = [c for c in self.session.children(self.current, everything) if c.pruned]
         if not pruned:
             self.notify("nothing pruned here", severity="warning")
             return
@@ -151,8 +146,8 @@ class EditActions(LoomAppBase):
 
     @reports_errors
     def _unprune(self, node_id: int) -> None:
-        self.session.loom.unprune(node_id)
-        self.invalidate_after_edit()
+        self.session.unprune(node_id)
+        self.rebuild_tree()
         self.go_to(node_id)
         self.notify(f"unpruned #{node_id}", timeout=2)
 
@@ -160,16 +155,16 @@ class EditActions(LoomAppBase):
 
     @reports_errors
     def action_bookmark(self) -> None:
-        if self.session.loom.readonly:
+        if self.session.readonly:
             self.notify("the loom is open read-only", severity="warning")
             return
         on = not self.session.summary(self.current).bookmarked
-        self.session.loom.set_bookmark(self.current, on)
+        self.session.set_bookmark(self.current, on)
         self.refresh_node(self.current)
         self.notify("bookmarked" if on else "bookmark removed", timeout=2)
 
     def action_tag(self) -> None:
-        if self.session.loom.readonly:
+        if self.session.readonly:
             self.notify("the loom is open read-only", severity="warning")
             return
         node_id = self.current
@@ -188,9 +183,9 @@ class EditActions(LoomAppBase):
     @reports_errors
     def _tag(self, node_id: int, value: str) -> None:
         if value.startswith("-"):
-            self.session.loom.remove_tag(node_id, value[1:].lstrip("#"))
+            self.session.remove_tag(node_id, value[1:].lstrip("#"))
         else:
-            self.session.loom.add_tag(node_id, value.lstrip("#"))
+            self.session.add_tag(node_id, value.lstrip("#"))
         self.refresh_node(node_id)
 
     # ----------------------------------------------------------------- find
@@ -200,7 +195,7 @@ class EditActions(LoomAppBase):
             if node_id is not None:
                 self.go_to(node_id)
 
-        self.push_screen(SearchScreen(lambda q: self.session.loom.search(q, limit=100)), done)
+        self.push_screen(SearchScreen(lambda q: self.session.search(q, limit=100)), done)
 
     # ----------------------------------------------------------------- undo
 
@@ -215,12 +210,11 @@ class EditActions(LoomAppBase):
     def _undo_redo(self, *, redo: bool) -> None:
         if not self.writable():
             return
-        loom = self.session.loom
-        event = loom.redo() if redo else loom.undo()
+        event = self.session.redo() if redo else self.session.undo()
         if event is None:
             self.notify(f"nothing to {'redo' if redo else 'undo'}", timeout=2)
             return
-        self.invalidate_after_edit()
+        self.rebuild_tree()
         self.land_on([*reversed(self.path_ids)])
         self.notify(f"{'redid' if redo else 'undid'}: {event.kind}", timeout=2)
 
@@ -261,7 +255,7 @@ class EditActions(LoomAppBase):
     # ----------------------------------------------------------------- export
 
     def action_export(self) -> None:
-        from loom.store.formats import FORMATS
+        from loom.formats import FORMATS
 
         writable = [f for f in FORMATS.values() if f.can_write]
         options = [(Text(f"{f.name:<12} {f.description}"), f.name) for f in writable]
@@ -269,7 +263,7 @@ class EditActions(LoomAppBase):
         def picked(fmt: str | None) -> None:
             if fmt is None:
                 return
-            base = Path(self.session.loom.path or "loom.loom")
+            base = self.session.file or Path("loom.loom")
             default = base.with_name(base.stem + FORMATS[fmt].suffixes[0])
 
             def done(target: str | None) -> None:
@@ -280,16 +274,43 @@ class EditActions(LoomAppBase):
 
         self.push_screen(ChoiceScreen("Export format", options), picked)
 
-    @reports_errors
     def _export(self, fmt: str, target: Path) -> None:
-        from loom.store.formats import FormatError, write_document
+        if self.exporting:
+            self.notify("an export is already running", severity="warning")
+            return
+        self.exporting = True
+        self.status.show(saved=f"exporting to {target.name}…")
+        self._export_worker(fmt, target, self.current)
+
+    @work(thread=True, group="export", exit_on_error=False)
+    def _export_worker(self, fmt: str, target: Path, current: int) -> None:
+        from loom.formats import write_document
+
+        def progress(done: int, total: int) -> None:
+            self.post_message(ExportProgress(done, total))
 
         try:  # never over a loom file (this one, the replayed one, another): write_document says
-            write_document(self.session.loom.to_document(), fmt, target, current=self.current)
-        except FormatError as exc:
-            self.notify(str(exc), severity="error", title="Not exported")
-            return
-        self.notify(f"exported to {target}", timeout=4)
+            progress(0, 2)
+            doc = self.session.to_document()  # reading may happen off the UI thread
+            progress(1, 2)
+            write_document(doc, fmt, target, current=current)
+            progress(2, 2)
+        except Exception as exc:  # shown on the UI thread
+            self.post_message(ExportDone(target, exc))
+        else:
+            self.post_message(ExportDone(target, None))
+
+    def on_export_progress(self, message: ExportProgress) -> None:
+        if message.total:
+            self.status.show(saved=f"exporting… {message.done * 100 // message.total}%")
+
+    def on_export_done(self, message: ExportDone) -> None:
+        self.exporting = False
+        self.status.show(saved="read-only" if self.session.readonly else "saved")
+        if message.error is not None:
+            self.notify(str(message.error), severity="error", title="Not exported")
+        else:
+            self.notify(f"exported to {message.target}", timeout=4)
 
     # ----------------------------------------------------------------- theme and model
 
@@ -311,7 +332,7 @@ class EditActions(LoomAppBase):
         from loom.engine.models import discover_models
         from loom.paths import model_dirs
 
-        if getattr(self, "generation", None) is not None:
+        if self.generation is not None:
             self.notify("wait for the generation to finish (esc cancels it)", severity="warning")
             return
         found = []

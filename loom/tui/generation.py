@@ -10,61 +10,33 @@ from __future__ import annotations
 
 import math
 import threading
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from rich.text import Text
 from textual import work
-from textual.message import Message
 from textual.widgets import ProgressBar
-from textual.widgets.tree import TreeNode
 from textual.worker import get_current_worker
 
-from loom.session import GenerationResult, MultiverseNode, StreamedToken
+from loom.app.generation import GenerationResult, StreamedToken
+from loom.app.multiverse import MultiverseNode
+from loom.engine.sampling import SamplerSettings
 from loom.tui.base import LoomAppBase, reports_errors
 from loom.tui.display import percent, token_label
+from loom.tui.messages import (
+    GenerationDone,
+    GenerationJob,
+    ModelLoaded,
+    ModelProgress,
+    TokensArrived,
+)
 from loom.tui.screens.dialogs import ChoiceScreen
 from loom.tui.screens.multiverse import MultiverseScreen
 from loom.tui.widgets.reading_pane import ReadingPane
 from loom.tui.widgets.tree_pane import pending_label
 
 
-@dataclass
-class GenerationJob:
-    parent_id: int
-    n: int
-    settings: Any  # loom.engine.sampling.SamplerSettings
-    forced: list[int] | None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    pending: list[TreeNode[int]] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-
-
-class TokensArrived(Message):
-    def __init__(self, job: GenerationJob, batch: list[StreamedToken]) -> None:
-        super().__init__()
-        self.job, self.batch = job, batch
-
-
-class GenerationDone(Message):
-    def __init__(
-        self, job: GenerationJob, result: GenerationResult | None, error: Exception | None
-    ) -> None:
-        super().__init__()
-        self.job, self.result, self.error = job, result, error
-
-
-class ModelLoaded(Message):
-    def __init__(self, backend: Any | None, error: str, path: Path | None) -> None:
-        super().__init__()
-        self.backend, self.error, self.path = backend, error, path
-
-
 class GenerationActions(LoomAppBase):
-    generation: GenerationJob | None = None
     quit_after_generation = False  # quit was pressed mid-generation: save, then exit
     last_generated: list[int] = []  # noqa: RUF012 — replaced per instance, read by tests
 
@@ -74,15 +46,15 @@ class GenerationActions(LoomAppBase):
         self.start_generation(self.current)
 
     def action_generate_siblings(self) -> None:
-        parent = self.session.parent_of(self.current)
+        parent = self.session.nav.parent_of(self.current)
         if parent is None:
             self.notify("the root has no siblings: generating its children", timeout=3)
             parent = self.current
         self.start_generation(parent)
 
-    def sampler_settings(self) -> Any:
+    def sampler_settings(self) -> SamplerSettings:
         p = self.preset
-        return self.session.sampler_settings(
+        return SamplerSettings(
             temperature=p.temperature,
             top_k=p.top_k,
             top_p=p.top_p,
@@ -100,13 +72,12 @@ class GenerationActions(LoomAppBase):
             return False
         settings = self.sampler_settings()
         prefix = self.session.prefix_ids(parent_id)
-        backend = self.session.backend
-        assert backend is not None
+        n_ctx = self.session.n_ctx
         needed = len(prefix) + 1 + len(forced or []) + settings.max_tokens
-        if needed > backend.n_ctx:
+        if n_ctx is not None and needed > n_ctx:
             self.notify(
                 f"the path is {len(prefix)} tokens: with {settings.max_tokens} more it does not "
-                f"fit the model's context of {backend.n_ctx}",
+                f"fit the model's context of {n_ctx}",
                 severity="error",
                 title="Can't generate",
             )
@@ -241,7 +212,7 @@ class GenerationActions(LoomAppBase):
         node_id = path.owners[path_index]
         start, _end = path.node_spans[node_id]
         head = self.session.counterfactual_parent(node_id, path_index - start)
-        self.invalidate_after_edit()
+        self.rebuild_tree()
         self.go_to(head)
         self.tree_pane.focus()
         self.start_generation(head, forced=[alt_id])
@@ -260,10 +231,8 @@ class GenerationActions(LoomAppBase):
         prefix = self.session.prefix_ids(parent)
         depth, width = self.config.multiverse_depth, self.config.multiverse_width
 
-        def build(cancel: threading.Event, progress: Any) -> MultiverseNode:
-            return self.session.build_multiverse(
-                prefix, depth, width, cancel=cancel, progress=progress
-            )
+        def build(cancel: threading.Event, progress: Callable[[int, int], None]) -> MultiverseNode:
+            return self.session.multiverse(prefix, depth, width, cancel=cancel, progress=progress)
 
         context = self.reading.path.text if self.reading.path is not None else ""
         screen = MultiverseScreen(build, context, depth, self.scale, self.surface_colour())
@@ -300,11 +269,11 @@ class GenerationActions(LoomAppBase):
         from loom.engine.models import default_model_path
 
         def progress(done: int, total: int) -> None:
-            self.call_from_thread(self._model_progress, done, total)
+            self.post_message(ModelProgress(done, total))
 
         try:
             path = model_path or default_model_path(progress)
-            self.call_from_thread(self._model_progress, 0, 0)
+            self.post_message(ModelProgress(0, 0))
             with self.session.engine_lock:
                 backend = Engine.load(path, n_ctx=self.config.n_ctx)
         except Exception as exc:  # every failure becomes the reason generation is off
@@ -312,8 +281,9 @@ class GenerationActions(LoomAppBase):
         else:
             self.post_message(ModelLoaded(backend, "", path))
 
-    def _model_progress(self, done: int, total: int) -> None:
+    def on_model_progress(self, message: ModelProgress) -> None:
         bar = self.query_one("#model-progress", ProgressBar)
+        done, total = message.done, message.total
         if total:
             bar.update(total=total, progress=done)
             self.status.show(model_note=f"assembling the default model {done * 100 // total}%")
@@ -336,5 +306,5 @@ class GenerationActions(LoomAppBase):
             return
         self.session.set_backend(message.backend)
         self.status.show(model=self.session.model_name, model_note="",
-                         context_total=message.backend.n_ctx)  # fmt: skip
+                         context_total=self.session.n_ctx or 0)  # fmt: skip
         self.notify(f"model ready: {self.session.model_name}", timeout=3)

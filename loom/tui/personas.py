@@ -9,27 +9,18 @@ Labelling runs in a thread worker holding the session's engine lock, like genera
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.style import Style
 from rich.text import Text
 from textual import work
-from textual.message import Message
 
-from loom.personas.actions import (
-    DEFAULT_LABEL_THRESHOLD,
-    LabelRun,
-    label_nodes,
-    persona_set_from_loom,
-    prune_siblings_voicing,
-)
-from loom.personas.labels import FilterMode, filter_nodes
-from loom.personas.scoring import PersonaScore
-from loom.personas.sets import PersonaSetError, load_persona_set
-from loom.personas.trajectory import stored_trajectory
-from loom.session import NodeSummary
+from loom.app.navigation import NodeSummary
+from loom.personas.actions import LabelRun
+from loom.personas.labels import PersonaFilter, filter_nodes
+from loom.personas.sets import PersonaSet, PersonaSetError, load_persona_set
 from loom.tui.base import LoomAppBase, reports_errors
+from loom.tui.messages import LabelsDone
 from loom.tui.screens.dialogs import ChoiceScreen, PromptScreen
 from loom.tui.widgets.persona_panel import PanelData, PersonaPanel
 from loom.tui.widgets.tree_pane import COLLAPSE_GLYPH, MODE_COLLAPSE_GLYPH
@@ -37,39 +28,17 @@ from loom.tui.widgets.tree_pane import COLLAPSE_GLYPH, MODE_COLLAPSE_GLYPH
 CLEAR = "\x00clear"  # the picker's "clear" choice (no persona can be named this)
 
 
-@dataclass(frozen=True)
-class PersonaFilter:
-    persona: str
-    mode: FilterMode  # "only" or "hide"
-    threshold: float
-
-    def describe(self) -> str:
-        verb = "only" if self.mode == "only" else "hiding"
-        return f"{verb} {self.persona} (≥ {self.threshold:.0%})"
-
-
-class LabelsDone(Message):
-    def __init__(self, run: LabelRun | None, error: Exception | None, quiet: bool) -> None:
-        super().__init__()
-        self.run, self.error, self.quiet = run, error, quiet
-
-
 class PersonaActions(LoomAppBase):
-    persona_filter: PersonaFilter | None = None
-    labelling: bool = False
-    # Token evidence of nodes labelled in this session (labels in the file don't carry it).
-    persona_evidence: dict[int, PersonaScore]
-
     @property
     def persona_threshold(self) -> float:
-        return float(getattr(self.config, "persona_threshold", DEFAULT_LABEL_THRESHOLD))
+        return self.config.persona_threshold
 
     @property
     def persona_panel(self) -> PersonaPanel:
         return self.query_one(PersonaPanel)
 
     def persona_names(self) -> list[str]:
-        return [p.name for p in self.session.loom.personas]
+        return [p.name for p in self.session.personas]
 
     # ----------------------------------------------------------------- the panel
 
@@ -87,13 +56,12 @@ class PersonaActions(LoomAppBase):
     def refresh_path_marks(self, *, recheck: bool = False) -> None:
         """Collapse glyphs at the node boundaries of the reading pane (read only when the
         loom has personas: a loom without labels pays nothing per move)."""
-        has = getattr(self, "_has_personas", None)
-        if has is None or recheck:
-            has = self._has_personas = bool(self.session.loom.personas)
-        if not has:
+        if self._has_personas is None or recheck:
+            self._has_personas = bool(self.session.personas)
+        if not self._has_personas:
             return
         marks = {}
-        for h in self.session.loom.headers(self.path_ids):
+        for h in self.session.headers(self.path_ids):
             label = h.persona
             if label is not None and (label.collapse or label.mode_collapse):
                 marks[h.id] = (COLLAPSE_GLYPH if label.collapse else "") + (
@@ -105,13 +73,12 @@ class PersonaActions(LoomAppBase):
         panel = self.persona_panel
         if not panel.display:
             return
-        loom = self.session.loom
-        header = loom.header(self.current)
+        header = self.session.header(self.current)
         names = self.persona_names()
         style = self.tree_pane.label_style
         colours = style.personas if style is not None else {}
-        trajectory = stored_trajectory(loom, self.current) if names else None
-        evidence = getattr(self, "persona_evidence", {}).get(self.current)
+        trajectory = self.session.trajectory(self.current) if names else None
+        evidence = self.persona_evidence.get(self.current)
         panel.show_data(
             PanelData(header, names, colours, trajectory, evidence.evidence if evidence else [])
         )
@@ -123,7 +90,7 @@ class PersonaActions(LoomAppBase):
         f = self.persona_filter
         if f is None or not kids:
             return kids
-        headers = self.session.loom.headers([k.id for k in kids])
+        headers = self.session.headers([k.id for k in kids])
         # Unlabelled nodes are not judged: the filter applies to what has been labelled.
         judged = [h for h in headers if h.persona is not None or h.manual_persona is not None]
         kept = {h.id for h in filter_nodes(judged, f.persona, f.threshold, f.mode)}
@@ -186,9 +153,9 @@ class PersonaActions(LoomAppBase):
         self.push_screen(ChoiceScreen(title, options), then)
 
     def action_prune_persona(self) -> None:
-        if not self.writable():  # type: ignore[attr-defined]
+        if not self.writable():
             return
-        if self.session.parent_of(self.current) is None:
+        if self.session.nav.parent_of(self.current) is None:
             self.notify("the root has no siblings", severity="warning")
             return
 
@@ -200,11 +167,11 @@ class PersonaActions(LoomAppBase):
 
     @reports_errors
     def prune_voicing(self, node_id: int, persona: str) -> list[int]:
-        doomed = prune_siblings_voicing(self.session.loom, node_id, persona, self.persona_threshold)
+        doomed = self.session.prune_siblings_voicing(node_id, persona, self.persona_threshold)
         if not doomed:
             self.notify(f"no sibling voices {persona}", timeout=2)
             return []
-        self.invalidate_after_edit()
+        self.rebuild_tree()
         self.go_to(node_id)
         self.notify(f"pruned {len(doomed)} sibling(s) voicing {persona} (u undoes)", timeout=3)
         return doomed
@@ -212,7 +179,7 @@ class PersonaActions(LoomAppBase):
     # ----------------------------------------------------------------- hand labels
 
     def action_manual_persona(self) -> None:
-        if not self.writable():  # type: ignore[attr-defined]
+        if not self.writable():
             return
         node_id = self.current
 
@@ -224,7 +191,7 @@ class PersonaActions(LoomAppBase):
 
     @reports_errors
     def set_manual(self, node_id: int, persona: str | None) -> None:
-        self.session.loom.set_manual_persona(node_id, persona)
+        self.session.set_manual_persona(node_id, persona)
         self.refresh_node(node_id)
         self.refresh_persona_panel()
         self.notify(f"#{node_id} labelled {persona} by hand" if persona
@@ -233,7 +200,7 @@ class PersonaActions(LoomAppBase):
     # ----------------------------------------------------------------- loading a set
 
     def action_load_personas(self) -> None:
-        if not self.writable():  # type: ignore[attr-defined]
+        if not self.writable():
             return
 
         def done(path: str | None) -> None:
@@ -253,7 +220,7 @@ class PersonaActions(LoomAppBase):
         except (PersonaSetError, OSError) as exc:
             self.notify(str(exc), severity="error", title="Not loaded")
             return
-        self.session.loom.set_personas(persona_set.personas)
+        self.session.set_personas(persona_set.personas)
         self._has_personas = True
         self._applied_theme = ""  # persona colours come with the theme: recompute them
         self._apply_theme()
@@ -275,18 +242,11 @@ class PersonaActions(LoomAppBase):
     def _label_scope(self, scope: str | None) -> None:
         if scope is None:
             return
-        loom = self.session.loom
-        ids: list[int]
         if scope == "siblings":
-            ids = [self.current, *(h.id for h in loom.siblings(self.current))]
+            ids = [self.current, *self.session.sibling_ids(self.current)]
         else:
-            ids = []
-            stack = [self.current]
-            while stack:
-                node_id = stack.pop()
-                ids.append(node_id)
-                stack.extend(h.id for h in loom.children(node_id))
-        ids = [i for i in ids if i != loom.root_id]
+            ids = self.session.subtree_ids(self.current)
+        ids = [i for i in ids if i != self.session.root_id]
         if not ids:
             self.notify("nothing to label (the root is the setting, not evidence)")
             return
@@ -294,18 +254,17 @@ class PersonaActions(LoomAppBase):
 
     def start_labelling(self, node_ids: list[int], *, quiet: bool = False) -> bool:
         """Label `node_ids` in a worker; False (with a notice unless quiet) if it can't run."""
-        persona_set = persona_set_from_loom(self.session.loom)
-        backend = self.session.backend
+        persona_set = self.session.persona_set
         reason = None
         if persona_set is None:
             reason = "this loom has no persona set"
-        elif backend is None or not hasattr(backend, "score"):
-            reason = "labelling needs a local model"
-        elif self.session.loom.readonly:
+        elif self.session.backend is None:
+            reason = f"labelling needs a model: {self.session.no_model_reason}"
+        elif self.session.readonly:
             reason = "the loom is open read-only"
         elif self.labelling:
             if quiet:  # new children while a run is going: label them next
-                self._label_queue = [*getattr(self, "_label_queue", []), *node_ids]
+                self._label_queue.extend(node_ids)
                 return True
             reason = "already labelling"
         if reason is not None:
@@ -318,16 +277,10 @@ class PersonaActions(LoomAppBase):
         return True
 
     @work(thread=True, group="label", exit_on_error=False)
-    def _label_worker(self, persona_set: object, node_ids: list[int], quiet: bool) -> None:
+    def _label_worker(self, persona_set: PersonaSet, node_ids: list[int], quiet: bool) -> None:
+        # Scores only: the labels are written by the UI thread when LabelsDone arrives.
         try:
-            with self.session.engine_lock:
-                run = label_nodes(
-                    self.session.loom,
-                    self.session.backend,  # type: ignore[arg-type]
-                    persona_set,  # type: ignore[arg-type]
-                    node_ids,
-                    self.persona_threshold,
-                )
+            run = self.session.plan_labels(persona_set, node_ids, self.persona_threshold)
         except Exception as exc:  # reported on the UI thread
             self.post_message(LabelsDone(None, exc, quiet))
         else:
@@ -336,18 +289,20 @@ class PersonaActions(LoomAppBase):
     def on_labels_done(self, message: LabelsDone) -> None:
         self.labelling = False
         self.status.show(saved="saved")
-        queued, self._label_queue = getattr(self, "_label_queue", []), []
+        queued, self._label_queue = self._label_queue, []
         queued = [i for i in queued if self._existing(i) is not None]
-        if queued:
-            self.start_labelling(queued, quiet=True)
         if message.error is not None or message.run is None:
             self.notify(str(message.error), severity="error", title="Labelling failed")
-            return
-        run = message.run
-        if not hasattr(self, "persona_evidence"):
-            self.persona_evidence = {}
+        else:
+            self._labelled(message.run, message.quiet)
+        if queued:
+            self.start_labelling(queued, quiet=True)
+
+    @reports_errors
+    def _labelled(self, run: LabelRun, quiet: bool) -> None:
+        run.labels = {i: label for i, label in run.labels.items() if self.session.exists(i)}
+        self.session.write_labels(run)  # written, committed: now they may be shown
         self.persona_evidence.update(run.scores)
-        self.session.forget_nodes()
         for node_id in run.labels:
             self.refresh_node(node_id)
         self._has_personas = True
@@ -357,11 +312,11 @@ class PersonaActions(LoomAppBase):
         else:
             self.refresh_path_marks()
             self.refresh_persona_panel()
-        if not message.quiet:
+        if not quiet:
             self.notify(run.summary(), timeout=5)
 
     def after_generation(self, ids: list[int]) -> None:
         """New children get labelled when the loom has a persona set (quietly: a model-less
         or busy app simply leaves them for r)."""
-        if ids and getattr(self.config, "persona_auto_label", True) and self.session.loom.personas:
+        if ids and self.config.persona_auto_label and self.session.personas:
             self.start_labelling(ids, quiet=True)

@@ -19,23 +19,25 @@ from typing import ClassVar
 
 from rich.style import Style
 from rich.text import Text
+from textual import work
 from textual.app import SystemCommand
 from textual.binding import BindingType
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
 
+from loom.app.session import Session
+from loom.app.timeline import fork_at
 from loom.config import Config
-from loom.session import Session
 from loom.store.errors import LoomError
 from loom.store.events import Event
-from loom.store.formats.history import HistoryError, clock, read_history
+from loom.store.history import HistoryError, clock, read_history
 from loom.store.loom import Loom
 from loom.store.replay import Replay
-from loom.timeline import fork_at
+from loom.text import one_line
 from loom.tui.app import LoomApp
-from loom.tui.display import one_line
 from loom.tui.keymap import APP_ACTIONS, TOKEN_ACTIONS, LoomAction, bindings
+from loom.tui.messages import Forked
 from loom.tui.screens.dialogs import PromptScreen
 from loom.tui.screens.help import HelpScreen, help_text, live_keys
 
@@ -205,14 +207,14 @@ class ReplayApp(LoomApp):
         if index < self.position:  # the store's replay runs forwards: start again
             self.replayer = Replay(self.events, tokens=self.source)
             self.replayer.step()
-            self.session.loom = self.replayer.loom  # type: ignore[assignment]
+            assert self.replayer.loom is not None
+            self.session.switch_to(self.replayer.loom)
         self.replayer.advance_to(self.events[index].seq)
         self.position = index
-        self.invalidate_after_edit()
-        view = self.session.loom
+        self.rebuild_tree()
         node = self.summaries.get(self.events[index].seq)
         target = node.node if node is not None and node.node is not None else None
-        self.land_on([n for n in (target, view.current) if n is not None])
+        self.land_on([n for n in (target, self.session.place) if n is not None])
         self._show_event()
 
     # ----------------------------------------------------------------- jumping
@@ -314,24 +316,38 @@ class ReplayApp(LoomApp):
             done,
         )
 
-    def fork_to(self, seq: int, path: Path) -> Path | None:
-        """Write the loom as it was right after event `seq` to the new file `path`."""
+    def fork_to(self, seq: int, path: Path) -> bool:
+        """Write the loom as it was right after event `seq` to the new file `path`, in a worker
+        (False, with a notice, if it can't start)."""
         if path.exists():
             self.notify(
                 f"{path} already exists: forking writes a new file only",
                 severity="error",
                 title="Not forked",
             )
-            return None
+            return False
+        self.status.show(saved=f"forking at event {seq}…")
+        self._fork_worker(seq, path)
+        return True
+
+    @work(thread=True, group="fork", exit_on_error=False)
+    def _fork_worker(self, seq: int, path: Path) -> None:
+        # The source is only read here; the new file is this worker's own.
         started = time.monotonic()
         try:
             written = fork_at(self.source, seq, path)
-        except (LoomError, OSError, ValueError) as exc:
-            self.notify(str(exc), severity="error", title="Not forked")
-            return None
-        took = time.monotonic() - started
-        self.notify(f"forked at event {seq} → {written} ({took:.1f}s)", title="Forked")
-        return written
+        except Exception as exc:  # shown on the UI thread
+            self.post_message(Forked(seq, path, None, exc))
+        else:
+            self.post_message(Forked(seq, written, time.monotonic() - started, None))
+
+    def on_forked(self, message: Forked) -> None:
+        self.status.show(saved="read-only")
+        if message.error is not None:
+            self.notify(str(message.error), severity="error", title="Not forked")
+        else:
+            took = f" ({message.seconds:.1f}s)" if message.seconds is not None else ""
+            self.notify(f"forked at event {message.seq} → {message.path}{took}", title="Forked")
 
     # ----------------------------------------------------------------- the replay bar
 

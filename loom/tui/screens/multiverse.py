@@ -25,10 +25,11 @@ from textual.screen import ModalScreen
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Label, ProgressBar, Static
-from textual.worker import Worker, WorkerState
 
-from loom.session import MultiverseNode
-from loom.tui.display import ProbabilityScale, inert, percent
+from loom.app.multiverse import MultiverseNode
+from loom.text import one_line
+from loom.tui.display import ProbabilityScale, percent
+from loom.tui.messages import MultiverseBuilt, MultiverseProgress
 
 SHADE_ALPHA = 0.55
 
@@ -183,7 +184,7 @@ class MultiverseView(Widget, can_focus=True):
             text = "⋯ rest" if y == block.top else ""
         else:
             colour = self._background.blend(self._scale.colour(node.prob), SHADE_ALPHA)
-            label = inert(node.text, keep_newlines=False).replace(" ", "·") or "∅"
+            label = one_line(node.text).replace(" ", "·") or "∅"
             text = f"{label} {percent(node.prob).strip()}" if y == block.top else ""
         fg = colour + colour.get_contrast_text(0.9)
         style = base + Style(bgcolor=colour.rich_color, color=fg.rich_color)
@@ -205,7 +206,7 @@ def path_summary(path: list[MultiverseNode]) -> Text:
         return out
     out.append("path ")
     for node in path:
-        out.append("‹" + inert(node.text, keep_newlines=False) + "›", Style(bold=True))
+        out.append("‹" + one_line(node.text) + "›", Style(bold=True))
     out.append(f"   joint p {percent(path[-1].joint).strip()}")
     out.append(f"   this step {percent(path[-1].prob).strip()}")
     return out
@@ -248,7 +249,7 @@ class MultiverseScreen(ModalScreen[list[MultiverseNode] | None]):
     def compose(self) -> ComposeResult:
         with Vertical() as box:
             box.border_title = "Block multiverse — the likeliest next tokens"
-            yield Static(Text("…" + inert(self._context_text[-100:], keep_newlines=False),
+            yield Static(Text("…" + one_line(self._context_text[-100:]),
                               no_wrap=True, overflow="ellipsis", justify="right"),
                          id="mv-context")  # fmt: skip
             yield ProgressBar(total=None, show_eta=False, id="mv-progress")
@@ -266,26 +267,28 @@ class MultiverseScreen(ModalScreen[list[MultiverseNode] | None]):
         self._run()
 
     @work(thread=True, group="multiverse", exit_on_error=False)
-    def _run(self) -> MultiverseNode:
+    def _run(self) -> None:
         def progress(done: int, total: int) -> None:
-            self.app.call_from_thread(self._progress, done, total)
+            self.post_message(MultiverseProgress(done, total))
 
-        return self._build(self._cancel, progress)
+        try:
+            root = self._build(self._cancel, progress)
+        except Exception as exc:  # reported on the UI thread
+            self.post_message(MultiverseBuilt(None, exc))
+        else:
+            self.post_message(MultiverseBuilt(root, None))
 
-    def _progress(self, done: int, total: int) -> None:
-        self.query_one(ProgressBar).update(total=total, progress=done)
+    def on_multiverse_progress(self, message: MultiverseProgress) -> None:
+        self.query_one(ProgressBar).update(total=message.total, progress=message.done)
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "multiverse":
-            return
-        if event.state == WorkerState.SUCCESS and not self._cancel.is_set():
-            self.root = event.worker.result
-            self.query_one(ProgressBar).display = False
-            assert self.root is not None
-            self.query_one(MultiverseView).set_tree(self.root, self._depth)
-        elif event.state == WorkerState.ERROR:
-            self.app.notify(f"multiverse failed: {event.worker.error}", severity="error")
+    def on_multiverse_built(self, message: MultiverseBuilt) -> None:
+        if message.error is not None or message.root is None:
+            self.app.notify(f"multiverse failed: {message.error}", severity="error")
             self.dismiss(None)
+        elif not self._cancel.is_set():
+            self.root = message.root
+            self.query_one(ProgressBar).display = False
+            self.query_one(MultiverseView).set_tree(self.root, self._depth)
 
     def _show_selection(self) -> None:
         path = self.query_one(MultiverseView).selected_path()

@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
-from loom.tui.display import one_line
+from loom.text import one_line
 from loom.tui.screens.dialogs import DIALOG_CSS
 
 

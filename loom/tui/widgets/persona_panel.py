@@ -15,7 +15,8 @@ from loom.personas.labels import effective_label
 from loom.personas.scoring import TokenEvidence
 from loom.personas.trajectory import Trajectory
 from loom.store.views import NodeHeader
-from loom.tui.display import one_line, percent
+from loom.text import one_line
+from loom.tui.display import percent
 from loom.tui.widgets.tree_pane import COLLAPSE_GLYPH, MODE_COLLAPSE_GLYPH
 
 BAR_WIDTH = 20

@@ -137,11 +137,10 @@ class WrappedText:
         those tokens reach are kept and only the rest is wrapped."""
         shown = [t or EMPTY_TOKEN for t in texts]
         joined = "".join(shown)
-        if "\t" in joined:  # the one stand-in that changes a token's length
+        self.text = inert(joined)
+        if self.text != joined:  # an escape is longer than its character: token by token
             shown = [inert(t) for t in shown]
             self.text = "".join(shown)
-        else:  # every other stand-in is one char for one: make the whole text inert at once
-            self.text = inert(joined)
         lengths = np.fromiter(map(len, shown), dtype=np.int64, count=len(shown))
         self.token_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         self.token_ends = self.token_starts + lengths

@@ -19,8 +19,9 @@ from textual.strip import Strip
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from loom.session import NodeSummary
-from loom.tui.display import ProbabilityScale, one_line, percent
+from loom.app.navigation import NodeSummary
+from loom.text import one_line
+from loom.tui.display import ProbabilityScale, percent
 
 # A node with more children than this shows the first ones and a "… N more" line: a loom with
 # one enormous fan-out must not stall the pane.

@@ -3,38 +3,34 @@
 Boxes show a short preview of the text (the full text is the tooltip, for SVG output). Pruned
 nodes are dashed, bookmarked ones bold, the current node doubled; a persona label colours the
 box with the persona's colour. An edge's width grows with the child's mean token probability
-(the mean of exp(logprob) over its tokens with a known logprob) and its tooltip gives it.
+(`loom.tokens.mean_probability`, as everywhere) and its tooltip gives it.
 
 Every string is a DOT quoted string: backslashes doubled (so none can start a label escape such
 as \\N or \\G), quotes escaped, newlines written as the label line break \\n, and control
-characters replaced by visible stand-ins.
+characters made inert (`loom.text`).
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from loom.store.formats.display import preview, visible
 from loom.store.model import LoomDocument, Node
+from loom.text import cut, inert
+from loom.tokens import mean_logprob
+from loom.tokens import mean_probability as mean_of
 
 PREVIEW_CHARS = 48
 TOOLTIP_CHARS = 1000
 
 
 def quote(text: str) -> str:
-    """`text` as a DOT quoted string that Graphviz shows exactly as `visible(text)`."""
-    body = visible(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """`text` as a DOT quoted string that Graphviz shows exactly as `inert(text)`."""
+    body = inert(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{body}"'
 
 
 def mean_probability(node: Node) -> float | None:
-    logprobs = np.asarray(node.tokens.logprobs, dtype=np.float64)
-    known = logprobs[~np.isnan(logprobs)]
-    if known.size == 0:
-        return None
-    return float(np.mean(np.exp(known)))
+    return mean_of(mean_logprob(node.tokens.logprobs))
 
 
 def write(doc: LoomDocument, current: int | None) -> str:
@@ -64,7 +60,7 @@ def write(doc: LoomDocument, current: int | None) -> str:
 
 
 def _node_attrs(node: Node, colours: dict[str, str], current: int | None) -> list[str]:
-    label = preview(node.text.strip() or "(empty)", PREVIEW_CHARS)
+    label = cut(node.text.strip() or "(empty)", PREVIEW_CHARS)
     style = ["rounded"]
     if node.pruned:
         style.append("dashed")
@@ -74,7 +70,7 @@ def _node_attrs(node: Node, colours: dict[str, str], current: int | None) -> lis
         style.append("filled")  # people's text in grey boxes, the model's in white
     attrs = [
         f"label={quote(label)}",
-        f"tooltip={quote(preview(node.text, TOOLTIP_CHARS))}",
+        f"tooltip={quote(cut(node.text, TOOLTIP_CHARS))}",
         f"style={quote(','.join(style))}",
     ]
     persona = node.manual_persona or (node.persona.label if node.persona else None)

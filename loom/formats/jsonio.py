@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from loom.store.formats.errors import FormatError
+from loom.formats.errors import FormatError
 
 # The C-accelerated string scanner `json` itself uses (not in typeshed's stubs).
 scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]

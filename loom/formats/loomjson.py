@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.store.formats import fields as f
-from loom.store.formats import jsonio
-from loom.store.formats.errors import FormatError
-from loom.store.formats.tree import ordered_nodes
+from loom.formats import fields as f
+from loom.formats import jsonio
+from loom.formats.errors import FormatError
+from loom.formats.tree import ordered_nodes
 from loom.store.model import GenerationSettings, LoomDocument, Node, Persona, PersonaLabel
 from loom.tokens import TokenArray
 

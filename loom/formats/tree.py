@@ -6,7 +6,7 @@ from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import replace
 from typing import TypeVar
 
-from loom.store.formats.errors import FormatError
+from loom.formats.errors import FormatError
 from loom.store.model import LoomDocument, Node
 
 K = TypeVar("K", bound=Hashable)

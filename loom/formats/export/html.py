@@ -7,8 +7,13 @@ and a replay timeline: a slider over the event log that shows the tree as it was
 
 Safety: the loom's data (model text is untrusted) travels only as JSON inside
 `<script type="application/json">`, with `<`, `>` and `&` written as `\\u003c`-style escapes so
-no text can close the element, and the page's own script shows it with `textContent`. A strict
-Content-Security-Policy forbids every fetch and runs only the script whose sha256 it names.
+no text can close the element, and the page's own script shows it with `textContent`, never
+`innerHTML`, so model text cannot become markup. A strict Content-Security-Policy forbids every
+fetch and runs only the script whose sha256 it names, so nothing else could run even if markup
+got in.
+
+The stylesheet and the script are package data (`assets/loom.css`, `assets/loom.js`), inlined
+into every page (no network, no CDN). Keep the script ASCII: the hash is over its UTF-8 bytes.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ import base64
 import hashlib
 import html
 import json
+from pathlib import Path
 from typing import Any
 
-from loom.store.formats import html_assets, html_data
-from loom.store.formats.shown import line
+from loom.formats.export import html_data
 from loom.store.model import LoomDocument
+from loom.text import one_line
 
 _BODY = """<header>
   <h1 id="title"></h1>
@@ -59,6 +65,11 @@ _BODY = """<header>
 """
 
 
+ASSETS = Path(__file__).with_name("assets")
+STYLE = (ASSETS / "loom.css").read_text(encoding="utf-8")
+SCRIPT = (ASSETS / "loom.js").read_text(encoding="utf-8")
+
+
 def script_json(data: Any) -> str:
     """JSON safe inside a <script> element: nothing in it can end the element or open a comment.
 
@@ -83,8 +94,8 @@ def content_security_policy(script: str) -> str:
 
 def write(doc: LoomDocument, current: int | None) -> str:
     data = html_data.build(doc, current)
-    script = html_assets.SCRIPT
-    title = html.escape(line(doc.title) or "Untitled loom", quote=True)
+    script = SCRIPT
+    title = html.escape(one_line(doc.title) or "Untitled loom", quote=True)
     csp = html.escape(content_security_policy(script), quote=True)
     return (
         "<!DOCTYPE html>\n"
@@ -93,7 +104,7 @@ def write(doc: LoomDocument, current: int | None) -> str:
         '<meta name="referrer" content="no-referrer">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{title} \u2014 loom</title>\n"
-        f"<style>{html_assets.STYLE}</style>\n"
+        f"<style>{STYLE}</style>\n"
         "</head>\n<body>\n"
         f"{_BODY}"
         f'<script type="application/json" id="loom-data">{script_json(data)}</script>\n'

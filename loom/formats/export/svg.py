@@ -11,21 +11,21 @@ and dashed, the current node has a dark outline. Each edge's width and opacity g
 child's probability: exp of its mean token logprob (the geometric mean of its token
 probabilities). Labels are short previews; the full text is each node's <title> tooltip.
 
-All text is XML-escaped, with control characters (terminal escapes, NUL) dropped and anything
-else XML 1.0 cannot hold stripped, so the file always parses and shows only printable text.
+All text is made inert (`loom.text`: terminal escapes and other controls as visible `\x1b`
+escapes), XML-escaped, and stripped of anything else XML 1.0 cannot hold, so the file always
+parses and shows only printable text.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
-from loom.store.formats.colours import UNLABELLED, fresh_colour, safe_colour
-from loom.store.formats.display import preview
-from loom.store.formats.html_data import mean_logprob
-from loom.store.formats.tree import children_of, preorder_ids
+from loom.formats.export.colours import UNLABELLED, fresh_colour, safe_colour
+from loom.formats.tree import children_of, preorder_ids
 from loom.store.model import LoomDocument, Node
+from loom.text import cut, inert, one_line
+from loom.tokens import mean_logprob, mean_probability
 
 COLUMN = 250  # px between levels: a node, its label, and room for the edges
 ROW = 24  # px between leaves
@@ -37,15 +37,14 @@ TOOLTIP_CHARS = 600
 MARGIN = 20
 FONT = "font-family='Helvetica, Arial, sans-serif'"
 
-# Control characters (terminal escapes, NUL...): meaningless in a picture, so dropped.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Everything XML 1.0 forbids in a document (C0 controls but tab/LF/CR, surrogates, FFFE/FFFF).
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def xml_text(text: str) -> str:
-    """`text` as XML character data or attribute value (quotes escaped, bad characters gone)."""
-    clean = _NOT_XML.sub("", text)
+    """`text`, made inert, as XML character data or attribute value (quotes escaped, characters
+    XML cannot hold gone)."""
+    clean = _NOT_XML.sub("", inert(text))
     return (
         clean.replace("&", "&amp;")
         .replace("<", "&lt;")
@@ -85,8 +84,7 @@ def layout(doc: LoomDocument) -> list[Placed]:
 
 
 def edge_probability(node: Node) -> float | None:
-    mean = mean_logprob(node.tokens)
-    return None if mean is None else math.exp(mean)
+    return mean_probability(mean_logprob(node.tokens.logprobs))
 
 
 def _label(node: Node) -> str | None:
@@ -95,7 +93,7 @@ def _label(node: Node) -> str | None:
 
 def _legend(doc: LoomDocument, colours: dict[str, str], used: list[str]) -> tuple[list[str], int]:
     """The legend's SVG lines (title, persona colours, shapes, edge widths) and its height."""
-    title = xml_text(flat(doc.title) or "Untitled loom")
+    title = xml_text(one_line(doc.title) or "Untitled loom")
     bold = "font-size='16' font-weight='bold'"
     out = [f"<text x='{MARGIN}' y='{MARGIN + 14}' {FONT} {bold}>{title}</text>"]
 
@@ -107,7 +105,7 @@ def _legend(doc: LoomDocument, colours: dict[str, str], used: list[str]) -> tupl
 
     y, x = MARGIN + 38, float(MARGIN)
     for name, colour in [(n, colours[n]) for n in used] + [("no label", UNLABELLED)]:
-        name = preview(flat(name), 24)
+        name = one_line(name, 24)
         x = item(x, y, f"<circle cx='{x + 6}' cy='{y - 4}' r='{RADIUS}' fill='{colour}'/>", name)
     y, x = y + 22, float(MARGIN)
     grey = f"fill='{UNLABELLED}'"
@@ -142,13 +140,8 @@ def _stroke(p: float) -> tuple[float, float]:
     return 0.6 + 4.4 * p, 0.25 + 0.75 * p
 
 
-def flat(text: str) -> str:
-    """One line of `text` without control characters (a label or tooltip)."""
-    return " ".join(_CONTROL.sub("", text).split())
-
-
 def _short(node: Node) -> str:
-    return preview(flat(node.text) or "(empty)", LABEL_CHARS)
+    return one_line(node.text.strip() or "(empty)", LABEL_CHARS)
 
 
 def _label_end(x: float, node: Node) -> float:
@@ -228,8 +221,8 @@ def _node_svg(node: Node, x: float, y: float, colours: dict[str, str], current: 
     else:
         shape = f"<circle cx='{x:.1f}' cy='{y:.1f}' r='{RADIUS}' fill='{fill}' {outline}/>"
     parts = ["<g opacity='0.35'>" if node.pruned else "<g>"]
-    tip = f"#{node.id}" + (f" [{flat(label)}]" if label else "") + ": " + flat(node.text)
-    parts.append(f"<title>{xml_text(preview(tip, TOOLTIP_CHARS))}</title>")
+    tip = f"#{node.id}" + (f" [{one_line(label)}]" if label else "") + ": " + one_line(node.text)
+    parts.append(f"<title>{xml_text(cut(tip, TOOLTIP_CHARS))}</title>")
     if node.bookmarked:
         parts.append(
             f"<circle cx='{x:.1f}' cy='{y:.1f}' r='{RADIUS + 2}' fill='none'"

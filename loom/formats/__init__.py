@@ -25,20 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
-from loom.store.formats import (
-    dot,
-    html,
-    jsonio,
-    loomjson,
-    loomsidian,
-    markdown,
-    openloom,
-    socketteer,
-    svg,
-)
-from loom.store.formats.errors import FormatError
-from loom.store.formats.fields import brief, listing
-from loom.store.formats.tree import path_document, resolve_current
+from loom.formats import jsonio, loomjson, loomsidian, openloom, socketteer
+from loom.formats.errors import FormatError
+from loom.formats.export import dot, html, markdown, svg
+from loom.formats.fields import brief, listing
+from loom.formats.tree import path_document, resolve_current
 from loom.store.model import LoomDocument
 
 __all__ = [

@@ -28,17 +28,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from loom.store.formats import fields as f
-from loom.store.formats import jsonio
-from loom.store.formats.errors import FormatError
-from loom.store.formats.loomjson import (
+from loom.formats import fields as f
+from loom.formats import jsonio
+from loom.formats.errors import FormatError
+from loom.formats.loomjson import (
     generation_from_json,
     optional_string,
     persona_from_json,
     personas_from_json,
     tokens_from_json,
 )
-from loom.store.formats.tree import depths, ordered_nodes
+from loom.formats.tree import depths, ordered_nodes
 from loom.store.model import Author, LoomDocument, Node
 
 _TIME_FORMAT = "%Y-%m-%d-%H.%M.%S"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loom.store import events as ev
-from loom.store.formats.shown import quoted
+from loom.text import quoted
 
 
 @dataclass

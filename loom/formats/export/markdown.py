@@ -1,7 +1,7 @@
 """Markdown export: a path as prose, or the whole tree as a nested outline.
 
-Control characters are shown with visible stand-ins (ESC as ␛, NUL as ␀; see `display.visible`)
-so the file is safe to print. In the outline every node is one bullet, its later lines indented
+Control characters are made inert (`loom.text.inert`: ESC as `\x1b`) so the file is safe to
+print. In the outline every node is one bullet, its later lines indented
 under it, and line-starts that Markdown would read as structure (headings, quotes, bullets,
 numbered items, rules, fences) are backslash-escaped so a node's text can never open a bullet
 or heading of its own. `&`, `<` and `>` become HTML entities, because Markdown renderers pass
@@ -13,9 +13,9 @@ from __future__ import annotations
 import html
 import re
 
-from loom.store.formats.display import one_line, visible
-from loom.store.formats.tree import path_ids, walk
+from loom.formats.tree import path_ids, walk
 from loom.store.model import LoomDocument, Node
+from loom.text import inert, one_line
 
 # Line starts Markdown would take as block structure (after up to three spaces of indent).
 _BLOCK_MARK = re.compile(r"^( {0,3})([#>*+\-=_`~|])")
@@ -27,7 +27,7 @@ MAX_INDENT_DEPTH = 16
 def write_path(doc: LoomDocument, current: int) -> str:
     by_id = {n.id: n for n in doc.nodes}
     path = [by_id[i] for i in path_ids(doc, current)]
-    text = _inert(visible("".join(n.text for n in path)))
+    text = _inert(inert("".join(n.text for n in path)))
     head = f"# {_inert(one_line(doc.title)) or 'Untitled loom'}\n\n"
     head += f"*The path from the root to node {current}: {len(path)} nodes.*\n\n"
     return head + text + ("" if text.endswith("\n") else "\n")
@@ -74,7 +74,7 @@ def _bullet_text(node: Node, persona: str | None, is_current: bool) -> str:
     if persona:
         marks.append(f"[{_inert(one_line(persona))}]")
     marks.extend(f"#{_inert(one_line(tag))}" for tag in node.tags)
-    text = _inert(visible(node.text))
+    text = _inert(inert(node.text))
     lines = [_escape_line(line) for line in text.split("\n")] if text else ["*(empty)*"]
     if marks:
         lines[0] = " ".join(marks) + " " + lines[0]

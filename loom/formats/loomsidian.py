@@ -20,9 +20,9 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
-from loom.store.formats import fields as f
-from loom.store.formats.errors import FormatError
-from loom.store.formats.tree import ordered_nodes, preorder_ids
+from loom.formats import fields as f
+from loom.formats.errors import FormatError
+from loom.formats.tree import ordered_nodes, preorder_ids
 from loom.store.model import Author, LoomDocument, Node
 
 _PEOPLE = {"genesis", "N/A", "human", "user", "you"}

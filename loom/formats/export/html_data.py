@@ -1,7 +1,7 @@
 """The data an HTML export embeds: the tree, token probabilities, personas and the replay timeline.
 
 Everything is plain JSON the page's script reads with `JSON.parse` and shows with `textContent`.
-Texts pass through `shown.shown` first (terminal escapes and NUL become `\\x1b`-style escapes),
+Texts pass through `loom.text.inert` first (terminal escapes and NUL become `\\x1b`-style escapes),
 token texts are interned in one string table (the same alternatives recur at every position),
 and floats are rounded: a 10k-node loom must stay a file a browser opens quickly.
 """
@@ -13,18 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from loom.store.formats.colours import PALETTE, UNLABELLED, safe_colour
-from loom.store.formats.history import HistoryError, NodeView, read_history
-from loom.store.formats.shown import line, shown
+from loom.formats.export.colours import PALETTE, UNLABELLED, safe_colour
+from loom.store.history import HistoryError, NodeView, read_history
 from loom.store.model import LoomDocument, Node
-from loom.tokens import TokenArray
+from loom.text import inert, one_line
+from loom.tokens import mean_logprob
 
 PRUNED, BOOKMARKED, MANUAL = 1, 2, 4  # node flag bits
 TIMELINE_TEXT_CHARS = 2000  # of a node's text in a timeline state (the tree shows previews)
 
 
 class Strings:
-    """An interning table of token texts: each distinct text once (as `shown`), by index."""
+    """An interning table of token texts: each distinct text once (made inert), by index."""
 
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
@@ -34,7 +34,7 @@ class Strings:
         found = self.index.get(raw)
         if found is None:
             found = self.index[raw] = len(self.items)
-            self.items.append(shown(raw))
+            self.items.append(inert(raw))
         return found
 
 
@@ -42,12 +42,6 @@ def _floats(values: Any, digits: int) -> list[float | None]:
     """Rounded floats, NaN as None (strict JSON has no NaN)."""
     rounded = np.round(np.asarray(values, dtype=np.float64), digits)
     return [None if math.isnan(v) else v for v in rounded.tolist()]
-
-
-def mean_logprob(tokens: TokenArray) -> float | None:
-    lps = np.asarray(tokens.logprobs, dtype=np.float64)
-    known = lps[~np.isnan(lps)]
-    return float(known.mean()) if known.size else None
 
 
 def _tokens(node: Node, strings: Strings) -> dict[str, Any] | None:
@@ -74,7 +68,7 @@ def _tokens(node: Node, strings: Strings) -> dict[str, Any] | None:
         ]
         data["al"] = _floats(top_lps, 4)
     if len(joined) < len(node.text):
-        data["rest"] = shown(node.text[len(joined) :])
+        data["rest"] = inert(node.text[len(joined) :])
     return data
 
 
@@ -89,14 +83,14 @@ def _node(node: Node, strings: Strings) -> dict[str, Any]:
         "i": node.id,
         "p": node.parent,
         "a": "m" if node.author == "model" else "h",
-        "x": shown(node.text),
+        "x": inert(node.text),
         "f": flags,
-        "l": None if label is None else line(label),
+        "l": None if label is None else one_line(label),
         "c": round(node.created_at, 3),
     }
     if node.tags:
-        out["g"] = [line(t) for t in node.tags]
-    mean = mean_logprob(node.tokens)
+        out["g"] = [one_line(t) for t in node.tags]
+    mean = mean_logprob(node.tokens.logprobs)
     if mean is not None:
         out["m"] = round(mean, 4)
     tokens = _tokens(node, strings)
@@ -105,8 +99,8 @@ def _node(node: Node, strings: Strings) -> dict[str, Any]:
     if node.generation is not None:
         g = node.generation
         out["gen"] = {
-            "model": line(g.model),
-            "sha256": line(g.model_sha256)[:64],
+            "model": one_line(g.model),
+            "sha256": one_line(g.model_sha256)[:64],
             "temperature": g.temperature,
             "top_p": g.top_p,
             "top_k": g.top_k,
@@ -117,7 +111,7 @@ def _node(node: Node, strings: Strings) -> dict[str, Any]:
         }
     if node.persona is not None and node.persona.posterior:
         out["pp"] = {
-            line(k): round(v, 4) for k, v in node.persona.posterior.items() if math.isfinite(v)
+            one_line(k): round(v, 4) for k, v in node.persona.posterior.items() if math.isfinite(v)
         }
         if node.persona.collapse:
             out["cx"] = 1
@@ -135,10 +129,10 @@ def _state(view: NodeView) -> list[Any]:
         view.parent,
         view.position,
         "m" if view.author == "model" else "h",
-        shown(view.text[:TIMELINE_TEXT_CHARS]),
+        inert(view.text[:TIMELINE_TEXT_CHARS]),
         flags,
-        None if label is None else line(label),
-        [line(t) for t in view.tags],
+        None if label is None else one_line(label),
+        [one_line(t) for t in view.tags],
     ]
 
 
@@ -149,7 +143,7 @@ def timeline(doc: LoomDocument) -> tuple[list[list[Any]], str]:
     try:
         _, steps = read_history(doc.events)
     except HistoryError as exc:
-        return [], f"the event log cannot be replayed here ({line(str(exc))[:200]})"
+        return [], f"the event log cannot be replayed here ({one_line(str(exc))[:200]})"
     out = []
     for s in steps:
         changes = [[i, None if v is None else _state(v)] for i, v in s.changes.items()]
@@ -162,16 +156,16 @@ def build(doc: LoomDocument, current: int | None) -> dict[str, Any]:
     nodes = [_node(n, strings) for n in doc.nodes]
     personas = [
         {
-            "name": line(p.name),
+            "name": one_line(p.name),
             "color": safe_colour(p.color, i),
-            "description": shown(p.description),
+            "description": inert(p.description),
             "prior": p.prior if math.isfinite(p.prior) else None,
         }
         for i, p in enumerate(doc.personas)
     ]
     events, note = timeline(doc)
     return {
-        "title": line(doc.title),
+        "title": one_line(doc.title),
         "root": doc.root,
         "current": current if current is not None else doc.root,
         "personas": personas,

@@ -21,15 +21,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from loom.app.generation import sampler_settings_of
+from loom.engine.backend import Backend
 from loom.store import events as ev
 from loom.store.errors import LoomError
-from loom.store.formats.shown import quoted, shown
 from loom.store.loom import Loom
 from loom.store.model import GenerationSettings
 from loom.store.replay import Replay
 from loom.store.tokenizer import FunctionTokenizer
+from loom.text import inert, quoted
 from loom.tokens import TokenArray
 
 
@@ -51,21 +53,7 @@ class MissingModelError(RegenerationError):
         )
 
 
-class RegenBackend(Protocol):
-    """What regeneration needs of a loaded model (`loom.engine.engine.Engine` is one)."""
-
-    def generate(
-        self,
-        prefix_ids: Sequence[int],
-        n: int,
-        settings: Any,
-        *,
-        top_logprobs: int = 5,
-        forced: Sequence[int] | None = None,
-    ) -> list[Any]: ...
-
-
-EngineLoader = Callable[[Path], RegenBackend]
+EngineLoader = Callable[[Path], Backend]
 
 
 @dataclass
@@ -149,7 +137,7 @@ def _tok(ids: list[int], pieces: list[str], i: int) -> str:
     if i >= len(ids):
         return "nothing (the branch ended)"
     # the token exactly (leading spaces matter), controls escaped
-    return f"\u201c{shown(pieces[i])}\u201d (id {ids[i]})" if i < len(pieces) else f"id {ids[i]}"
+    return f"\u201c{inert(pieces[i])}\u201d (id {ids[i]})" if i < len(pieces) else f"id {ids[i]}"
 
 
 # --- finding what was generated -------------------------------------------------------------
@@ -216,7 +204,7 @@ def _from_tree(loom: Loom, node_id: int, settings: GenerationSettings) -> _Origi
     return _Origin(None, node.parent, members)
 
 
-def _prompt(loom: Loom, origin: _Origin, backend: RegenBackend) -> list[int]:
+def _prompt(loom: Loom, origin: _Origin, backend: Backend) -> list[int]:
     """The parent's path tokens as the model read them when the batch was generated."""
     if origin.seq is None:
         return [int(i) for i in loom.path_tokens(origin.parent).ids]
@@ -225,10 +213,8 @@ def _prompt(loom: Loom, origin: _Origin, backend: RegenBackend) -> list[int]:
     view = replay.loom
     if view is None:
         raise RegenerationError("the event log does not build a loom before this generation")
-    tokens_for = getattr(backend, "tokens_for", None)
-    if tokens_for is not None:
-        # Text typed without a tokenizer is tokenized as the session did when generating.
-        view.tokenizer = FunctionTokenizer(tokens_for)
+    # Text typed without a tokenizer is tokenized as the session did when generating.
+    view.tokenizer = FunctionTokenizer(backend.tokens_for)
     return [int(i) for i in view.path_tokens(origin.parent).ids]
 
 
@@ -289,7 +275,6 @@ def regenerate(
     model_path: Path | None = None,
 ) -> RegenerationReport:
     """Re-run the batch that wrote `node_id` and compare its branch with what was stored."""
-    from loom.engine.sampling import SamplerSettings
 
     node = loom.node(node_id)
     settings = node.generation
@@ -327,25 +312,13 @@ def regenerate(
             f"the batch had {size} branches but the engine holds at most {limit} sequences"
         )
     prompt = _prompt(loom, origin, backend)
-    clear = getattr(backend, "clear_cache", None)
-    if callable(clear):
-        # Decode the prompt afresh: a cached prefix changes logits in the last digits.
-        clear()
-    sampler = SamplerSettings(
-        temperature=settings.temperature,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
-        min_p=settings.min_p,
-        max_tokens=settings.max_tokens,
-        stop=tuple(settings.stop),
-        seed=settings.seed if settings.seed is not None else 0,
-    )
     branches = backend.generate(
         prompt,
         size,
-        sampler,
+        sampler_settings_of(settings),
         top_logprobs=own.tokens.k,
         forced=list(settings.forced_tokens) or None,
+        fresh=True,  # from an empty KV cache: what is guaranteed to reproduce (engine.py)
     )
     by_index = {int(b.index): b for b in branches}
     comparisons = []

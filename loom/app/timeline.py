@@ -16,7 +16,7 @@ from typing import Any
 
 from loom.store.errors import LoomError
 from loom.store.events import Event
-from loom.store.formats.history import HistoryError, clock, read_history
+from loom.store.history import HistoryError, clock, read_history
 from loom.store.loom import Loom
 from loom.store.replay import state_at
 

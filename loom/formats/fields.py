@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from loom.store.formats.errors import FormatError
+from loom.formats.errors import FormatError
 
 
 def obj(value: Any, where: str) -> dict[str, Any]:

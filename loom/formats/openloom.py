@@ -29,10 +29,10 @@ import itertools
 from datetime import UTC, datetime
 from typing import Any
 
-from loom.store.formats import fields as f
-from loom.store.formats import jsonio
-from loom.store.formats.errors import FormatError
-from loom.store.formats.loomjson import (
+from loom.formats import fields as f
+from loom.formats import jsonio
+from loom.formats.errors import FormatError
+from loom.formats.loomjson import (
     generation_from_json,
     node_to_json,
     optional_string,
@@ -40,7 +40,7 @@ from loom.store.formats.loomjson import (
     personas_from_json,
     tokens_from_json,
 )
-from loom.store.formats.tree import children_of, ordered_nodes, path_ids, preorder_ids
+from loom.formats.tree import children_of, ordered_nodes, path_ids, preorder_ids
 from loom.store.model import Author, LoomDocument, Node
 
 FORMAT = "open-loom"

@@ -1,7 +1,9 @@
 """A deterministic stand-in for the engine, for UI tests and benchmarks that don't test generation.
 
-It speaks the engine's API (tokens_for, generate with on_step/cancel/forced, n_ctx, info) over a
-toy vocabulary of words, with probabilities that vary from token to token so shading shows.
+It speaks the `Backend` protocol (backend.py) over a toy vocabulary of words, with probabilities
+that vary from token to token so shading shows. Everything that generates or scores for real is
+tested on the real default model; this exists so that UI tests of layout, keys and streaming do
+not depend on what a model samples.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from loom.engine.results import Branch, FinishReason, StepUpdate
+from loom.engine.sampling import SamplerSettings
 from loom.tokens import TokenArray
 
 VOCAB = [" the", " cat", " sat", " on", " a", " mat", ".", " and", " dog", " ran", "\n", " away"]
@@ -26,21 +30,6 @@ class FakeInfo:
     name: str = "fake-model"
     sha256: str = "0" * 64
     path: str = "fake.gguf"
-
-
-@dataclass
-class FakeStep:
-    step: int
-    new: list[tuple[int, int, str, float]]
-
-
-@dataclass
-class FakeBranch:
-    tokens: TokenArray
-    text: str
-    finish_reason: str
-    seed: int
-    index: int
 
 
 def fake_tokens(ids: Sequence[int], k: int = 5, *, scored: bool = True) -> TokenArray:
@@ -81,6 +70,9 @@ class FakeBackend:
         self.info = FakeInfo()
         self.delay_s = delay_s  # per step, to test streaming and cancel
 
+    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
+        return [int(i) for i in self.tokens_for(text).ids]
+
     def tokens_for(self, text: str) -> TokenArray:
         """Exact pieces of `text` (each a word with its leading space); ids from VOCAB or 0."""
         pieces = re.findall(r"\s*\S+|\s+", text)
@@ -91,14 +83,14 @@ class FakeBackend:
         self,
         prefix_ids: Sequence[int],
         n: int,
-        settings: Any,
+        settings: SamplerSettings,
         *,
         top_logprobs: int = 5,
         forced: Sequence[int] | None = None,
-        on_step: Callable[[Any], None] | None = None,
+        on_step: Callable[[StepUpdate], None] | None = None,
         cancel: threading.Event | None = None,
         fresh: bool = False,  # no cache to empty
-    ) -> list[FakeBranch]:
+    ) -> list[Branch]:
         forced = list(forced or [])
         length = len(forced) + int(settings.max_tokens)
         produced: list[list[int]] = [[] for _ in range(n)]
@@ -111,17 +103,18 @@ class FakeBackend:
                 produced[b].append(token)
                 new.append((b, token, VOCAB[token], -0.5))
             if on_step is not None:
-                on_step(FakeStep(step, new))
+                on_step(StepUpdate(step, new))
             if self.delay_s:
                 time.sleep(self.delay_s)
-        finish = "cancelled" if cancel is not None and cancel.is_set() else "length"
+        finish: FinishReason = "cancelled" if cancel is not None and cancel.is_set() else "length"
         branches = []
         for b in range(n):
             tokens = fake_tokens(produced[b], top_logprobs)
-            branches.append(FakeBranch(tokens, tokens.text, finish, 1234, b))
+            branches.append(Branch(tokens, tokens.text, finish, 1234, b, n_forced=len(forced)))
         return branches
 
-
-def mean_prob(tokens: TokenArray) -> float:
-    known = [float(x) for x in tokens.logprobs if not math.isnan(float(x))]
-    return math.exp(sum(known) / len(known)) if known else math.nan
+    def score(
+        self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]]
+    ) -> list[npt.NDArray[np.float32]]:
+        """Made-up but stable logprobs: the same as `fake_tokens` gives the same ids."""
+        return [fake_tokens(list(c)).logprobs for c in continuations]

@@ -1,0 +1,480 @@
+"""A session: one open loom, the model that extends it (if any), and the user's place in it.
+
+The application layer the CLI and the app share. Every change to the loom goes through a Session
+method, which writes it (one transaction, one undo step) and then forgets what it had cached of
+the nodes it changed, so no caller has to remember to. The views read through it too.
+
+Threads: the loom is written only from the thread that opened it (the store checks); in the app
+that is the UI thread. Model work (`run_generation`, `multiverse`, `plan_labels`) runs in worker
+threads, holds `engine_lock` and may read the loom, never write it: workers hand their results
+back and the owner writes them (`save_branches`, `save_multiverse_path`, `write_labels`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from loom.app.generation import (
+    GenerationResult,
+    GenerationUnavailable,
+    StreamedToken,
+    TokenBatcher,
+    generation_record,
+)
+from loom.app.multiverse import MultiverseNode, build_multiverse, path_tokens_of
+from loom.app.navigation import Navigator, NodeSummary, View, sort_children, summary_from_header
+from loom.app.stats import BranchStats, branch_stats
+from loom.engine.backend import Backend
+from loom.engine.errors import ContextOverflowError, EngineError
+from loom.engine.sampling import SamplerSettings, new_seed
+from loom.personas.actions import (
+    DEFAULT_LABEL_THRESHOLD,
+    LabelRun,
+    plan_labels,
+    prune_siblings_voicing,
+    write_labels,
+)
+from loom.personas.sets import PersonaSet
+from loom.personas.trajectory import Trajectory, stored_trajectory
+from loom.store.events import Event
+from loom.store.loom import Loom, NewNode, SearchHit
+from loom.store.model import GenerationSettings, LoomDocument, Node, Persona
+from loom.store.tokenizer import FunctionTokenizer
+from loom.store.views import NodeHeader
+from loom.tokens import TokenArray
+
+DEFAULT_VIEW = View()
+PIECE_CACHE_SIZE = 5000  # nodes whose text and tokens are kept for the reading pane
+
+Piece = tuple[int, str, TokenArray]  # (node id, text, tokens)
+
+
+class Session:
+    def __init__(self, loom: Loom, backend: Backend | None = None, *, reason: str = "") -> None:
+        self.loom = loom  # the application layer's; the app goes through the methods below
+        self.backend = backend
+        # Why there is no backend ("no model loaded", a load error…): shown to the user.
+        self.no_model_reason = reason or ("" if backend else "no model loaded")
+        self.engine_lock = threading.Lock()
+        self.nav = Navigator(self)
+        # (text, tokens) of nodes recently shown: walking among siblings re-reads one node,
+        # not the whole path. Forgotten by every write that changes existing nodes.
+        self._pieces: dict[int, tuple[str, TokenArray]] = {}
+        self.model_sha256 = ""
+        if backend is not None:
+            self._adopt_tokenizer(backend)
+
+    # ----------------------------------------------------------------- the model
+
+    def set_backend(self, backend: Backend | None, reason: str = "") -> None:
+        self.backend = backend
+        self.no_model_reason = reason or ("" if backend else "no model loaded")
+        self.model_sha256 = ""
+        if backend is not None:
+            self._adopt_tokenizer(backend)
+
+    def _adopt_tokenizer(self, backend: Backend) -> None:
+        # The store tokenizes edited and imported text with the model's vocabulary.
+        if not self.loom.readonly:
+            self.loom.tokenizer = FunctionTokenizer(backend.tokens_for)
+
+    @property
+    def model_name(self) -> str:
+        return "" if self.backend is None else str(self.backend.info.name)
+
+    @property
+    def n_ctx(self) -> int | None:
+        return None if self.backend is None else self.backend.n_ctx
+
+    def generation_blocker(self) -> str | None:
+        """Why generating is impossible right now, or None when it is possible."""
+        if self.loom.readonly:
+            return "the loom is open read-only"
+        if self.backend is None:
+            return f"generation is off: {self.no_model_reason}"
+        return None
+
+    def require_generation(self) -> Backend:
+        blocker = self.generation_blocker()
+        if blocker or self.backend is None:
+            raise GenerationUnavailable(blocker or "no model")
+        return self.backend
+
+    def ensure_model_hash(self) -> str:
+        """The model file's sha256 (hashing a model takes a second: call it from a worker,
+        so that saving a generation on the UI thread finds it ready)."""
+        if not self.model_sha256 and self.backend is not None:
+            try:
+                self.model_sha256 = str(self.backend.info.sha256 or "")
+            except OSError:  # a hash that can't be computed must not lose a generation
+                self.model_sha256 = ""
+        return self.model_sha256
+
+    # ----------------------------------------------------------------- reading
+
+    @property
+    def readonly(self) -> bool:
+        return self.loom.readonly
+
+    @property
+    def root_id(self) -> int:
+        return self.loom.root_id
+
+    @property
+    def file(self) -> Path | None:
+        return self.loom.path
+
+    @property
+    def personas(self) -> list[Persona]:
+        return self.loom.personas
+
+    @property
+    def persona_set(self) -> PersonaSet | None:
+        """The loom's persona set (the framing is not stored: the default is used)."""
+        personas = self.loom.personas
+        return PersonaSet(personas=list(personas), title=self.loom.title) if personas else None
+
+    @property
+    def place(self) -> int:
+        """The node the loom was last on (where the app opens)."""
+        return self.loom.current
+
+    def exists(self, node_id: int) -> bool:
+        return node_id in self.loom
+
+    def header(self, node_id: int) -> NodeHeader:
+        return self.loom.header(node_id)
+
+    def headers(self, node_ids: Sequence[int]) -> list[NodeHeader]:
+        return self.loom.headers(node_ids)
+
+    def node(self, node_id: int) -> Node:
+        return self.loom.node(node_id)
+
+    def summary(self, node_id: int) -> NodeSummary:
+        return summary_from_header(self.loom.header(node_id))
+
+    def children(self, node_id: int, view: View = DEFAULT_VIEW) -> list[NodeSummary]:
+        headers = self.loom.children(node_id, include_pruned=view.include_pruned)
+        return sort_children([summary_from_header(h) for h in headers], view.order)
+
+    def bookmarks(self) -> list[int]:
+        return self.loom.bookmarks()
+
+    def search(self, query: str, limit: int = 100) -> list[SearchHit]:
+        return self.loom.search(query, limit)
+
+    def events(self) -> list[Event]:
+        return self.loom.events()
+
+    def to_document(self) -> LoomDocument:
+        return self.loom.to_document()
+
+    def prefix_ids(self, node_id: int) -> list[int]:
+        """The token ids the model reads to continue after `node_id` (without BOS)."""
+        return [int(i) for i in self.loom.path_tokens(node_id).ids]
+
+    def path_nodes(self, node_id: int) -> list[Node]:
+        return list(self.loom.path_nodes(node_id))
+
+    def path_pieces(self, node_id: int, path_ids: Sequence[int] | None = None) -> list[Piece]:
+        """(id, text, tokens) from the root to `node_id`; `path_ids` when the caller knows it.
+
+        Only nodes not seen recently are read (token blobs are the costly part of a path)."""
+        if path_ids is None:
+            path_ids = [h.id for h in self.loom.ancestors(node_id)] + [node_id]
+        missing = [i for i in path_ids if i not in self._pieces]
+        if len(missing) > 4:  # one query for the whole path beats many single reads
+            for node in self.path_nodes(node_id):
+                self._remember(node.id, node.text, node.tokens)
+        else:
+            for missing_id in missing:
+                node = self.loom.node(missing_id)
+                self._remember(node.id, node.text, node.tokens)
+        return [(i, *self._pieces[i]) for i in path_ids]
+
+    def _remember(self, node_id: int, text: str, tokens: TokenArray) -> None:
+        if len(self._pieces) >= PIECE_CACHE_SIZE:
+            self._pieces.clear()
+        self._pieces[node_id] = (text, tokens)
+
+    def _forget_nodes(self) -> None:
+        self._pieces.clear()
+
+    def branch_stats(self, node_id: int) -> BranchStats:
+        return branch_stats(self.path_nodes(node_id))
+
+    def sibling_ids(self, node_id: int) -> list[int]:
+        return [h.id for h in self.loom.siblings(node_id)]
+
+    def subtree_ids(self, node_id: int) -> list[int]:
+        """`node_id` and everything under it, depth first (iterative: trees can be deep)."""
+        ids, stack = [], [node_id]
+        while stack:
+            current = stack.pop()
+            ids.append(current)
+            stack.extend(h.id for h in self.loom.children(current))
+        return ids
+
+    def trajectory(self, node_id: int) -> Trajectory:
+        """The persona posterior along the path to `node_id`, as last labelled."""
+        return stored_trajectory(self.loom, node_id)
+
+    # ----------------------------------------------------------------- writing
+
+    def add_human_child(self, parent_id: int, text: str) -> int:
+        tokens = self.backend.tokens_for(text) if self.backend is not None else None
+        return int(self.loom.add_child(parent_id, text, author="human", tokens=tokens))
+
+    def edit(self, node_id: int, text: str) -> None:
+        tokens = self.backend.tokens_for(text) if self.backend is not None else None
+        self.loom.edit(node_id, text, tokens=tokens)
+        self._forget_nodes()
+
+    def split(self, node_id: int, at_token: int) -> int:
+        """Cut a node at a token; returns the tail (the node's new only child)."""
+        tail = self.loom.split(node_id, at_token=at_token)
+        self._forget_nodes()
+        return int(tail)
+
+    def merge_into_parent(self, node_id: int) -> None:
+        self.loom.merge_into_parent(node_id)
+        self._forget_nodes()
+
+    def prune(self, node_id: int) -> None:
+        self.loom.prune(node_id)
+
+    def unprune(self, node_id: int) -> None:
+        self.loom.unprune(node_id)
+
+    def set_bookmark(self, node_id: int, on: bool) -> None:
+        self.loom.set_bookmark(node_id, on)
+
+    def add_tag(self, node_id: int, tag: str) -> None:
+        self.loom.add_tag(node_id, tag)
+
+    def remove_tag(self, node_id: int, tag: str) -> None:
+        self.loom.remove_tag(node_id, tag)
+
+    def undo(self) -> Event | None:
+        """Undo the latest step; its first event, None if there was nothing to undo."""
+        event = self.loom.undo()
+        self._forget_nodes()
+        return event
+
+    def redo(self) -> Event | None:
+        event = self.loom.redo()
+        self._forget_nodes()
+        return event
+
+    def set_place(self, node_id: int) -> None:
+        """Remember where the user is (not an undoable edit)."""
+        if self.loom.current != node_id:
+            self.loom.set_current(node_id)
+
+    def set_manual_persona(self, node_id: int, name: str | None) -> None:
+        self.loom.set_manual_persona(node_id, name)
+
+    def set_personas(self, personas: Sequence[Persona]) -> None:
+        self.loom.set_personas(personas)
+
+    def write_labels(self, run: LabelRun) -> None:
+        """Store a labelling's results (planned in a worker), one undo step."""
+        write_labels(self.loom, run)
+
+    def prune_siblings_voicing(self, node_id: int, persona: str, threshold: float) -> list[int]:
+        return prune_siblings_voicing(self.loom, node_id, persona, threshold)
+
+    def counterfactual_parent(self, node_id: int, token_index: int) -> int:
+        """Where to generate when the user picks another token at `token_index` of `node_id`.
+
+        Splits the node there (the original continuation becomes a child of the head) and returns
+        the head; at index 0 nothing is split and the node's parent is returned.
+        """
+        if token_index <= 0:
+            parent = self.summary(node_id).parent
+            if parent is None:
+                raise ValueError("the root has no parent to branch from")
+            return parent
+        self.split(node_id, token_index)
+        return node_id
+
+    # ----------------------------------------------------------------- generating
+
+    def run_generation(
+        self,
+        prefix_ids: Sequence[int],
+        n: int,
+        settings: SamplerSettings,
+        *,
+        forced: Sequence[int] | None = None,
+        top_logprobs: int = 5,
+        on_batch: Callable[[list[StreamedToken]], None] | None = None,
+        cancel: threading.Event | None = None,
+        fresh: bool = False,
+    ) -> GenerationResult:
+        """Generate `n` continuations of `prefix_ids` (a worker's job: the engine only).
+
+        Returns the branches as they stand: on cancel they hold the tokens generated so far.
+        """
+        backend = self.require_generation()
+        batcher = TokenBatcher(on_batch or (lambda _batch: None))
+        cancel = cancel or threading.Event()
+        with self.engine_lock:
+            started = time.perf_counter()
+            branches = backend.generate(
+                list(prefix_ids),
+                n,
+                settings,
+                top_logprobs=top_logprobs,
+                forced=list(forced) if forced else None,
+                on_step=batcher.on_step,
+                cancel=cancel,
+                fresh=fresh,
+            )
+            elapsed = time.perf_counter() - started
+        batcher.flush()
+        self.ensure_model_hash()
+        n_tokens = sum(len(b.tokens) for b in branches)
+        return GenerationResult(branches, elapsed, n_tokens, cancel.is_set())
+
+    def save_branches(
+        self,
+        parent_id: int,
+        result: GenerationResult,
+        settings: SamplerSettings,
+        *,
+        forced: Sequence[int] | None = None,
+    ) -> list[int]:
+        """Write a generation's branches as children of `parent_id`, in one transaction.
+
+        Empty branches (cancelled before their first token) are dropped; partial ones are kept.
+        """
+        batch_id = uuid.uuid4().hex
+        size = len(result.branches)
+        new_nodes = [
+            NewNode(
+                text=branch.tokens.text,
+                author="model",
+                tokens=branch.tokens,
+                generation=generation_record(
+                    settings,
+                    model=self.model_name,
+                    model_sha256=self.model_sha256,
+                    branch=branch,
+                    batch_id=batch_id,
+                    batch_size=size,
+                    forced=forced or (),
+                ),
+            )
+            for branch in result.branches
+            if len(branch.tokens)
+        ]
+        if not new_nodes:
+            return []
+        return [int(i) for i in self.loom.add_children(parent_id, new_nodes)]
+
+    def generate(
+        self,
+        parent_id: int,
+        n: int,
+        settings: SamplerSettings,
+        *,
+        keep_recent: bool = False,
+        top_logprobs: int = 5,
+    ) -> list[int]:
+        """Generate `n` children of `parent_id` and save them, in this thread (the CLI's way).
+
+        A path longer than the context is refused, unless `keep_recent` keeps only its most recent
+        tokens. Without a seed in `settings` one is drawn, so every branch records the seed that
+        reproduces it. A generation that wrote nothing at all is an error, not an empty success."""
+        if settings.seed is None:
+            settings = replace(settings, seed=new_seed())
+        prefix = self.prefix_ids(parent_id)
+        n_ctx = self.n_ctx
+        if n_ctx is not None:
+            room = n_ctx - settings.max_tokens - 1  # one position for BOS
+            if len(prefix) > room:
+                if not keep_recent:
+                    raise ContextOverflowError(len(prefix) + 1 + settings.max_tokens, n_ctx)
+                prefix = prefix[-room:] if room > 0 else []
+        result = self.run_generation(prefix, n, settings, top_logprobs=top_logprobs)
+        saved = self.save_branches(parent_id, result, settings)
+        if not saved:
+            notes = {b.note for b in result.branches if b.note}
+            why = "; ".join(sorted(notes)) or "every branch ended before its first token"
+            raise EngineError(f"the model wrote nothing: {why}")
+        return saved
+
+    # ----------------------------------------------------------------- the block multiverse
+
+    def multiverse(
+        self,
+        prefix_ids: Sequence[int],
+        depth: int,
+        width: int,
+        *,
+        cancel: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> MultiverseNode:
+        """The block multiverse after `prefix_ids` (a worker's job: the engine only)."""
+        backend = self.require_generation()
+        with self.engine_lock:
+            root = build_multiverse(
+                backend, prefix_ids, depth, width, cancel=cancel, progress=progress
+            )
+        self.ensure_model_hash()
+        return root
+
+    def save_multiverse_path(
+        self, parent_id: int, root: MultiverseNode, path: Sequence[MultiverseNode]
+    ) -> int:
+        """Write a chosen multiverse path as one model-authored child of `parent_id`."""
+        tokens = path_tokens_of(path, root.alternatives)
+        record = GenerationSettings(
+            model=self.model_name,
+            model_sha256=self.model_sha256,
+            temperature=0.0,
+            top_p=1.0,
+            top_k=len(root.alternatives),
+            min_p=0.0,
+            seed=None,
+            max_tokens=len(path),
+            forced_tokens=[int(t) for t in tokens.ids],
+        )
+        return int(
+            self.loom.add_child(
+                parent_id, tokens.text, author="model", tokens=tokens, generation=record
+            )
+        )
+
+    # ----------------------------------------------------------------- personas
+
+    def plan_labels(
+        self,
+        persona_set: PersonaSet,
+        node_ids: Sequence[int] | None = None,
+        threshold: float = DEFAULT_LABEL_THRESHOLD,
+    ) -> LabelRun:
+        """Score nodes against a persona set (a worker's job: reads the loom, calls the model);
+        `write_labels` stores the result."""
+        backend = self.backend
+        if backend is None:
+            raise GenerationUnavailable(f"labelling needs a model: {self.no_model_reason}")
+        with self.engine_lock:
+            return plan_labels(self.loom, backend, persona_set, node_ids, threshold)
+
+    def switch_to(self, loom: Loom) -> None:
+        """Show another loom in this session (a replay's state rebuilt from the start)."""
+        self.loom = loom
+        self._forget_nodes()
+
+    # ----------------------------------------------------------------- lifetime
+
+    def close(self) -> None:
+        self.loom.close()

@@ -1,0 +1,101 @@
+"""How workers reach the UI: every result, every progress report, is one of these messages.
+
+Workers (generation, model loading, labelling, the multiverse, export) never touch a widget or
+write the loom: they post a message, and its handler, on the UI thread, writes and shows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textual.message import Message
+from textual.widgets.tree import TreeNode
+
+from loom.app.generation import GenerationResult, StreamedToken
+from loom.app.multiverse import MultiverseNode
+from loom.engine.backend import Backend
+from loom.engine.sampling import SamplerSettings
+from loom.personas.actions import LabelRun
+
+
+@dataclass
+class GenerationJob:
+    parent_id: int
+    n: int
+    settings: SamplerSettings
+    forced: list[int] | None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    pending: list[TreeNode[int]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+class TokensArrived(Message):
+    def __init__(self, job: GenerationJob, batch: list[StreamedToken]) -> None:
+        super().__init__()
+        self.job, self.batch = job, batch
+
+
+class GenerationDone(Message):
+    def __init__(
+        self, job: GenerationJob, result: GenerationResult | None, error: Exception | None
+    ) -> None:
+        super().__init__()
+        self.job, self.result, self.error = job, result, error
+
+
+class ModelProgress(Message):
+    """Assembling (total > 0) or loading (total 0) the model."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__()
+        self.done, self.total = done, total
+
+
+class ModelLoaded(Message):
+    def __init__(self, backend: Backend | None, error: str, path: Path | None) -> None:
+        super().__init__()
+        self.backend, self.error, self.path = backend, error, path
+
+
+class LabelsDone(Message):
+    def __init__(self, run: LabelRun | None, error: Exception | None, quiet: bool) -> None:
+        super().__init__()
+        self.run, self.error, self.quiet = run, error, quiet
+
+
+class MultiverseProgress(Message):
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__()
+        self.done, self.total = done, total
+
+
+class MultiverseBuilt(Message):
+    def __init__(self, root: MultiverseNode | None, error: Exception | None) -> None:
+        super().__init__()
+        self.root, self.error = root, error
+
+
+class ExportProgress(Message):
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__()
+        self.done, self.total = done, total
+
+
+class ExportDone(Message):
+    def __init__(self, target: Path, error: Exception | None) -> None:
+        super().__init__()
+        self.target, self.error = target, error
+
+
+class Forked(Message):
+    """A replay's fork was written (or not: `error`)."""
+
+    def __init__(
+        self, seq: int, path: Path, seconds: float | None, error: Exception | None
+    ) -> None:
+        super().__init__()
+        self.seq, self.path, self.seconds, self.error = seq, path, seconds, error
