@@ -152,7 +152,7 @@ class TokenArray:
         ]
 
     def to_json(self) -> list[dict[str, Any]]:
-        """The `tokens` list of a loom-json node (DESIGN.md §3), plus `entropy` where known."""
+        """The `tokens` list of a loom-json node (docs/user-guide.md), with `entropy` if known."""
         # Column-wise conversion with tolist(): per-element numpy scalar access dominates export
         # time on large looms otherwise.
         ids = self.ids.tolist()

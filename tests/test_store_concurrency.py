@@ -178,3 +178,36 @@ def test_a_killed_import_leaves_no_half_written_loom(tmp_path: Path) -> None:
     Loom.from_document(path, doc).close()  # the name is still free for a retry
     with Loom.open(path) as lm:
         assert lm.stats()["nodes"] == len(nodes)
+
+
+def test_any_thread_reads_only_the_opening_thread_writes(tmp_path: Path) -> None:
+    """The store's threading rule, as the app relies on it: workers read, the UI thread writes."""
+    import threading
+
+    from loom.store.errors import LoomError
+
+    with Loom.create(tmp_path / "t.loom", prompt="root") as loom:
+        child = loom.add_child(loom.root_id, " a", author="human")
+        seen: dict[str, object] = {}
+
+        def worker() -> None:
+            seen["text"] = loom.node(child).text
+            try:
+                loom.add_child(loom.root_id, " b", author="human")
+            except LoomError as exc:
+                seen["refused"] = str(exc)
+            try:
+                with loom.batch():
+                    loom.prune(child)
+            except LoomError as exc:
+                seen["batch"] = str(exc)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        assert seen["text"] == " a"
+        assert "only from the thread that opened it" in str(seen["refused"])
+        assert "only from the thread that opened it" in str(seen["batch"])
+        assert len(loom.children(loom.root_id)) == 1 and not loom.header(child).pruned
+        loom.prune(child)  # the opening thread still writes
+        assert loom.header(child).pruned

@@ -292,6 +292,7 @@ def test_load_persona_set_file(tmp_path: Path) -> None:
         # without a model, labelling says why instead of failing
         app.session.set_backend(None, "no model loaded")
         assert not app.start_labelling([ids["A"]])
+        await pilot.pause()
         assert "labelling needs a model: no model loaded" in notices(app)
 
     run(app, body)

@@ -2,9 +2,9 @@
 
 A node records how it was made (`GenerationSettings`): the model's name and sha256, the sampler
 settings, the seed, the forced tokens it starts with, and the batch it was generated in. Batched
-decoding is deterministic only for the same batch (DESIGN.md §4: logits differ in the last digits
-across batch compositions), so the whole batch is re-run: the same number of branches, seed,
-settings and forced tokens, after the same prompt. The node's branch is then compared token by
+decoding is deterministic only for the same batch (logits differ in the last digits across batch
+compositions; see loom.engine.engine), so the whole batch is re-run: the same number of branches,
+seed, settings and forced tokens, after the same prompt. The node's branch is then compared token by
 token with what was stored; its siblings of the batch are compared too.
 
 The prompt and the stored tokens come from the event log when it holds the `add` event of the

@@ -42,8 +42,9 @@ from loom.personas.actions import (
 from loom.personas.sets import PersonaSet
 from loom.personas.trajectory import Trajectory, stored_trajectory
 from loom.store.events import Event
-from loom.store.loom import Loom, NewNode, SearchHit
+from loom.store.loom import Loom, NewNode
 from loom.store.model import GenerationSettings, LoomDocument, Node, Persona
+from loom.store.search import SearchHit
 from loom.store.tokenizer import FunctionTokenizer
 from loom.store.views import NodeHeader
 from loom.tokens import TokenArray

@@ -86,10 +86,6 @@ class ModelInfo:
         """Hash of the file, remembered across runs by path+size+mtime (see hashing.py)."""
         return sha256_of(self.path)
 
-    @property
-    def looks_like_base(self) -> bool:
-        return self.looks_like == "base"
-
     def to_json(self, *, with_sha256: bool = False) -> dict[str, Any]:
         """A plain description for `loom models --json` (sha256 on request only: it may hash)."""
         out: dict[str, Any] = {

@@ -2,7 +2,7 @@
 
 llama.cpp can kill the process outright (SIGSEGV in a CPU kernel: see loom.engine.cpu). Python
 cannot catch that, so before the first in-process load of a model with a given llama.cpp build on a
-given CPU, a child process (`python -m loom.engine.probe MODEL`) loads it and decodes one token.
+given CPU, a child process (`python -m loom.engine.trial MODEL`) loads it and decodes one token.
 If the child dies by a signal or hangs, loading stops with an `EngineCrashError` naming the signal
 and pointing to `loom doctor`. A probe that passed is remembered in the cache (keyed by the
 library, the model file, the CPU flags and the repacking choice), so it runs once, not every time.
@@ -17,16 +17,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loom.engine.errors import DOCTOR_HINT, EngineCrashError, EngineError
+from loom.engine.errors import DOCTOR_HINT, EngineCrashError
 from loom.paths import cache_dir
 
 PROBE_TIMEOUT_S = 180.0
-PROBE_PROMPT = "The croissant"
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,7 @@ class ProbeResult:
 
 
 def probe_command(model: Path) -> list[str]:
-    return [sys.executable, "-m", "loom.engine.probe", str(model)]
+    return [sys.executable, "-m", "loom.engine.trial", str(model)]
 
 
 def run_probe(
@@ -152,42 +150,3 @@ def ensure_model_runs(model: Path) -> None:
         _remember(key)
     # An ordinary failure (bad file, no memory…) is left to the in-process load, which raises
     # the same error with its own message.
-
-
-# --- the child ---------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from loom.engine.engine import Engine
-    from loom.engine.sampling import SamplerSettings
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m loom.engine.probe MODEL.gguf", file=sys.stderr)
-        return 2
-    try:
-        started = time.perf_counter()
-        engine = Engine.load(args[0], n_ctx=256, n_seq_max=1, check=False)
-        loaded = time.perf_counter()
-        with engine:
-            (branch,) = engine.generate(
-                engine.tokenize(PROBE_PROMPT), 1, SamplerSettings(temperature=0.0, max_tokens=1)
-            )
-        decoded = time.perf_counter()
-    except EngineError as exc:
-        print(f"loom: error: {exc}", file=sys.stderr)
-        return 1
-    from loom.engine.runtime import weights_were_repacked
-
-    report = {
-        "load_s": loaded - started,
-        "decode_s": decoded - loaded,
-        "token": branch.text,
-        "repacked": weights_were_repacked(),
-    }
-    print(json.dumps(report))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

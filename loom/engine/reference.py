@@ -2,7 +2,8 @@
 
 It shares only the loaded weights with the engine: a fresh context with one sequence, the whole
 token list decoded as one prompt with logits at every position, no cache, no copies, no batching
-across sequences. Batched evaluation is not bit-exact against it (DESIGN.md §4), only close.
+across sequences. Batched evaluation is not bit-exact against it (see loom.engine.engine), only
+close.
 """
 
 from __future__ import annotations

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from loom.engine.errors import RemoteError
 from loom.engine.results import Branch, FinishReason, StepUpdate
 from loom.engine.sampling import SamplerSettings, new_seed
+from loom.engine.text import stream_texts
 from loom.tokens import TokenArray
 
 API_KEY_ENV = "LOOM_API_KEY"
@@ -46,6 +48,12 @@ class _Tok:
 class _Run:
     tokens: list[_Tok] = field(default_factory=list)
     finish: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    name: str
+    sha256: str = ""  # the weights are on the server: nothing to hash here
 
 
 class RemoteBackend:
@@ -69,9 +77,37 @@ class RemoteBackend:
         self._tokenize_style: str | None = None  # "llama-server" | "extras" | "none"
         self._bos: list[int] | None = None
         self._piece_ids: dict[str, int] = {}
+        self._pieces: dict[int, bytes] = {}
 
     def __repr__(self) -> str:  # never show the key
         return f"RemoteBackend({self.base_url!r}, model={self.model!r})"
+
+    @property
+    def info(self) -> RemoteModel:
+        return RemoteModel(self.model or f"remote model at {self.base_url}")
+
+    @property
+    def n_ctx(self) -> int | None:
+        return None  # the server keeps its context to itself
+
+    def tokens_for(self, text: str) -> TokenArray:
+        """Human-written text as tokens without probabilities, tokenized by the server."""
+        ids = self.tokenize(text)
+        return TokenArray.from_ids(ids, stream_texts([self._piece(i) for i in ids]))
+
+    def _piece(self, token: int) -> bytes:
+        cached = self._pieces.get(token)
+        if cached is None:
+            cached = self._pieces[token] = self.detokenize([token]).encode("utf-8")
+        return cached
+
+    def score(
+        self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]]
+    ) -> list[npt.NDArray[np.float32]]:
+        raise RemoteError(
+            f"{self.base_url}: scoring on a remote server is not supported here yet; "
+            "label with a local model"
+        )
 
     # -- HTTP ------------------------------------------------------------------------------------
 

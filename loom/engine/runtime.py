@@ -1,6 +1,6 @@
 """The llama.cpp low-level API behind one object: model, one context, one reusable batch.
 
-Facts this relies on (DESIGN.md §4): the context must be created from
+Facts this relies on (measured on llama-cpp-python 0.3.36): the context must be created from
 `llama_context_default_params()` with `n_seq_max`, `kv_unified=True` (a prefix shared by several
 sequences fails to decode without it), `n_outputs_max` (Gemma's compute buffer drops from 514 MiB to
 tens), `swa_full=True` (forking from old positions in sliding-window layers) and 2 threads for both

@@ -1,4 +1,4 @@
-"""loom-json: loom's own full-fidelity interchange file (DESIGN.md §3).
+"""loom-json: loom's own full-fidelity interchange file (its fields: docs/user-guide.md).
 
 Beyond the §3 contract a file may carry, all optional: `"current"` (the node the loom was on),
 node `"manual_persona"` (the hand label, which always wins over `persona`), node `"meta"` and

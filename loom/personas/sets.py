@@ -1,6 +1,6 @@
 """Persona sets: the TOML files users write, loaded with one-line errors and saved back.
 
-A file (DESIGN.md §5) holds `[[persona]]` tables (name, description, color, prior) and optionally
+A file holds `[[persona]]` tables (name, description, color, prior) and optionally
 a top-level `title`, a starting `prompt` (what `loom new --personas FILE` puts in the root node) and
 a `framing` template that places a description before the path context when scoring.
 """

@@ -1,41 +1,4 @@
-"""The tree and its file. Never imports textual or rich.
-
-The API is `loom.store.loom.Loom` (see api_contract.md); the names below are re-exported for
-convenience.
+"""The tree and its file: `loom.store.loom.Loom` over one SQLite file with an event log, undo and
+redo, replay, search, and the event-log reader (history.py). Never imports textual or rich, and
+knows nothing of models beyond the data it keeps.
 """
-
-from loom.store.errors import (
-    InvalidEditError,
-    LoomBusyError,
-    LoomError,
-    LoomExistsError,
-    LoomFileError,
-    LoomVersionError,
-    ReadOnlyLoomError,
-    SearchQueryError,
-    TokensUnavailableError,
-    UnknownNodeError,
-)
-from loom.store.events import Event
-from loom.store.loom import Loom, NewNode, NodeHeader, SearchHit
-from loom.store.tokenizer import FunctionTokenizer, Tokenizer
-
-__all__ = [
-    "Event",
-    "FunctionTokenizer",
-    "InvalidEditError",
-    "Loom",
-    "LoomBusyError",
-    "LoomError",
-    "LoomExistsError",
-    "LoomFileError",
-    "LoomVersionError",
-    "NewNode",
-    "NodeHeader",
-    "ReadOnlyLoomError",
-    "SearchHit",
-    "SearchQueryError",
-    "Tokenizer",
-    "TokensUnavailableError",
-    "UnknownNodeError",
-]

@@ -187,11 +187,6 @@ def row_from_json(data: dict[str, Any]) -> TokenRow:
     return encode(tokens)
 
 
-def tokens_equal(a: TokenArray, b: TokenArray) -> bool:
-    """Exact equality, NaN equal to NaN (TokenArray's own == cannot compare numpy columns)."""
-    return encode(a).digest == encode(b).digest
-
-
 def mean_logprob(sum_logprob: float | None, n_logprob: int) -> float | None:
     if sum_logprob is None or n_logprob == 0 or math.isnan(sum_logprob):
         return None

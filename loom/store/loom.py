@@ -24,7 +24,12 @@ from loom.store import document, rows, textops, views
 from loom.store import events as ev
 from loom.store.apply import commit_event, load_event
 from loom.store.db import Database, building
-from loom.store.errors import InvalidEditError, TokensUnavailableError, UnknownNodeError
+from loom.store.errors import (
+    InvalidEditError,
+    LoomError,
+    TokensUnavailableError,
+    UnknownNodeError,
+)
 from loom.store.events import Event, ref_of, token_ref
 from loom.store.model import (
     Author,
@@ -97,7 +102,15 @@ def _span_fields(conn: sqlite3.Connection, span: Span) -> dict[str, Any]:
 
 
 class Loom:
-    """One open loom: `Loom.create`, `Loom.open` or `Loom.from_document`; close it (or `with`)."""
+    """One open loom: `Loom.create`, `Loom.open` or `Loom.from_document`; close it (or `with`).
+
+    Ids are ints (a new loom's root is 1; ids are never reused). Reads are cheap: headers
+    (`header`, `children`, `ancestors`) never load token blobs; `node` and `path_nodes` do. Every
+    edit is one event in the log, one SQLite transaction committed before the method returns,
+    and one undo step (`batch()` makes several edits one); a no-op edit logs nothing. A loom
+    opened read-only never writes its file. Errors are `loom.store.errors` classes with one-line
+    messages. How tokens follow text through edits: textops.py; import and export: document.py.
+    """
 
     def __init__(self, db: Database, *, tokenizer: Tokenizer | None = None) -> None:
         self._db = db
@@ -105,6 +118,10 @@ class Loom:
         self._current: int | None = None  # read-only looms keep the cursor in memory
         self._batch: list[int] | None = None  # undoable seqs of the open batch
         self._batch_thread: int | None = None
+        # Threads: any thread may read (the connection is guarded by a lock, each read is one
+        # consistent snapshot); only the thread that opened the loom writes, so the order of the
+        # writes is the order its owner (the app's UI thread, the CLI) made them.
+        self._owner = threading.get_ident()
 
     # --- opening and closing ------------------------------------------------------------------
 
@@ -693,11 +710,12 @@ class Loom:
         """Make the edits inside one transaction and one undo step (all or nothing on error).
 
         The write lock is held throughout, so keep slow work (model calls) outside. Nested
-        batches join the outer one; other threads wait for it to end.
+        batches join the outer one.
         """
         if self._batch_thread == threading.get_ident():
             yield
             return
+        self._check_writer()
         with self._db.write() as conn:
             self._batch, self._batch_thread = [], threading.get_ident()
             try:
@@ -712,8 +730,16 @@ class Loom:
         if self._batch_thread == threading.get_ident():
             yield self._db.conn  # inside this thread's batch: its transaction is open
             return
+        self._check_writer()
         with self._db.write() as conn:
             yield conn
+
+    def _check_writer(self) -> None:
+        if threading.get_ident() != self._owner:
+            raise LoomError(
+                "internal error: a loom is written only from the thread that opened it "
+                "(workers hand their results to that thread)"
+            )
 
     def undo(self) -> Event | None:
         """Undo the latest step still done (by any process on this file): one edit, or every edit

@@ -1,6 +1,6 @@
 """Plain data of a loom: what the store keeps and what every import/export format converts.
 
-`LoomDocument` is the in-memory, flat form of a whole loom (the loom-json contract of DESIGN.md §3).
+`LoomDocument` is the in-memory, flat form of a whole loom (the shape of a loom-json file).
 Formats convert between it and files; the store converts between it and SQLite.
 """
 
@@ -89,7 +89,7 @@ class PersonaLabel:
     source: LabelSource
     posterior: dict[str, float] = field(default_factory=dict)
     # Written by loom.personas (see docs/personas.md); serialised only when set, so plain labels
-    # keep the loom-json shape of DESIGN.md §3.
+    # keep the loom-json shape.
     raw_posterior: dict[str, float] = field(default_factory=dict)  # uncalibrated posterior
     path_posterior: dict[str, float] = field(default_factory=dict)  # after root..node (trajectory)
     collapse: bool = False  # the path posterior jumped at this node (waluigi collapse)

@@ -49,15 +49,6 @@ class NodeHeader:
             return self.manual_persona
         return None if self.persona is None else self.persona.label
 
-    @property
-    def is_leaf(self) -> bool:
-        return self.n_children == 0
-
-    def preview(self, width: int = 60) -> str:
-        """The text on one line, cut to `width` characters."""
-        flat = " ".join(self.text.split())
-        return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
-
 
 _HEADER_SELECT = (
     "SELECT n.id, n.parent, n.author, n.text, n.created_at, n.depth, n.position, "

@@ -564,9 +564,6 @@ class ReadingPane(ScrollView, can_focus=True):
 
     # ----------------------------------------------------------------- queries
 
-    def line_count(self) -> int:
-        return len(self._wrap)
-
     def visible_text(self) -> str:
         """The wrapped text as drawn (tests read it)."""
         runs = (self._wrap.runs(y) for y in range(len(self._wrap)))
