@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from loom.text import inert, one_line
 
 if TYPE_CHECKING:
+    from loom.config import Config
     from loom.engine.engine import Engine
     from loom.store.loom import Loom
 
@@ -229,6 +230,34 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config() -> Config:
+    from loom.config import ConfigError, load_config
+
+    try:
+        return load_config()
+    except ConfigError as exc:
+        _fail(f"config: {exc}")
+
+
+def _generation_flags(args: argparse.Namespace) -> None:
+    """Fill the generation flags left out from the config, as the app's `g` would use them."""
+    config = _config()
+    preset = config.active_preset()
+    defaults = {
+        "n": preset.n or config.n,
+        "max_tokens": preset.max_tokens or config.max_tokens,
+        "temperature": preset.temperature,
+        "top_p": preset.top_p,
+        "top_k": preset.top_k,
+        "min_p": preset.min_p,
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.model is None and config.model:
+        args.model = str(Path(config.model).expanduser())
+
+
 def _sampler_settings(args: argparse.Namespace) -> Any:
     """The sampler flags as engine settings, checked before any model is loaded."""
     from loom.engine.sampling import SamplerSettings, SamplerSettingsError
@@ -249,14 +278,15 @@ def _sampler_settings(args: argparse.Namespace) -> Any:
 def cmd_generate(args: argparse.Namespace) -> int:
     from loom.app.session import Session
 
+    if args.remote is not None and args.model is not None:
+        _fail("give --model or --remote, not both")
+    _generation_flags(args)
     if not 1 <= args.n <= 64:
         _fail(f"-n must be between 1 and 64, not {args.n}")
     if not 1 <= args.max_tokens <= 4096:
         _fail(f"--max-tokens must be between 1 and 4096, not {args.max_tokens}")
     settings = _sampler_settings(args)
     _existing_loom(args.path)
-    if args.remote is not None and args.model is not None:
-        _fail("give --model or --remote, not both")
     backend: Any
     if args.remote is not None:
         from loom.engine.remote import RemoteBackend
@@ -466,12 +496,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="add N model-written children to a node")
     p.add_argument("path", type=Path)
     p.add_argument("--node", help="parent node id (default: the last visited)")
-    p.add_argument("-n", type=int, default=4, help="number of branches (1-64)")
-    p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--min-p", type=float, default=0.0)
+    # Unset flags come from the config, as `g` in the app: [generation] and its preset.
+    p.add_argument("-n", type=int, help="number of branches, 1-64 (default: the config's)")
+    p.add_argument("--max-tokens", type=int, help="tokens per branch (default: the config's)")
+    p.add_argument("--temperature", type=float, help="(default: the config's preset)")
+    p.add_argument("--top-p", type=float, help="(default: the config's preset)")
+    p.add_argument("--top-k", type=int, help="0 is off (default: the config's preset)")
+    p.add_argument("--min-p", type=float, help="(default: the config's preset)")
     p.add_argument("--seed", type=int, help="seed (default: random, recorded in the loom)")
     p.add_argument(
         "--keep-recent",

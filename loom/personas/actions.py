@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -72,28 +73,11 @@ class LabelRun:
 
 
 def label_nodes(
-    loom: Loom,
-    engine: Backend,
-    persona_set: PersonaSet,
-    node_ids: Sequence[NodeId] | None = None,
-    threshold: float = DEFAULT_LABEL_THRESHOLD,
-    *,
-    collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
-    calibration: Calibration = DEFAULT_CALIBRATION,
-    progress: Progress | None = None,
+    loom: Loom, engine: Backend, persona_set: PersonaSet, *args: Any, **options: Any
 ) -> LabelRun:
-    """Score nodes against `persona_set` and store the posteriors as model labels (both steps:
-    see `plan_labels` and `write_labels`)."""
-    run = plan_labels(
-        loom,
-        engine,
-        persona_set,
-        node_ids,
-        threshold,
-        collapse_threshold=collapse_threshold,
-        calibration=calibration,
-        progress=progress,
-    )
+    """Score nodes against `persona_set` and store the posteriors as model labels: both steps,
+    `plan_labels` (which takes the same arguments) and `write_labels`."""
+    run = plan_labels(loom, engine, persona_set, *args, **options)
     write_labels(loom, run)
     return run
 

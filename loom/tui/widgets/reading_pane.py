@@ -272,6 +272,8 @@ class ReadingPane(ScrollView, can_focus=True):
         # Drawn lines (with the base style they were drawn on). Lines of the ancestors a move
         # keeps are kept too, so a step to a sibling draws only what changed.
         self._line_strips: dict[int, tuple[Style, Strip]] = {}
+        self._paint_base: Style | None = None  # the style and width of the last paint
+        self._paint_width = 0
         self.scale: ProbabilityScale | None = None
         self.node_colour = Color.parse("#ffa62b")
         self.cursor_colour = Color.parse("#3d8bfd")
@@ -426,8 +428,8 @@ class ReadingPane(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         index = scroll_y + y
-        base = getattr(self, "_paint_base", None) or self.rich_style
-        width = getattr(self, "_paint_width", 0) or self.scrollable_content_region.width
+        base = self._paint_base or self.rich_style
+        width = self._paint_width or self.scrollable_content_region.width
         if self.path is None or not len(self.path):
             if index == 0:
                 return Strip([Segment("(empty: write or generate a first node)", base)])

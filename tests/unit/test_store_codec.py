@@ -1,0 +1,109 @@
+"""Token arrays to stored bytes and to exported JSON, exactly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from support.store import model_tokens
+
+from loom.store import codec
+from loom.tokens import TokenArray
+
+
+def same(a: TokenArray, b: TokenArray) -> bool:
+    return (
+        a.ids.tobytes() == b.ids.tobytes()
+        and a.texts == b.texts
+        and a.logprobs.tobytes() == b.logprobs.tobytes()
+        and a.top_ids.tobytes() == b.top_ids.tobytes()
+        and a.top_ids.shape == b.top_ids.shape
+        and a.top_logprobs.tobytes() == b.top_logprobs.tobytes()
+        and a.top_texts == b.top_texts
+        and (a.entropy is None) == (b.entropy is None)
+        and (a.entropy is None or b.entropy is None or a.entropy.tobytes() == b.entropy.tobytes())
+    )
+
+
+def odd_tokens() -> TokenArray:
+    t = model_tokens(" a b c d", k=4, seed=5)
+    t.logprobs[0] = np.nan
+    t.logprobs[1] = -0.0
+    t.top_logprobs[2, 3] = np.nan
+    t.texts[3] = "\ud83d"  # half of a UTF-8 character split across tokens
+    return t
+
+
+CASES = {
+    "model": model_tokens(" one two three", k=5),
+    "odd": odd_tokens(),
+    "human_k0": TokenArray.from_ids([1, 2, 3], ["x", "\x00", "\r\n"]),
+    "no_entropy": model_tokens(" p q", entropy=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_encode_decode_is_exact(name: str) -> None:
+    tokens = CASES[name]
+    back = codec.decode_row(codec.encode(tokens))
+    assert same(back, tokens)
+    assert back.ids.dtype == np.int32 and back.top_logprobs.dtype == np.float32
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_exported_json_form_is_exact_and_strict_json(name: str) -> None:
+    row = codec.encode(CASES[name])
+    data = json.loads(json.dumps(codec.row_to_json(row), allow_nan=False))
+    again = codec.row_from_json(data)
+    assert again.digest == row.digest
+    assert same(codec.decode_row(again), CASES[name])
+
+
+def test_top_texts_beyond_the_top_ids_are_kept() -> None:
+    tokens = model_tokens(" a b", k=2)
+    tokens.top_texts[99_999] = "extra"
+    assert codec.decode_row(codec.encode(tokens)).top_texts == tokens.top_texts
+    del tokens.top_texts[99_999]
+    del tokens.top_texts[int(tokens.top_ids[0, 1])]  # one alternative with no text
+    assert codec.decode_row(codec.encode(tokens)).top_texts == tokens.top_texts
+
+
+def test_digest_ignores_dict_order_but_not_content() -> None:
+    a = model_tokens(" a b", k=3, seed=1)
+    b = model_tokens(" a b", k=3, seed=1)
+    b.top_texts = dict(reversed(list(b.top_texts.items())))
+    assert codec.encode(a).digest == codec.encode(b).digest
+    b.logprobs[0] += 0.5
+    assert codec.encode(a).digest != codec.encode(b).digest
+
+
+def test_statistics_skip_unknown_logprobs() -> None:
+    row = codec.encode(odd_tokens())
+    lps = odd_tokens().logprobs
+    known = lps[~np.isnan(lps)].astype(np.float64)
+    assert row.n_logprob == len(known) and row.sum_logprob == pytest.approx(float(known.sum()))
+    assert codec.encode(TokenArray.from_ids([1], ["x"])).sum_logprob is None
+    assert codec.mean_logprob(None, 0) is None and codec.mean_logprob(-2.0, 4) == -0.5
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {},
+        {"n": 1, "k": 0, "ids": "!!", "logprobs": "", "top_ids": "", "top_logprobs": ""},
+        {
+            "n": 2,
+            "k": 0,
+            "ids": "AAAAAA==",
+            "logprobs": "AAAAAA==",
+            "top_ids": "",
+            "top_logprobs": "",
+            "texts": "[]",
+            "top_texts": "[]",
+        },
+    ],
+)
+def test_malformed_token_json_is_a_value_error(broken: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="malformed"):
+        codec.row_from_json(broken)
