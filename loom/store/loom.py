@@ -93,6 +93,38 @@ def _span(conn: sqlite3.Connection, rec: Record) -> Span:
     return Span(rec["text"], rows.load_tokens(conn, ref_of(rec["tokens"])), rec["tokens_partial"])
 
 
+def _new_record(
+    conn: sqlite3.Connection,
+    node_id: int,
+    parent: int | None,
+    position: int,
+    author: str,
+    created_at: float,
+    span: Span,
+    *,
+    generation: dict[str, Any] | None = None,
+    persona: dict[str, Any] | None = None,
+    manual_persona: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Record:
+    """The record of a node as an event carries it: new, unmarked, its span's tokens stored."""
+    return {
+        "id": node_id,
+        "parent": parent,
+        "position": position,
+        "author": author,
+        "created_at": created_at,
+        "generation": generation,
+        "persona": persona,
+        "manual_persona": manual_persona,
+        "bookmarked": False,
+        "pruned": False,
+        "tags": [],
+        "meta": meta,
+        **_span_fields(conn, span),
+    }
+
+
 def _span_fields(conn: sqlite3.Connection, span: Span) -> dict[str, Any]:
     return {
         "text": span.text,
@@ -140,21 +172,7 @@ class Loom:
         _check_text(title, "title")
         span = textops.new_text(_check_text(prompt, "prompt"), prompt_tokens, tokenizer)
         with building(path) as conn:
-            root: Record = {
-                "id": ROOT_ID,
-                "parent": None,
-                "position": 0,
-                "author": "human",
-                "created_at": time.time(),
-                "generation": None,
-                "persona": None,
-                "manual_persona": None,
-                "bookmarked": False,
-                "pruned": False,
-                "tags": [],
-                "meta": None,
-                **_span_fields(conn, span),
-            }
+            root = _new_record(conn, ROOT_ID, None, 0, "human", time.time(), span)
             payload = {"title": title, "root": ROOT_ID, "current": ROOT_ID, "nodes": [root]}
             commit_event(conn, ev.CREATE, payload)
             _stamp(conn)
@@ -457,21 +475,18 @@ class Loom:
             ids = rows.allocate_ids(conn, len(nodes))
             first = rows.next_position(conn, parent)
             records = [
-                {
-                    "id": node_id,
-                    "parent": parent,
-                    "position": first + i,
-                    "author": new.author,
-                    "created_at": now,
-                    "generation": None if new.generation is None else new.generation.to_json(),
-                    "persona": None if new.persona is None else new.persona.to_json(),
-                    "manual_persona": None,
-                    "bookmarked": False,
-                    "pruned": False,
-                    "tags": [],
-                    "meta": dict(new.meta) or None,
-                    **_span_fields(conn, span),
-                }
+                _new_record(
+                    conn,
+                    node_id,
+                    parent,
+                    first + i,
+                    new.author,
+                    now,
+                    span,
+                    generation=None if new.generation is None else new.generation.to_json(),
+                    persona=None if new.persona is None else new.persona.to_json(),
+                    meta=dict(new.meta) or None,
+                )
                 for i, (node_id, new, span) in enumerate(zip(ids, nodes, spans, strict=True))
             ]
             self._commit(conn, ev.ADD, {"parent": parent, "nodes": records})
@@ -516,21 +531,18 @@ class Loom:
             else:
                 head, tail = textops.split_at_token(span, int(at_token or 0), self.tokenizer)
             (tail_id,) = rows.allocate_ids(conn, 1)
-            tail_rec: Record = {
-                "id": tail_id,
-                "parent": node_id,
-                "position": 0,
-                "author": rec["author"],
-                "created_at": rec["created_at"],
-                "generation": rec["generation"],
-                "persona": rec["persona"],
-                "manual_persona": rec["manual_persona"],
-                "bookmarked": False,
-                "pruned": False,
-                "tags": [],
-                "meta": None,
-                **_span_fields(conn, tail),
-            }
+            tail_rec = _new_record(
+                conn,
+                tail_id,
+                node_id,
+                0,
+                rec["author"],
+                rec["created_at"],
+                tail,
+                generation=rec["generation"],
+                persona=rec["persona"],
+                manual_persona=rec["manual_persona"],
+            )
             payload = {
                 "id": node_id,
                 "old": {k: rec[k] for k in ("text", "tokens", "tokens_partial", "persona")},
