@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from loom.text import inert, one_line
+from loom.text import inert, one_line, quoted
 
 if TYPE_CHECKING:
     from loom.config import Config
@@ -96,10 +96,10 @@ def _resolve_model(model: str | None) -> Path:
     return path
 
 
-def _load_engine(model: str | None) -> Engine:
+def _load_engine(model: str | None, *, sequences: int = 16) -> Engine:
     from loom.engine.engine import Engine
 
-    return Engine.load(_resolve_model(model))
+    return Engine.load(_resolve_model(model), n_seq_max=max(16, sequences))
 
 
 # --- subcommands --------------------------------------------------------------------------------
@@ -340,6 +340,148 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_census(args: argparse.Namespace) -> int:
+    from loom.app.census import CensusSettings, census_lines
+    from loom.app.session import Session
+
+    settings = CensusSettings(
+        rollouts=args.rollouts, tokens=args.tokens, seed=args.seed, batch=args.batch
+    )
+    settings.check()  # before the model loads
+    _existing_loom(args.path)
+    engine = _load_engine(args.model, sequences=args.batch)
+    with _open_loom(args.path, readonly=False) as loom:
+        session = Session(loom, engine)
+        node_id = _node_id(loom, args.node)
+        result = session.run_census(
+            node_id,
+            settings,
+            token_index=args.token_index,
+            progress=_progress_printer("census"),
+        )
+        seq = session.save_census(result)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        for line in census_lines(result):
+            print(one_line(line))
+    print(f"stored as event {seq} (loom replay lists it)", file=sys.stderr)
+    return 0
+
+
+def cmd_grow(args: argparse.Namespace) -> int:
+    from loom.app.growth import Growth, GrowthPolicy, GrowthStep, grow
+    from loom.app.session import Session
+
+    _generation_flags(args)
+    settings = _sampler_settings(args)
+    _existing_loom(args.path)
+    engine = _load_engine(args.model)
+    with _open_loom(args.path, readonly=False) as loom:
+        session = Session(loom, engine)
+        root = _node_id(loom, args.node)
+        persona_set = session.persona_set
+        policy = GrowthPolicy.parse(args.policy, persona_set.names if persona_set else [])
+        growth = Growth(
+            session,
+            policy,
+            root,
+            args.n,
+            settings,
+            budget_tokens=args.budget,
+            budget_seconds=args.seconds,
+        )
+
+        def report(step: GrowthStep, ids: list[int]) -> None:
+            made = ", ".join(f"#{i}" for i in ids)
+            print(one_line(f"step {growth.steps}: {step.plan.reason} -> {made}"), flush=True)
+
+        grow(growth, on_step=report)
+    print(
+        f"grew {growth.steps} step(s), {growth.tokens} tokens ({policy.name}); "
+        "each step is one undo step",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_transitions(args: argparse.Namespace) -> int:
+    from loom.app.census import CensusSettings, transition_lines, transition_table
+    from loom.app.session import Session
+
+    settings = CensusSettings(rollouts=args.rollouts, tokens=args.tokens, seed=args.seed)
+    settings.check()
+    _existing_loom(args.path)
+    engine = _load_engine(args.model)
+    with _open_loom(args.path, readonly=False) as loom:
+        session = Session(loom, engine)
+        root = _node_id(loom, args.node) if args.node is not None else loom.root_id
+        pairs, fresh = session.plan_transitions(
+            root, settings, progress=_progress_printer("censuses")
+        )
+        for result in fresh:
+            session.save_census(result)
+    if not pairs:
+        _fail("no labelled node in this subtree: label some first (`loom label`)")
+    table = transition_table(pairs)
+    if args.json:
+        print(json.dumps(table.to_json(), indent=2))
+    else:
+        for line in transition_lines(table):
+            print(one_line(line))
+    print(f"{len(fresh)} new census(es) stored", file=sys.stderr)
+    return 0
+
+
+def cmd_forks(args: argparse.Namespace) -> int:
+    from loom.app.forks import FORKING_TV
+    from loom.app.session import Session
+
+    if args.budget <= 0:
+        _fail(f"--budget must be above 0, not {args.budget}")
+    _existing_loom(args.path)
+    engine = _load_engine(args.model)
+    with _open_loom(args.path, readonly=True) as loom:
+        session = Session(loom, engine)
+        node_id = _node_id(loom, args.node)
+        result = session.fork_map(
+            node_id,
+            args.budget,
+            whole_path=not args.node_only,
+            seed=args.seed,
+            rollouts=args.rollouts,
+            rollout_tokens=args.tokens,
+            progress=_progress_printer("fork map"),
+        )
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    forking = {p.index for p in result.forking()}
+    print(
+        f"fork map of node {node_id}: {len(result.points)} tokens weighed, "
+        f"{result.tokens_used} of {result.budget} budget tokens, seed {result.seed}"
+    )
+    for point in result.points:
+        mark = "FORK" if point.index in forking else "    "
+        outcomes = "  ".join(
+            f"{quoted(o.text, 12)} {o.p:.2f}→{_top_outcome(o.distribution(result.names))}"
+            for o in point.outcomes
+        )
+        print(
+            one_line(
+                f"{mark} token {point.index:>4} (#{point.node_id})  "
+                f"TV {point.divergence(result.names):.2f}  {outcomes}"
+            )
+        )
+    print(f"{len(forking)} forking token(s) (TV ≥ {FORKING_TV})", file=sys.stderr)
+    return 0
+
+
+def _top_outcome(distribution: dict[str, float]) -> str:
+    name = max(distribution, key=lambda k: distribution[k])
+    return f"{name} {distribution[name]:.0%}"
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     if args.headless:
         from loom.app.timeline import timeline_lines
@@ -555,6 +697,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", action="append", default=[], help="also look for models here")
     p.set_defaults(func=cmd_regenerate)
 
+    p = sub.add_parser("census", help="how often each persona speaks next from a node")
+    p.add_argument("path", type=Path)
+    p.add_argument("--node", help="node id (default: the last visited)")
+    p.add_argument(
+        "--token-index", type=int, help="a census after each alternative at this token of the node"
+    )
+    p.add_argument("-r", "--rollouts", type=int, default=32, help="rollouts (32)")
+    p.add_argument("-l", "--tokens", type=int, default=48, help="tokens per rollout (48)")
+    p.add_argument("--batch", type=int, default=16, help="rollouts decoded together (16)")
+    p.add_argument("--seed", type=int, help="seed (default: random, recorded)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
+    p.set_defaults(func=cmd_census)
+
+    p = sub.add_parser("grow", help="let the loom grow itself by a policy, under a budget")
+    p.add_argument("path", type=Path)
+    p.add_argument("--policy", required=True, help="explore, hunt:NAME or fork")
+    p.add_argument("--budget", type=int, help="tokens to generate")
+    p.add_argument("--seconds", type=float, help="or: seconds to run")
+    p.add_argument("--node", help="grow this node's subtree (default: the last visited)")
+    p.add_argument("-n", type=int, help="children per step (default: the config's)")
+    p.add_argument("--max-tokens", type=int, help="tokens per child (default: the config's)")
+    p.add_argument("--temperature", type=float, help="(default: the config's preset)")
+    p.add_argument("--top-p", type=float, help="(default: the config's preset)")
+    p.add_argument("--top-k", type=int, help="(default: the config's preset)")
+    p.add_argument("--min-p", type=float, help="(default: the config's preset)")
+    p.add_argument("--seed", type=int, help="seed (default: random, recorded per node)")
+    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
+    p.set_defaults(func=cmd_grow, remote=None)
+
+    p = sub.add_parser(
+        "transitions", help="for labelled nodes, the persona their futures are labelled with"
+    )
+    p.add_argument("path", type=Path)
+    p.add_argument("--node", help="the subtree (default: the whole loom)")
+    p.add_argument("-r", "--rollouts", type=int, default=8, help="rollouts per node (8)")
+    p.add_argument("-l", "--tokens", type=int, default=48, help="tokens per rollout (48)")
+    p.add_argument("--seed", type=int, help="seed (default: random, recorded)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
+    p.set_defaults(func=cmd_transitions)
+
+    p = sub.add_parser("forks", help="the tokens of a path where the persona outcome forks")
+    p.add_argument("path", type=Path)
+    p.add_argument("--node", help="the path's last node (default: the last visited)")
+    p.add_argument("--budget", type=int, default=20_000, help="rollout tokens to spend (20000)")
+    p.add_argument("--node-only", action="store_true", help="only the node's own tokens")
+    p.add_argument("-r", "--rollouts", type=int, default=4, help="rollouts per outcome per round")
+    p.add_argument("-l", "--tokens", type=int, default=24, help="tokens per rollout (24)")
+    p.add_argument("--seed", type=int, help="seed (default: random, recorded)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
+    p.set_defaults(func=cmd_forks)
+
     p = sub.add_parser(
         "doctor", help="check llama.cpp, the CPU, the model and loom's folders on this machine"
     )
@@ -572,6 +768,10 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("loom.formats.errors", "FormatError"),
         ("loom.engine.errors", "EngineError"),
         ("loom.personas.sets", "PersonaSetError"),
+        ("loom.app.census", "CensusError"),
+        ("loom.app.forks", "ForkMapError"),
+        ("loom.app.growth", "GrowthError"),
+        ("loom.app.generation", "GenerationUnavailable"),
     ):
         try:
             mod = __import__(module, fromlist=[name])

@@ -12,13 +12,26 @@ back and the owner writes them (`save_branches`, `save_multiverse_path`, `write_
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from loom.app.census import (
+    CensusError,
+    CensusOutcome,
+    CensusResult,
+    CensusSettings,
+    batch_seed,
+    run_census,
+)
+from loom.app.forks import ForkMap, fork_map
 from loom.app.generation import (
     GenerationResult,
     GenerationUnavailable,
@@ -37,13 +50,15 @@ from loom.personas.actions import (
     LabelRun,
     plan_labels,
     prune_siblings_voicing,
+    stored_bias,
+    stored_path_posterior,
     write_labels,
 )
 from loom.personas.sets import PersonaSet
 from loom.personas.trajectory import Trajectory, stored_trajectory
 from loom.store.events import Event
 from loom.store.loom import Loom, NewNode
-from loom.store.model import GenerationSettings, LoomDocument, Node, Persona
+from loom.store.model import GenerationSettings, LoomDocument, Node, Persona, PersonaLabel
 from loom.store.search import SearchHit
 from loom.store.tokenizer import FunctionTokenizer
 from loom.store.views import NodeHeader
@@ -351,8 +366,10 @@ class Session:
         settings: SamplerSettings,
         *,
         forced: Sequence[int] | None = None,
+        labels: Sequence[PersonaLabel | None] | None = None,
     ) -> list[int]:
-        """Write a generation's branches as children of `parent_id`, in one transaction.
+        """Write a generation's branches as children of `parent_id`, in one transaction, with
+        their persona labels if they were scored already (`labels[i]` for branch i).
 
         Empty branches (cancelled before their first token) are dropped; partial ones are kept.
         """
@@ -372,8 +389,9 @@ class Session:
                     batch_size=size,
                     forced=forced or (),
                 ),
+                persona=None if labels is None else labels[i],
             )
-            for branch in result.branches
+            for i, branch in enumerate(result.branches)
             if len(branch.tokens)
         ]
         if not new_nodes:
@@ -469,6 +487,190 @@ class Session:
             raise GenerationUnavailable(f"labelling needs a model: {self.no_model_reason}")
         with self.engine_lock:
             return plan_labels(self.loom, backend, persona_set, node_ids, threshold)
+
+    # ----------------------------------------------------------------- the census
+
+    def _census_inputs(self, node_id: int) -> tuple[Backend, PersonaSet, Any, Any]:
+        persona_set = self.persona_set
+        if persona_set is None:
+            raise CensusError(
+                "this loom has no persona set: load one (`loom label --personas SET.toml`, "
+                "`loom new --personas`, or ctrl+l in the app)"
+            )
+        backend = self.backend
+        if backend is None:
+            raise GenerationUnavailable(f"a census needs a model: {self.no_model_reason}")
+        names = persona_set.names
+        prior = np.asarray([p.prior for p in persona_set.normalised().personas], dtype=np.float64)
+        start = stored_path_posterior(self.loom, node_id, names, prior)
+        return backend, persona_set, start, stored_bias(self.loom, names)
+
+    def run_census(
+        self,
+        node_id: int,
+        settings: CensusSettings,
+        *,
+        token_index: int | None = None,
+        cancel: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> CensusResult:
+        """A census of `node_id`'s futures, or after each alternative at one of its tokens
+        (`token_index`, into the node's own tokens). A worker's job: reads the loom, runs the
+        model; `save_census` stores the result."""
+        settings.check()
+        backend, persona_set, start, bias = self._census_inputs(node_id)
+        seed = settings.seed if settings.seed is not None else new_seed()
+        context = self.prefix_ids(node_id)
+        places: list[tuple[int | None, str, float]] = [(None, "", 1.0)]
+        if token_index is not None:
+            tokens = self.loom.node(node_id).tokens
+            if not 0 <= token_index < len(tokens):
+                raise CensusError(
+                    f"node {node_id} has {len(tokens)} tokens: no token {token_index}"
+                )
+            alternatives = tokens.top(token_index)
+            if not alternatives:
+                raise CensusError(
+                    f"token {token_index} of node {node_id} has no alternatives recorded (the "
+                    "model did not write it): a census at a token needs model tokens"
+                )
+            context = context[: len(context) - len(tokens) + token_index]
+            places = [(a.id, a.text, math.exp(a.logprob)) for a in alternatives]
+        outcomes = []
+        done_before = 0
+        for rank, (token, text, p) in enumerate(places):
+
+            def report(done: int, total: int, before: int = done_before) -> None:
+                if progress is not None:
+                    progress(before + done, total * len(places))
+
+            with self.engine_lock:
+                census = run_census(
+                    backend,
+                    persona_set,
+                    node_id,
+                    context,
+                    replace(settings, seed=batch_seed(seed, 1000 + rank)),
+                    start_posterior=start,
+                    bias=bias,
+                    forced=[] if token is None else [token],
+                    cancel=cancel,
+                    progress=report,
+                )
+            done_before += len(census.rollouts)
+            outcomes.append(CensusOutcome(census, token, text, p))
+            if census.cancelled:
+                break
+        self.ensure_model_hash()
+        return CensusResult(
+            node_id, outcomes, seed, token_index, self.model_name, self.model_sha256
+        )
+
+    def save_census(self, result: CensusResult) -> int:
+        """Log a census (rollouts stay out of the tree); its seq."""
+        result.seq = self.loom.add_census(result.payload())
+        return result.seq
+
+    def censuses(self, node_id: int) -> list[CensusResult]:
+        """The node's censuses in effect, oldest first."""
+        return [
+            CensusResult.from_payload(stored.payload, stored.seq)
+            for stored in self.loom.censuses(node_id)
+        ]
+
+    def promote_rollout(self, result: CensusResult, outcome: int, rollout: int) -> int:
+        """Make one rollout of a census a model-written child in the tree (after a token census,
+        the node is split there first, as a counterfactual branch is); the new node's id."""
+        chosen = result.outcomes[outcome]
+        r = chosen.census.rollouts[rollout]
+        parent = result.node_id
+        if result.token_index is not None:
+            parent = self.counterfactual_parent(result.node_id, result.token_index)
+        settings = chosen.census.settings
+        sampler = SamplerSettings(
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_tokens=settings.tokens,
+            seed=r.batch_seed,
+        )
+        record = generation_record(
+            sampler,
+            model=result.model,
+            model_sha256=result.model_sha256,
+            batch_size=min(settings.batch, settings.rollouts),
+            forced=r.forced,
+        )
+        record.batch_index = r.batch_index
+        record.from_empty_cache = settings.fresh
+        return int(
+            self.loom.add_child(
+                parent,
+                r.tokens.text,
+                author="model",
+                tokens=r.tokens,
+                generation=record,
+                meta={"from_census": result.seq, "rollout": rollout, "outcome": outcome},
+            )
+        )
+
+    def plan_transitions(
+        self,
+        root: int,
+        settings: CensusSettings,
+        *,
+        cancel: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[list[tuple[str, CensusResult]], list[CensusResult]]:
+        """Censuses of the labelled nodes of `root`'s subtree (a worker's job): a stored census
+        with as many rollouts of the same length is reused. Returns (label, census) pairs for
+        `transition_table`, and the censuses run now, for `save_census`."""
+        pairs: list[tuple[str, CensusResult]] = []
+        fresh: list[CensusResult] = []
+        labelled = [h for h in self.headers(self.subtree_ids(root)) if h.label]
+        for done, header in enumerate(labelled):
+            if cancel is not None and cancel.is_set():
+                break
+            reusable = [
+                c
+                for c in self.censuses(header.id)
+                if c.token_index is None
+                and c.settings.tokens == settings.tokens
+                and len(c.outcomes[0].census.rollouts) >= settings.rollouts
+            ]
+            if reusable:
+                result = reusable[-1]
+            else:
+                result = self.run_census(header.id, settings, cancel=cancel)
+                fresh.append(result)
+            pairs.append((str(header.label), result))
+            if progress is not None:
+                progress(done + 1, len(labelled))
+        return pairs, fresh
+
+    def fork_map(
+        self,
+        node_id: int,
+        budget: int,
+        *,
+        whole_path: bool = True,
+        seed: int | None = None,
+        cancel: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        **options: Any,
+    ) -> ForkMap:
+        """The fork map of the path to `node_id` (or of the node's own tokens only). A worker's
+        job: reads the loom, runs the model."""
+        backend, persona_set, _start, bias = self._census_inputs(node_id)
+        pieces = self.path_pieces(node_id)
+        tokens = TokenArray.concat([t for _id, _text, t in pieces])
+        owners = [node for node, _text, t in pieces for _ in range(len(t))]
+        own = len(pieces[-1][2])
+        positions = range(len(tokens)) if whole_path else range(len(tokens) - own, len(tokens))
+        with self.engine_lock:
+            return fork_map(
+                backend, persona_set, node_id, tokens, owners, list(positions), budget=budget,
+                seed=seed, bias=bias, cancel=cancel, progress=progress, **options,
+            )  # fmt: skip
 
     def switch_to(self, loom: Loom) -> None:
         """Show another loom in this session (a replay's state rebuilt from the start)."""

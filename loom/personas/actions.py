@@ -152,34 +152,14 @@ def plan_labels(
     # Parents outside this run contribute their stored path posterior.
     target_ids = {h.id for h in targets}
     path_post: dict[NodeId, FloatArray] = {
-        p: _stored_path_posterior(loom, p, names, prior) for p in groups if p not in target_ids
+        p: stored_path_posterior(loom, p, names, prior) for p in groups if p not in target_ids
     }
     # Parents first: a node's path posterior starts from its parent's.
     for h in sorted(targets, key=lambda x: x.depth):
         assert h.parent is not None
         score = scorer.build(logliks[h.id], texts[h.id], bias)
-        before = path_post[h.parent]
-        cal_ll = np.array([score.calibrated_loglik()[n] for n in names])
-        with np.errstate(divide="ignore"):
-            after = np.exp(log_normalise(np.log(before) + cal_ll))
-        path_post[h.id] = after
-        marks = [
-            m
-            for m in (
-                collapse_mark(h.id, _d(names, before), _d(names, after), collapse_threshold),
-                mode_collapse_mark(h.id, path_ids[h.id], score.n_tokens),
-            )
-            if m is not None
-        ]
-        label = PersonaLabel(
-            label=score.label(threshold),
-            source="model",
-            posterior=score.posterior,
-            raw_posterior=score.raw_posterior,
-            path_posterior=_d(names, after),
-            collapse=any(m.kind == "collapse" for m in marks),
-            mode_collapse=any(m.kind == "mode_collapse" for m in marks),
-            bias=run.bias,
+        label, marks, path_post[h.id] = label_of(
+            h.id, score, path_post[h.parent], path_ids[h.id], threshold, collapse_threshold
         )
         run.scores[h.id] = score
         run.labels[h.id] = label
@@ -187,6 +167,41 @@ def plan_labels(
     run.engine_calls = scorer.engine_calls
     run.seconds = time.perf_counter() - started
     return run
+
+
+def label_of(
+    node_id: NodeId,
+    score: PersonaScore,
+    before: FloatArray,
+    path_ids: Sequence[int],
+    threshold: float = DEFAULT_LABEL_THRESHOLD,
+    collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
+) -> tuple[PersonaLabel, list[CollapseMark], FloatArray]:
+    """The label of a scored node, its marks, and the path posterior after it, from the path
+    posterior `before` it (its parent's) and `path_ids` (the token ids root..node)."""
+    names = list(score.names)
+    cal_ll = np.array([score.calibrated_loglik()[n] for n in names])
+    with np.errstate(divide="ignore"):
+        after = np.exp(log_normalise(np.log(before) + cal_ll))
+    marks = [
+        m
+        for m in (
+            collapse_mark(node_id, _d(names, before), _d(names, after), collapse_threshold),
+            mode_collapse_mark(node_id, path_ids, score.n_tokens),
+        )
+        if m is not None
+    ]
+    label = PersonaLabel(
+        label=score.label(threshold),
+        source="model",
+        posterior=score.posterior,
+        raw_posterior=score.raw_posterior,
+        path_posterior=_d(names, after),
+        collapse=any(m.kind == "collapse" for m in marks),
+        mode_collapse=any(m.kind == "mode_collapse" for m in marks),
+        bias=score.bias,
+    )
+    return label, marks, after
 
 
 def persona_set_from_loom(loom: Loom) -> PersonaSet | None:
@@ -256,13 +271,13 @@ def _bias(loom: Loom, scorer: PersonaScorer, logliks: list[BranchLogliks]) -> Fl
     if scorer.calibration == "none":
         return np.zeros(len(scorer.names))
     if len(logliks) < MIN_CALIBRATION_SET:
-        stored = _stored_bias(loom, scorer.names)
+        stored = stored_bias(loom, scorer.names)
         if stored is not None:
             return stored
     return scorer.fit_bias(logliks)
 
 
-def _stored_bias(loom: Loom, names: Sequence[str]) -> FloatArray | None:
+def stored_bias(loom: Loom, names: Sequence[str]) -> FloatArray | None:
     """The median bias of earlier runs with this persona set (labels carry the bias they used)."""
     rows = [
         [h.persona.bias[n] for n in names]
@@ -272,7 +287,7 @@ def _stored_bias(loom: Loom, names: Sequence[str]) -> FloatArray | None:
     return np.median(np.array(rows), axis=0) if rows else None
 
 
-def _stored_path_posterior(
+def stored_path_posterior(
     loom: Loom, node_id: NodeId, names: list[str], prior: FloatArray
 ) -> FloatArray:
     h = loom.header(node_id)

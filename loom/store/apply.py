@@ -233,6 +233,23 @@ def _visit(conn: sqlite3.Connection, p: dict[str, Any]) -> None:
     rows.set_meta(conn, "current", p["new"])
 
 
+def _check_census(conn: sqlite3.Connection, p: dict[str, Any]) -> None:
+    """A census changes nothing in the tree; what its readers rely on is checked here (so an
+    imported log cannot hold one they would choke on)."""
+    rows.require(conn, int(p["node"]))
+    outcomes = p["outcomes"]
+    if not isinstance(outcomes, list) or not outcomes:
+        raise LoomError("a census without outcomes")
+    for outcome in outcomes:
+        if not all(isinstance(t, int) for t in outcome["forced"]):
+            raise LoomError("a census outcome's forced tokens are not token ids")
+        for rollout in outcome["rollouts"]:
+            if not isinstance(rollout["label"], str) or not isinstance(rollout["posterior"], dict):
+                raise LoomError("a census rollout without its label")
+            if ev.ref_of(rollout["tokens"]) is None and ev.TOKEN_DATA not in rollout["tokens"]:
+                raise LoomError("a census rollout without its tokens")
+
+
 _FORWARD: dict[str, Handler] = {
     ev.CREATE: _snapshot,
     ev.IMPORT: _snapshot,
@@ -252,6 +269,7 @@ _FORWARD: dict[str, Handler] = {
     ev.PERSONAS: lambda conn, p: _set_personas(conn, p["new"]),
     ev.TITLE: lambda conn, p: _title(conn, p["new"]),
     ev.VISIT: _visit,
+    ev.CENSUS: lambda conn, p: _check_census(conn, p),
 }
 
 _BACKWARD: dict[str, Handler] = {
@@ -270,6 +288,7 @@ _BACKWARD: dict[str, Handler] = {
     ev.MOVE: _unmove,
     ev.PERSONAS: lambda conn, p: _set_personas(conn, p["old"]),
     ev.TITLE: lambda conn, p: _title(conn, p["old"]),
+    ev.CENSUS: lambda conn, p: None,  # a census changes no node: undone, it is simply not listed
 }
 
 assert set(_BACKWARD) == set(ev.UNDOABLE), "every undoable kind needs a backward handler"

@@ -36,7 +36,12 @@ VISIT = "visit"  # the current node changed (not undoable)
 UNDO = "undo"  # payload {"target": seq}
 REDO = "redo"  # payload {"target": seq}
 DISCARD_REDO = "discard_redo"  # payload {"targets": [seq, ...]}: a new edit made them unredoable
-GROUP = "group"  # payload {"seqs": [seq, ...]}: these edits (one `Loom.batch()`) undo as one step
+GROUP = "group"  # payload {"seqs": [seq, ...], "auto"?: policy}: these edits undo as one step
+# A census of a node's futures (rollouts kept out of the tree). Payload: {"node": id, "seed",
+# "settings": {...}, "names": [...], "model", "model_sha256", "token_index": i | None,
+# "outcomes": [{"forced": [id], "text", "p", "rollouts": [{"tokens": {"$tok": ref}, "label",
+# "posterior": {...}, "repetition", "collapse", "batch_seed", "batch_index"}]}]}.
+CENSUS = "census"
 
 UNDOABLE = frozenset(
     {
@@ -55,6 +60,7 @@ UNDOABLE = frozenset(
         MANUAL_PERSONA,
         PERSONAS,
         TITLE,
+        CENSUS,
     }
 )
 SNAPSHOTS = frozenset({CREATE, IMPORT})

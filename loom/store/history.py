@@ -228,7 +228,7 @@ class History:
             self.title = str(p["new" if forward else "old"])
         elif kind == ev.VISIT:
             self.current = p["new"]
-        elif kind in (ev.PERSONAS, ev.DISCARD_REDO, ev.GROUP):
+        elif kind in (ev.PERSONAS, ev.DISCARD_REDO, ev.GROUP, ev.CENSUS):
             # Nothing a tree row shows. A group only joins done edits into one undo step; its
             # undo is logged as one undo event per edit, which this reader applies one by one.
             pass
@@ -295,7 +295,12 @@ class History:
             return None, f"{len(p['targets'])} undone edit(s) can no longer be redone"
         if kind == ev.GROUP:
             seqs = [int(s) for s in p["seqs"]]
-            return None, f"{len(seqs)} edits (events {min(seqs)}-{max(seqs)}) undo as one step"
+            auto = f"automatic step ({p['auto']}): " if p.get("auto") else ""
+            edits = f"{len(seqs)} edit{'s' if len(seqs) > 1 else ''}"
+            span = f"events {min(seqs)}-{max(seqs)}" if len(seqs) > 1 else f"event {seqs[0]}"
+            return None, f"{auto}{edits} ({span}) undo as one step"
+        if kind == ev.CENSUS:
+            return int(p["node"]), census_summary(p)
         raise HistoryError(f"unknown event kind {kind!r}")
 
     def _describe_target(self, seq: int) -> tuple[int | None, str]:
@@ -314,3 +319,22 @@ def read_history(events: Iterable[Mapping[str, Any] | ev.Event]) -> tuple[Histor
 def clock(ts: float) -> str:
     """A local date and time for an event stamp."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def census_summary(payload: Mapping[str, Any]) -> str:
+    """One line for a census event: its size and each outcome's label counts."""
+    outcomes = payload.get("outcomes") or []
+    parts = []
+    for outcome in outcomes:
+        counts: dict[str, int] = {}
+        for rollout in outcome.get("rollouts") or []:
+            counts[str(rollout.get("label"))] = counts.get(str(rollout.get("label")), 0) + 1
+        n = sum(counts.values())
+        shares = ", ".join(f"{quoted(k, 16)} {v * 100 // max(n, 1)}%" for k, v in
+                           sorted(counts.items(), key=lambda kv: -kv[1]))  # fmt: skip
+        after = (
+            f"after {quoted(str(outcome.get('text', '')), 12)}: " if outcome.get("forced") else ""
+        )
+        parts.append(f"{after}{shares}")
+    n = sum(len(o.get("rollouts") or []) for o in outcomes)
+    return f"census of {n} rollouts: " + "; ".join(parts)

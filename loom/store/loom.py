@@ -46,9 +46,19 @@ from loom.store.tokenizer import Tokenizer
 from loom.store.views import NodeHeader
 from loom.tokens import TokenArray
 
-__all__ = ["Loom", "NewNode", "NodeHeader", "SearchHit"]
+__all__ = ["Loom", "NewNode", "NodeHeader", "SearchHit", "StoredCensus"]
 
 ROOT_ID = 1
+
+
+@dataclass
+class StoredCensus:
+    """A census as the log keeps it: the event's seq and time, its node, its payload."""
+
+    seq: int
+    ts: float
+    node_id: int
+    payload: dict[str, Any]
 
 
 @dataclass
@@ -715,14 +725,63 @@ class Loom:
             if old != title:
                 self._commit(conn, ev.TITLE, {"old": old, "new": title})
 
+    # --- census records -----------------------------------------------------------------------
+
+    def add_census(self, payload: dict[str, Any]) -> int:
+        """Log a census of a node (undoable; its rollouts stay out of the tree). `payload` as in
+        `events.CENSUS`, each rollout's "tokens" a TokenArray. Returns the event's seq."""
+        node_id = _nid(payload.get("node"))
+        with self._write() as conn:
+            rows.require(conn, node_id)
+            stored = {
+                **payload,
+                "outcomes": [
+                    {
+                        **outcome,
+                        "rollouts": [
+                            {**r, "tokens": token_ref(rows.store_tokens(conn, r["tokens"]))}
+                            for r in outcome["rollouts"]
+                        ],
+                    }
+                    for outcome in payload["outcomes"]
+                ],
+            }
+            event = self._commit(conn, ev.CENSUS, stored)
+        return event.seq
+
+    def censuses(self, node_id: int | None = None) -> list[StoredCensus]:
+        """The censuses in effect (not undone), of one node or of all, oldest first; their
+        rollouts' tokens as TokenArrays."""
+        with self._db.read() as conn:
+            query = (
+                "SELECT e.seq, e.ts, e.payload FROM events e JOIN history h ON h.seq = e.seq "
+                "WHERE e.kind = ? AND h.state = ?"
+            )
+            args: list[Any] = [ev.CENSUS, ev.DONE]
+            if node_id is not None:
+                query += " AND json_extract(e.payload, '$.node') = ?"
+                args.append(_nid(node_id))
+            out = []
+            for seq, ts, text in conn.execute(query + " ORDER BY e.seq", args).fetchall():
+                payload = ev.parse_payload(int(seq), text)
+                for outcome in payload["outcomes"]:
+                    for rollout in outcome["rollouts"]:
+                        ref = ref_of(rollout["tokens"])
+                        rollout["tokens"] = (
+                            TokenArray.empty() if ref is None else rows.load_tokens(conn, ref)
+                        )
+                out.append(StoredCensus(int(seq), float(ts), int(payload["node"]), payload))
+            return out
+
     # --- batches, undo and redo -----------------------------------------------------------------
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, *, auto: str | None = None) -> Iterator[None]:
         """Make the edits inside one transaction and one undo step (all or nothing on error).
 
         The write lock is held throughout, so keep slow work (model calls) outside. Nested
-        batches join the outer one.
+        batches join the outer one. `auto` marks the step as made automatically (by a policy of
+        guided growth, named so): the log says so even for a step of one edit.
         """
         if self._batch_thread == threading.get_ident():
             yield
@@ -732,8 +791,9 @@ class Loom:
             self._batch, self._batch_thread = [], threading.get_ident()
             try:
                 yield
-                if len(self._batch) > 1:
-                    commit_event(conn, ev.GROUP, {"seqs": self._batch})
+                if len(self._batch) > 1 or (auto and self._batch):
+                    mark = {"auto": auto} if auto else {}
+                    commit_event(conn, ev.GROUP, {"seqs": self._batch, **mark})
             finally:
                 self._batch, self._batch_thread = None, None
 

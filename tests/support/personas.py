@@ -1,10 +1,12 @@
-"""Helpers shared by the persona tests (no tests here): the seed's toy model as a fake engine."""
+"""Helpers shared by the persona tests (no tests here): the Waluigi essay's toy model as a fake
+engine that scores (`ToyEngine`) and one that also writes (`ToyWorld`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +31,7 @@ class CharTokenizer:
 
 
 class ToyEngine:
-    """The seed's toy model with exact likelihoods (seeds/000, comment thread):
+    """The Waluigi essay's toy model with exact likelihoods (from its comment thread):
 
     luigi always says "A"; waluigi says "A" or "B" with ½ each. A description framed before the
     context selects the simulacrum ("L…" luigi, "W…" waluigi); with no description (the null) the
@@ -83,3 +85,72 @@ def toy_loom(tmp_path: Path, name: str = "toy.loom") -> Loom:
 
 def add(loom: Loom, parent: int, text: str) -> int:
     return loom.add_child(parent, text, author="model", tokens=char_tokens(text))
+
+
+class ToyInfo:
+    name = "toy world"
+    sha256 = ""
+
+
+class ToyWorld(ToyEngine):
+    """The toy model that also writes, with a persona mix whose truth is known.
+
+    Each rollout is voiced by waluigi with probability `p_waluigi`, else by luigi; luigi writes
+    "A"s, waluigi "A" or "B" with ½ each. Labelling L tokens with the toy set (threshold above
+    1/(1+2^L)) calls a rollout waluigi exactly when it holds a "B", so the true share of waluigi
+    labels is p_waluigi × (1 − 2^-L). `fork`: a token that, anywhere in the prefix or forced, makes
+    every rollout waluigi's — a planted forking token. Token logprobs are the bare context's
+    (the ½/½ mixture: ¾ for "A", ¼ for "B"), as a real engine's are.
+    """
+
+    n_ctx = 4096
+    info = ToyInfo()
+
+    def __init__(self, p_waluigi: float = 0.3, fork: int | None = None) -> None:
+        super().__init__()
+        self.p_waluigi = p_waluigi
+        self.fork = fork
+        self.generated = 0
+
+    def tokens_for(self, text: str) -> TokenArray:
+        return char_tokens(text)
+
+    def generate(
+        self,
+        prefix_ids: Sequence[int],
+        n: int,
+        settings: Any,
+        *,
+        top_logprobs: int = 5,
+        forced: Sequence[int] | None = None,
+        on_step: Any = None,
+        cancel: Any = None,
+        fresh: bool = False,
+    ) -> list[Any]:
+        from loom.engine.results import Branch
+        from loom.engine.sampling import branch_rng
+
+        forced = list(forced or [])
+        planted = self.fork is not None and self.fork in [*prefix_ids, *forced]
+        out = []
+        for i in range(n):
+            rng = branch_rng(settings.seed, i)
+            waluigi = planted or rng.random() < self.p_waluigi
+            ids = list(forced)
+            for _ in range(settings.max_tokens):
+                ids.append(B if waluigi and rng.random() < 0.5 else A)
+            self.generated += len(ids) - len(forced)
+            lps = [math.log(0.75) if t == A else math.log(0.25) for t in ids]
+            tokens = TokenArray(
+                ids=np.asarray(ids, dtype=np.int32),
+                texts=[chr(t) for t in ids],
+                logprobs=np.asarray(lps, dtype=np.float32),
+                top_ids=np.tile(np.asarray([A, B], dtype=np.int32), (len(ids), 1)),
+                top_logprobs=np.tile(
+                    np.asarray([math.log(0.75), math.log(0.25)], dtype=np.float32), (len(ids), 1)
+                ),
+                top_texts={A: "A", B: "B"},
+                entropy=np.full(len(ids), 0.5623, dtype=np.float32),
+            )
+            out.append(Branch(tokens, tokens.text, "length", settings.seed, i, len(forced)))
+        return out

@@ -83,6 +83,34 @@ def every_kind_session(tmp_path: Path) -> tuple[Loom, Marks]:
     personas = [Persona("luigi", "kind", "green", 0.5), Persona("waluigi", "mean", "red", 0.5)]
     step(ev.PERSONAS, lambda: lm.set_personas(personas))
     step(ev.TITLE, lambda: lm.set_title("croissants"))
+    census = {
+        "node": a,
+        "seed": 7,
+        "settings": {"rollouts": 2, "tokens": 3},
+        "names": ["luigi", "waluigi"],
+        "model": "toy",
+        "model_sha256": "",
+        "token_index": None,
+        "outcomes": [
+            {
+                "forced": [],
+                "text": "",
+                "p": 1.0,
+                "rollouts": [
+                    {"tokens": model_tokens(" and waves"), "label": "luigi",
+                     "posterior": {"luigi": 0.9, "waluigi": 0.1}, "repetition": False,
+                     "collapse": False, "batch_seed": 1, "batch_index": i}
+                    for i in range(2)
+                ],
+            }
+        ],
+    }  # fmt: skip
+    step(ev.CENSUS, lambda: lm.add_census(census))
+    with lm.batch(auto="explore"):  # an automatic step of guided growth, even of one edit
+        lm.add_child(a, " grown by itself")
+    assert lm.events()[-1].kind == ev.GROUP and lm.events()[-1].payload["auto"] == "explore"
+    _mark(lm, marks)
+    _undo_redo(lm, marks)
     c = lm.add_child(b, " and leaves")
     _mark(lm, marks)
     step(ev.DELETE, lambda: lm.delete_subtree(c))
@@ -130,8 +158,12 @@ def test_the_display_history_reads_every_kind(session: tuple[Loom, Marks]) -> No
     lm, _ = session
     _, steps = read_history(lm.events())
     assert [s.kind for s in steps] == [e.kind for e in lm.events()]
-    group = next(s for s in steps if s.kind == ev.GROUP)
+    groups = [s for s in steps if s.kind == ev.GROUP]
+    group = next(s for s in groups if "automatic" not in s.summary)
     assert "3" in group.summary  # says how many edits it joined
+    assert any(s.summary.startswith("automatic step (explore)") for s in groups)
+    census = next(s for s in steps if s.kind == ev.CENSUS)
+    assert census.summary.startswith("census of 2 rollouts") and "100%" in census.summary
     assert_history_matches_replay(lm.to_document().events)
 
 

@@ -1,4 +1,4 @@
-"""The arithmetic, on the seed's toy model with exact likelihoods (DESIGN.md §5).
+"""The arithmetic, on the Waluigi essay's toy model with exact likelihoods.
 
 luigi always emits "A", waluigi "A" or "B" with ½ each, prior ½/½: after n "A"s
 P(waluigi) = 1/(1+2ⁿ); after one "B" it is exactly 1.
