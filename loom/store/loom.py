@@ -751,18 +751,27 @@ class Loom:
 
     def censuses(self, node_id: int | None = None) -> list[StoredCensus]:
         """The censuses in effect (not undone), of one node or of all, oldest first; their
-        rollouts' tokens as TokenArrays."""
+        rollouts' tokens as TokenArrays. Read from the log itself (undo and redo events), so a
+        census carried in by an import counts as it did where it was made."""
         with self._db.read() as conn:
-            query = (
-                "SELECT e.seq, e.ts, e.payload FROM events e JOIN history h ON h.seq = e.seq "
-                "WHERE e.kind = ? AND h.state = ?"
-            )
-            args: list[Any] = [ev.CENSUS, ev.DONE]
+            query = "SELECT seq, ts, payload FROM events WHERE kind = ?"
+            args: list[Any] = [ev.CENSUS]
             if node_id is not None:
-                query += " AND json_extract(e.payload, '$.node') = ?"
+                query += " AND json_extract(payload, '$.node') = ?"
                 args.append(_nid(node_id))
+            found = conn.execute(query + " ORDER BY seq", args).fetchall()
+            in_effect = {int(seq): True for seq, _ts, _text in found}
+            for kind, target in conn.execute(
+                "SELECT kind, json_extract(payload, '$.target') FROM events "
+                "WHERE kind IN (?, ?) ORDER BY seq",
+                (ev.UNDO, ev.REDO),
+            ):
+                if target in in_effect:
+                    in_effect[int(target)] = kind == ev.REDO
             out = []
-            for seq, ts, text in conn.execute(query + " ORDER BY e.seq", args).fetchall():
+            for seq, ts, text in found:
+                if not in_effect[int(seq)]:
+                    continue
                 payload = ev.parse_payload(int(seq), text)
                 for outcome in payload["outcomes"]:
                     for rollout in outcome["rollouts"]:

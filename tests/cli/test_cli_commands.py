@@ -27,6 +27,7 @@ from support.cli import (
     REPO,
     cli_env,
     copy_loom,
+    croissant_loom,
     describe,
     failed,
     ids_of,
@@ -115,15 +116,6 @@ def names(loom: Loom) -> dict[str, int]:
 def story_ids(path: Path) -> dict[str, int]:
     with Loom.open(path, readonly=True) as loom:
         return names(loom)
-
-
-def croissant_loom(folder: Path, env: dict[str, str], n: int = 2) -> tuple[Path, list[int]]:
-    """`loom new c.loom --personas croissant.toml` and one seeded generation of n children."""
-    path = folder / "c.loom"
-    ok(run_loom("new", path, "--personas", CROISSANT, cwd=folder, env=env))
-    ids = ids_of(ok(run_loom("generate", path, "-n", str(n), "--max-tokens", "6", "--seed", "3",
-                             cwd=folder, env=env)))  # fmt: skip
-    return path, ids
 
 
 def add_human(path: Path, text: str, *, current: bool = True) -> int:

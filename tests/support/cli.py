@@ -131,6 +131,15 @@ def usage_error(result: subprocess.CompletedProcess[str], *needles: str) -> None
         assert needle in lines[-1], describe(result)
 
 
+def croissant_loom(folder: Path, env: dict[str, str], n: int = 2) -> tuple[Path, list[int]]:
+    """`loom new c.loom --personas croissant.toml` and one seeded generation of n children."""
+    path = folder / "c.loom"
+    ok(run_loom("new", path, "--personas", CROISSANT, cwd=folder, env=env))
+    ids = ids_of(ok(run_loom("generate", path, "-n", str(n), "--max-tokens", "6", "--seed", "3",
+                             cwd=folder, env=env)))  # fmt: skip
+    return path, ids
+
+
 TIMELINE_LINE = re.compile(r"^\s*(\d+)  \S+ \S+  (\S+)\s+(#\d+|-)  (.*)$")
 
 
