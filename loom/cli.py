@@ -419,8 +419,7 @@ def cmd_transitions(args: argparse.Namespace) -> int:
         pairs, fresh = session.plan_transitions(
             root, settings, progress=_progress_printer("censuses")
         )
-        for result in fresh:
-            session.save_census(result)
+        session.save_censuses(fresh)
     if not pairs:
         _fail("no labelled node in this subtree: label some first (`loom label`)")
     table = transition_table(pairs)

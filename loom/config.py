@@ -60,6 +60,10 @@ class Config:
     presets: dict[str, SamplerPreset] = field(default_factory=dict)
     multiverse_depth: int = 3
     multiverse_width: int = 4
+    census_rollouts: int = 32
+    census_tokens: int = 48
+    fork_budget: int = 8000
+    growth_budget: int = 1000
     shading: bool = True
     show_pruned: bool = False
     sort: SortOrder = "created"
@@ -122,6 +126,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
     gen = merged.get("generation", {})
     multiverse = merged.get("multiverse", {})
     display = merged.get("display", {})
+    census = merged.get("census", {})
     personas = merged.get("personas", {})
     keymap = merged.get("keymap", {})
     if not isinstance(keymap, dict) or not all(isinstance(v, str) for v in keymap.values()):
@@ -142,6 +147,10 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         },
         multiverse_depth=_number(multiverse, "depth", int, "multiverse"),
         multiverse_width=_number(multiverse, "width", int, "multiverse"),
+        census_rollouts=_number(census, "rollouts", int, "census"),
+        census_tokens=_number(census, "tokens", int, "census"),
+        fork_budget=_number(census, "fork_budget", int, "census"),
+        growth_budget=_number(census, "growth_budget", int, "census"),
         shading=bool(display.get("shading", True)),
         show_pruned=bool(display.get("show_pruned", False)),
         sort=cast(SortOrder, str(display.get("sort", "created"))),  # checked below
@@ -156,6 +165,10 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         raise ConfigError("personas.threshold must be above 0 and at most 1")
     if not 1 <= config.n <= 64 or config.max_tokens < 1:
         raise ConfigError("generation.n must be 1..64 and generation.max_tokens at least 1")
+    if not 1 <= config.census_rollouts <= 4096 or not 1 <= config.census_tokens <= 1024:
+        raise ConfigError("census.rollouts must be 1..4096 and census.tokens 1..1024")
+    if config.fork_budget < 1 or config.growth_budget < 1:
+        raise ConfigError("census.fork_budget and census.growth_budget must be at least 1")
     return config
 
 

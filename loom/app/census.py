@@ -16,7 +16,6 @@ itself, or every share would be pulled to the prior.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import numpy.typing as npt
 from loom.engine.backend import Backend
 from loom.engine.results import Branch
 from loom.engine.sampling import SamplerSettings, new_seed
+from loom.intervals import wilson
 from loom.personas.actions import label_of
 from loom.personas.marks import DEFAULT_COLLAPSE_THRESHOLD
 from loom.personas.scoring import PersonaScorer
@@ -35,7 +35,6 @@ from loom.personas.sets import PersonaSet
 from loom.tokens import TokenArray, mean_logprob
 
 UNDECIDED = "undecided"
-Z95 = 1.959963984540054
 EXAMPLES = 3  # representative rollouts kept per persona
 
 Progress = Callable[[int, int], None]
@@ -68,18 +67,6 @@ class CensusSettings:
             raise CensusError(f"the batch must be between 1 and 256, not {self.batch}")
         if not 0 < self.threshold <= 1:
             raise CensusError(f"the label threshold must be in (0, 1], not {self.threshold}")
-
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval for k successes in n trials (95 % by default)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    # at k = 0 or k = n the bound equals p exactly; rounding must not put p outside its interval
-    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 @dataclass
@@ -261,6 +248,10 @@ def run_census(
             cancel=cancel,
             fresh=settings.fresh,
         )
+        if any(branch.finish_reason == "cancelled" for branch in branches):
+            # A rollout cut short is not a sample of L tokens: only completed ones are kept.
+            census.cancelled = True
+            break
         census.rollouts.extend(
             _label(scorer, context, branches, start, this_seed, before, b, settings, census.forced)
         )

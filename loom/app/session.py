@@ -115,6 +115,14 @@ class Session:
             return f"generation is off: {self.no_model_reason}"
         return None
 
+    def parallel_sequences(self, wanted: int = 16) -> int:
+        """How many rollouts to decode together: `wanted`, or fewer when the in-process engine
+        holds fewer sequences (a remote server takes what it is sent)."""
+        from loom.engine.engine import Engine
+
+        backend = self.backend
+        return min(wanted, backend.n_seq_max) if isinstance(backend, Engine) else wanted
+
     def require_generation(self) -> Backend:
         blocker = self.generation_blocker()
         if blocker or self.backend is None:
@@ -570,6 +578,12 @@ class Session:
         """Log a census (rollouts stay out of the tree); its seq."""
         result.seq = self.loom.add_census(result.payload())
         return result.seq
+
+    def save_censuses(self, results: Sequence[CensusResult]) -> None:
+        """Log several censuses as one undo step (a transition table's)."""
+        with self.loom.batch():
+            for result in results:
+                self.save_census(result)
 
     def censuses(self, node_id: int) -> list[CensusResult]:
         """The node's censuses in effect, oldest first."""

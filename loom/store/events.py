@@ -8,7 +8,7 @@ table, written `{"$tok": <id>}`; exported events carry the data itself instead,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,3 +189,13 @@ def map_tokens(value: Any, convert: Callable[[dict[str, Any]], Any]) -> Any:
         else:
             dst_container[key] = src
     return out_root[0]
+
+
+def still_done(seqs: Iterable[int], undo_redo: Iterable[tuple[str, int]]) -> set[int]:
+    """Which of the events `seqs` are in effect after the log's undo and redo events
+    ((kind, target) in log order): read from the log itself, so it holds for an imported log."""
+    done = dict.fromkeys(seqs, True)
+    for kind, target in undo_redo:
+        if target in done:
+            done[target] = kind == REDO
+    return {seq for seq, is_done in done.items() if is_done}

@@ -760,17 +760,17 @@ class Loom:
                 query += " AND json_extract(payload, '$.node') = ?"
                 args.append(_nid(node_id))
             found = conn.execute(query + " ORDER BY seq", args).fetchall()
-            in_effect = {int(seq): True for seq, _ts, _text in found}
-            for kind, target in conn.execute(
-                "SELECT kind, json_extract(payload, '$.target') FROM events "
-                "WHERE kind IN (?, ?) ORDER BY seq",
-                (ev.UNDO, ev.REDO),
-            ):
-                if target in in_effect:
-                    in_effect[int(target)] = kind == ev.REDO
+            in_effect = ev.still_done(
+                (int(seq) for seq, _ts, _text in found),
+                conn.execute(
+                    "SELECT kind, json_extract(payload, '$.target') FROM events "
+                    "WHERE kind IN (?, ?) ORDER BY seq",
+                    (ev.UNDO, ev.REDO),
+                ),
+            )
             out = []
             for seq, ts, text in found:
-                if not in_effect[int(seq)]:
+                if int(seq) not in in_effect:
                     continue
                 payload = ev.parse_payload(int(seq), text)
                 for outcome in payload["outcomes"]:

@@ -11,6 +11,7 @@ from textual.screen import Screen
 
 from loom.app.session import Session
 from loom.config import Config
+from loom.tui.census import CensusActions
 from loom.tui.editing import EditActions
 from loom.tui.generation import GenerationActions
 from loom.tui.keymap import APP_ACTIONS, TOKEN_ACTIONS
@@ -18,7 +19,7 @@ from loom.tui.personas import PersonaActions
 from loom.tui.screens.help import HelpScreen, help_text, live_keys
 
 
-class LoomApp(PersonaActions, GenerationActions, EditActions):
+class LoomApp(CensusActions, PersonaActions, GenerationActions, EditActions):
     """`backend`: an engine already loaded (tests share one); otherwise, with `load_model`, the
     model (`model_path`, else the config's, else the default model) loads in a worker."""
 

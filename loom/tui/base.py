@@ -22,15 +22,18 @@ from textual.notifications import SeverityLevel
 from textual.timer import Timer
 from textual.widgets import Footer, ProgressBar
 
+from loom.app.forks import ForkPoint
+from loom.app.growth import Growth
 from loom.app.navigation import NodeSummary, View
 from loom.app.session import Session
 from loom.config import SORT_ORDERS, Config, SamplerPreset, SortOrder
+from loom.engine.sampling import SamplerSettings
 from loom.personas.labels import PersonaFilter
 from loom.personas.scoring import PersonaScore
 from loom.store.errors import LoomError
 from loom.tui.display import ProbabilityScale
 from loom.tui.keymap import APP_ACTIONS, bindings
-from loom.tui.messages import GenerationJob
+from loom.tui.messages import GenerationJob, ModelJob
 from loom.tui.themes import LOOM_VARIABLE_DEFAULTS, PERSONA_SLOTS, load_themes
 from loom.tui.widgets.inspector import TokenInspector
 from loom.tui.widgets.persona_panel import PersonaPanel
@@ -88,6 +91,12 @@ class LoomAppBase(App[int]):
         self._has_personas: bool | None = None  # None: not looked up yet
         # Token evidence of nodes labelled in this session (labels in the file don't carry it).
         self.persona_evidence: dict[int, PersonaScore] = {}
+        self.model_job: ModelJob | None = None  # a fork map, transitions or growth running
+        self.growth: Growth | None = None  # guided growth under way (with its model_job)
+        # The last fork map: its points by path token index, and the path's token ids then.
+        self.fork_points: dict[int, ForkPoint] = {}
+        self.fork_ids: tuple[int, ...] = ()
+        self.fork_names: tuple[str, ...] = ()
         self._register_themes()
 
     # ----------------------------------------------------------------- set-up
@@ -185,7 +194,22 @@ class LoomAppBase(App[int]):
         if self.generation is not None:
             self.notify("wait for the generation to finish (esc cancels it)", severity="warning")
             return False
+        if self.growth is not None and self.model_job is not None:
+            self.notify(f"wait for the {self.model_job.what} to finish (esc stops it)",
+                        severity="warning")  # fmt: skip
+            return False
         return True
+
+    def sampler_settings(self) -> SamplerSettings:
+        """The settings the current preset gives a generation."""
+        p = self.preset
+        return SamplerSettings(
+            temperature=p.temperature,
+            top_k=p.top_k,
+            top_p=p.top_p,
+            min_p=p.min_p,
+            max_tokens=p.max_tokens or self.config.max_tokens,
+        )
 
     def after_generation(self, ids: list[int]) -> None:
         """For subclasses: new children were written (persona labelling hooks in here)."""
@@ -354,7 +378,14 @@ class LoomAppBase(App[int]):
     def action_inspect(self) -> None:
         self.reading.focus()
 
+    def fork_outcomes_at(
+        self, index: int
+    ) -> tuple[ForkPoint, tuple[str, ...], dict[str, str]] | None:
+        """For subclasses: what the last fork map found at path token `index`."""
+        return None
+
     def on_reading_pane_cursor_moved(self, event: ReadingPane.CursorMoved) -> None:
+        fork = None if event.index is None else self.fork_outcomes_at(event.index)
         self.query_one(TokenInspector).show_token(
-            self.reading.path, event.index, self.scale, self.surface_colour()
+            self.reading.path, event.index, self.scale, self.surface_colour(), fork
         )

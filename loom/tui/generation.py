@@ -20,7 +20,6 @@ from textual.worker import get_current_worker
 
 from loom.app.generation import GenerationResult, StreamedToken
 from loom.app.multiverse import MultiverseNode
-from loom.engine.sampling import SamplerSettings
 from loom.tui.base import LoomAppBase, reports_errors
 from loom.tui.display import percent, token_label
 from loom.tui.messages import (
@@ -52,16 +51,6 @@ class GenerationActions(LoomAppBase):
             parent = self.current
         self.start_generation(parent)
 
-    def sampler_settings(self) -> SamplerSettings:
-        p = self.preset
-        return SamplerSettings(
-            temperature=p.temperature,
-            top_k=p.top_k,
-            top_p=p.top_p,
-            min_p=p.min_p,
-            max_tokens=p.max_tokens or self.config.max_tokens,
-        )
-
     def start_generation(self, parent_id: int, forced: list[int] | None = None) -> bool:
         blocker = self.session.generation_blocker()
         if blocker:
@@ -69,6 +58,10 @@ class GenerationActions(LoomAppBase):
             return False
         if self.generation is not None:
             self.notify("already generating (esc cancels)", severity="warning")
+            return False
+        if self.model_job is not None:
+            self.notify(f"wait for the {self.model_job.what} to finish (esc stops it)",
+                        severity="warning")  # fmt: skip
             return False
         settings = self.sampler_settings()
         prefix = self.session.prefix_ids(parent_id)
@@ -132,6 +125,9 @@ class GenerationActions(LoomAppBase):
         if self.generation is not None:
             self.generation.cancel.set()
             self.status.show(saved="cancelling…")
+        elif self.model_job is not None:
+            self.model_job.cancel.set()
+            self.status.show(job=f"stopping the {self.model_job.what}…")
         elif isinstance(self.focused, ReadingPane):
             self.tree_pane.focus()
 

@@ -29,6 +29,7 @@ EDIT = "Edit the tree"
 MARK = "Mark and find"
 VIEW = "View"
 PERSONAS = "Personas"
+CENSUS = "Census and guided growth"
 APP = "App"
 TOKENS = "Token cursor (reading pane)"
 
@@ -115,6 +116,18 @@ APP_ACTIONS: tuple[LoomAction, ...] = (
                "Prune the siblings voicing a persona (one undo restores them all)", PERSONAS),
     LoomAction("loom.load_personas", "ctrl+l", "load_personas", "Load personas",
                "Load a persona set file (TOML) into the loom", PERSONAS),
+    # census and growth
+    LoomAction("loom.census", "C", "census", "Census",
+               "Census: how often each persona comes next from this node (R rollouts, kept)",
+               CENSUS),
+    LoomAction("loom.fork_map", "F", "fork_map", "Fork map",
+               "Fork map of the path: mark the tokens where the persona outcome forks",
+               CENSUS),
+    LoomAction("loom.transitions", "O", "transitions", "Transitions",
+               "Persona transition table of this subtree: after A, how often B?", CENSUS),
+    LoomAction("loom.grow", "A", "grow", "Grow",
+               "Guided growth: explore, hunt a persona or fork, under a budget (esc stops)",
+               CENSUS),
     # app
     LoomAction("loom.export", "E", "export", "Export",
                "Export the loom (every format of the store)", APP),
@@ -142,6 +155,8 @@ TOKEN_ACTIONS: tuple[LoomAction, ...] = (
                "Token cursor to the last token of its node", TOKENS),
     LoomAction("tokens.lowest", "L", "lowest", "Least likely",
                "Token cursor to the least likely token of the current node", TOKENS),
+    LoomAction("tokens.census", "C", "census_here", "Census here",
+               "Census at this token: what each alternative token leads to", TOKENS),
     LoomAction("tokens.branch", "enter", "branch", "Branch here",
                "Pick an alternative for this token and branch from it", TOKENS, show=True),
     *(

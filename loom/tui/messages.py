@@ -14,7 +14,10 @@ from pathlib import Path
 from textual.message import Message
 from textual.widgets.tree import TreeNode
 
+from loom.app.census import CensusResult
+from loom.app.forks import ForkMap
 from loom.app.generation import GenerationResult, StreamedToken
+from loom.app.growth import GrowthStep
 from loom.app.multiverse import MultiverseNode
 from loom.engine.backend import Backend
 from loom.engine.sampling import SamplerSettings
@@ -31,6 +34,15 @@ class GenerationJob:
     pending: list[TreeNode[int]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class ModelJob:
+    """Model work other than generation (a fork map, a transition table, guided growth): one at
+    a time; esc sets `cancel`, and what was done by then is kept."""
+
+    what: str  # for the status bar: "fork map", "transitions", "growing (explore)"
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class TokensArrived(Message):
@@ -99,3 +111,45 @@ class Forked(Message):
     ) -> None:
         super().__init__()
         self.seq, self.path, self.seconds, self.error = seq, path, seconds, error
+
+
+class JobProgress(Message):
+    def __init__(self, job: ModelJob, done: int, total: int) -> None:
+        super().__init__()
+        self.job, self.done, self.total = job, done, total
+
+
+class CensusProgress(Message):
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__()
+        self.done, self.total = done, total
+
+
+class CensusDone(Message):
+    def __init__(self, result: CensusResult | None, error: Exception | None) -> None:
+        super().__init__()
+        self.result, self.error = result, error
+
+
+class ForkMapDone(Message):
+    def __init__(self, job: ModelJob, fork_map: ForkMap | None, error: Exception | None) -> None:
+        super().__init__()
+        self.job, self.fork_map, self.error = job, fork_map, error
+
+
+class TransitionsDone(Message):
+    def __init__(
+        self,
+        job: ModelJob,
+        pairs: list[tuple[str, CensusResult]],
+        fresh: list[CensusResult],
+        error: Exception | None,
+    ) -> None:
+        super().__init__()
+        self.job, self.pairs, self.fresh, self.error = job, pairs, fresh, error
+
+
+class GrowthStepDone(Message):
+    def __init__(self, job: ModelJob, step: GrowthStep | None, error: Exception | None) -> None:
+        super().__init__()
+        self.job, self.step, self.error = job, step, error

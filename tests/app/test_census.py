@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from support.personas import A, ToyWorld, toy_set
+from support.personas import A, ToyWorld, planted_tokens, toy_set
 
 from loom.app.census import UNDECIDED, CensusError, CensusSettings, run_census, wilson
 
@@ -116,27 +116,9 @@ def test_no_persona_set_says_how_to_load_one() -> None:
 
 def planted_path() -> tuple[object, list[int], list[int]]:
     """A path of 6 model tokens "QAAAAA" whose token 3 could have been the forking "F"."""
-    import numpy as np
-
-    from loom.tokens import TokenArray
-
-    ids = [ord(c) for c in "QAAAAA"]
-    n = len(ids)
-    top_ids = np.tile(np.asarray([A, ord("C")], dtype=np.int32), (n, 1))
-    top_lps = np.tile(np.log(np.asarray([0.85, 0.15], dtype=np.float32)), (n, 1))
-    top_ids[3] = [A, ord("F")]  # the planted alternative, at token 3
-    entropy = np.full(n, 0.4, dtype=np.float32)
-    tokens = TokenArray(
-        ids=np.asarray(ids, dtype=np.int32),
-        texts=list("QAAAAA"),
-        logprobs=np.log(np.full(n, 0.85, dtype=np.float32)),
-        top_ids=top_ids,
-        top_logprobs=top_lps,
-        top_texts={A: "A", ord("C"): "C", ord("F"): "F"},
-        entropy=entropy,
-    )
+    tokens = planted_tokens("QAAAAA", 3)
     tokens.logprobs[0] = float("nan")  # the prompt's token: not the model's
-    return tokens, [1] * n, list(range(n))
+    return tokens, [1] * 6, list(range(6))
 
 
 def test_the_fork_map_finds_a_planted_forking_token() -> None:

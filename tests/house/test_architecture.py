@@ -2,7 +2,7 @@
 
 Rooms, from the ground up; a module may import its own room and the rooms below it, never above:
 
-    0  loom, loom.tokens, loom.text, loom.paths, loom.config   the ground floor everyone stands on
+    0  loom, loom.tokens, loom.text, loom.intervals, loom.paths, loom.config   the ground floor
     1  loom.store                                             the tree and its file
     2  loom.formats   loom.engine                             files of other formats; models
     3  loom.personas                                          persona sets, scoring with a model
@@ -28,6 +28,7 @@ LEVEL = {
     "loom": 0,
     "loom.tokens": 0,
     "loom.text": 0,
+    "loom.intervals": 0,
     "loom.paths": 0,
     "loom.config": 0,
     "loom.store": 1,

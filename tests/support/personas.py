@@ -154,3 +154,21 @@ class ToyWorld(ToyEngine):
             )
             out.append(Branch(tokens, tokens.text, "length", settings.seed, i, len(forced)))
         return out
+
+
+def planted_tokens(text: str, fork_at: int) -> TokenArray:
+    """Model tokens of `text` (each p 0.85, "C" the other choice) whose token `fork_at` could
+    have been the forking "F" of ToyWorld(fork=ord("F"))."""
+    n = len(text)
+    top_ids = np.tile(np.asarray([A, ord("C")], dtype=np.int32), (n, 1))
+    top_lps = np.tile(np.log(np.asarray([0.85, 0.15], dtype=np.float32)), (n, 1))
+    top_ids[fork_at] = [A, ord("F")]
+    return TokenArray(
+        ids=np.asarray([ord(c) for c in text], dtype=np.int32),
+        texts=list(text),
+        logprobs=np.log(np.full(n, 0.85, dtype=np.float32)),
+        top_ids=top_ids,
+        top_logprobs=top_lps,
+        top_texts={A: "A", ord("C"): "C", ord("F"): "F"},
+        entropy=np.full(n, 0.4, dtype=np.float32),
+    )

@@ -364,3 +364,62 @@ def test_ten_thousand_nodes_stay_responsive(browser: Any, tmp_path: Path) -> Non
     finally:
         page.close()
     assert watch.errors == [] and all(u.startswith("file://") for u in watch.requests)
+
+
+def census_loom(path: Path) -> tuple[Loom, int, dict[str, Any]]:
+    """A toy loom with one census kept at the root and one taken and then undone."""
+    from support.personas import ToyWorld, toy_loom, toy_set
+
+    from loom.app.census import CensusSettings
+    from loom.app.session import Session
+
+    loom = toy_loom(path.parent, path.name)
+    loom.set_personas(toy_set().personas)
+    session = Session(loom, ToyWorld(p_waluigi=0.5))  # type: ignore[arg-type]
+    root = loom.root_id
+    kept = session.run_census(root, CensusSettings(rollouts=8, tokens=6, seed=4))
+    session.save_census(kept)
+    undone = session.run_census(root, CensusSettings(rollouts=5, tokens=6, seed=5))
+    session.save_census(undone)
+    session.undo()
+    return loom, root, kept.to_json()
+
+
+def test_the_html_export_carries_the_censuses_in_effect(tmp_path: Path) -> None:
+    loom, root, kept = census_loom(tmp_path / "census.loom")
+    with loom:
+        html = render_document(loom.to_document(), "html")
+    data = json.loads(json_payload(html))
+    (record,) = data["censuses"][str(root)]  # the undone one is not there
+    assert record["rollouts"] == 8 and record["tokens"] == 6 and record["seed"] == 4
+    (outcome,) = record["outcomes"]
+    shown = {label: (count, share, low, high) for label, count, share, low, high, _ex
+             in outcome["labels"]}  # fmt: skip
+    for name, figures in kept["personas"].items():
+        if figures["share"]:
+            count, share, low, high = shown[name]
+            assert count == figures["count"] and share == pytest.approx(figures["share"])
+            assert (low, high) == pytest.approx((figures["low"], figures["high"]))
+    assert sum(count for count, *_ in shown.values()) == 8
+    examples = [ex for *_rest, exs in outcome["labels"] for ex in exs]
+    assert examples and all(set(ex) <= {"A", "B"} for ex in examples)
+
+
+def test_the_page_shows_a_census_in_the_node_card(browser: Any, tmp_path: Path) -> None:
+    loom, root, kept = census_loom(tmp_path / "census.loom")
+    target = tmp_path / "census.html"
+    with loom:
+        target.write_text(render_document(loom.to_document(), "html"), encoding="utf-8")
+    page, watch = open_page(browser, target)
+    try:
+        page.locator(f".row[data-id='{root}'] .txt").click()
+        card = page.locator("#card").inner_text()
+        assert "census: 8 rollouts × 6 tokens, seed 4" in card
+        assert "5 rollouts" not in card  # undone
+        for name, figures in kept["personas"].items():
+            if figures["share"]:
+                assert name in card
+        assert "[" in card and "/8" in card
+    finally:
+        page.close()
+    assert watch.errors == [] and watch.dialogs == []

@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 
 from loom.formats.export.colours import PALETTE, UNLABELLED, safe_colour
+from loom.intervals import wilson
+from loom.store import codec
+from loom.store import events as ev
 from loom.store.history import HistoryError, NodeView, read_history
 from loom.store.model import LoomDocument, Node
 from loom.text import inert, one_line
@@ -151,6 +154,72 @@ def timeline(doc: LoomDocument) -> tuple[list[list[Any]], str]:
     return out, ""
 
 
+CENSUS_EXAMPLES = 2  # rollouts shown per persona of an outcome
+CENSUS_TEXT_CHARS = 400
+
+
+def _rollout_text(tokens: Any) -> str:
+    if isinstance(tokens, dict) and ev.TOKEN_DATA in tokens:
+        return codec.decode_row(codec.row_from_json(tokens[ev.TOKEN_DATA])).text
+    return ""
+
+
+def census_records(doc: LoomDocument) -> dict[int, list[dict[str, Any]]]:
+    """The censuses in effect, by node: per outcome, each label's count, share and 95 % interval,
+    and a few rollouts of each."""
+    censuses = [e for e in doc.events if e.get("kind") == ev.CENSUS]
+    in_effect = ev.still_done(
+        (int(e["seq"]) for e in censuses),
+        (
+            (str(e["kind"]), int(e["payload"].get("target", -1)))
+            for e in doc.events
+            if e.get("kind") in (ev.UNDO, ev.REDO)
+        ),
+    )
+    out: dict[int, list[dict[str, Any]]] = {}
+    for event in censuses:
+        if int(event["seq"]) not in in_effect:
+            continue
+        payload = event["payload"]
+        settings = payload.get("settings") or {}
+        outcomes = []
+        for outcome in payload.get("outcomes") or []:
+            rollouts = outcome.get("rollouts") or []
+            n = len(rollouts)
+            by_label: dict[str, list[dict[str, Any]]] = {}
+            for rollout in rollouts:
+                by_label.setdefault(str(rollout.get("label")), []).append(rollout)
+            labels = []
+            for label, mine in sorted(by_label.items(), key=lambda kv: -len(kv[1])):
+                low, high = wilson(len(mine), n)
+                examples = [
+                    inert(_rollout_text(r.get("tokens"))[:CENSUS_TEXT_CHARS])
+                    for r in mine[:CENSUS_EXAMPLES]
+                ]
+                labels.append([one_line(label), len(mine), len(mine) / n, low, high, examples])
+            outcomes.append(
+                {
+                    "text": inert(str(outcome.get("text", ""))),
+                    "p": outcome.get("p"),
+                    "n": n,
+                    "labels": labels,
+                }
+            )
+        out.setdefault(int(payload["node"]), []).append(
+            {
+                "seq": int(event["seq"]),
+                "ts": round(float(event["ts"]), 3),
+                "seed": payload.get("seed"),
+                "rollouts": settings.get("rollouts"),
+                "tokens": settings.get("tokens"),
+                "token_index": payload.get("token_index"),
+                "model": one_line(str(payload.get("model", ""))),
+                "outcomes": outcomes,
+            }
+        )
+    return out
+
+
 def build(doc: LoomDocument, current: int | None) -> dict[str, Any]:
     strings = Strings()
     nodes = [_node(n, strings) for n in doc.nodes]
@@ -175,4 +244,5 @@ def build(doc: LoomDocument, current: int | None) -> dict[str, Any]:
         "nodes": nodes,
         "events": events,
         "timelineNote": note,
+        "censuses": {str(k): v for k, v in census_records(doc).items()},
     }

@@ -9,10 +9,35 @@ from rich.text import Text
 from textual.color import Color
 from textual.widgets import Static
 
+from loom.app.census import UNDECIDED
+from loom.app.forks import FORKING_TV, ForkPoint
 from loom.tui.display import ProbabilityScale, bar, percent, prob_of, token_label
 from loom.tui.widgets.reading_pane import PathText
 
 BAR_WIDTH = 16
+OUTCOME_BAR_WIDTH = 8
+
+
+def fork_text(point: ForkPoint, names: tuple[str, ...], colours: dict[str, str]) -> Text:
+    """A fork map's finding at one token: the persona outcome after each token it tried."""
+    divergence = point.divergence(names)
+    out = Text(no_wrap=True, overflow="ellipsis")
+    verdict = "a forking token" if divergence >= FORKING_TV else "not a forking token"
+    out.append(f"\nfork map: {verdict} (total variation {divergence:.2f})", Style(bold=True))
+    for outcome in point.outcomes:
+        out.append("\n")
+        out.append(f"{token_label(outcome.text)[:14]:<14} {percent(outcome.p)} ")
+        out.append(f"n={outcome.n:<3}", Style(dim=True))
+        for name, share in outcome.distribution(names).items():
+            if name == UNDECIDED and not share:
+                continue
+            colour = colours.get(name)
+            out.append(f" {name} ", Style(color=colour, bold=True))
+            out.append(bar(share, OUTCOME_BAR_WIDTH), Style(color=colour))
+            out.append(f"{percent(share)}")
+        if outcome is point.sampled:
+            out.append("  ← in the text", Style(dim=True))
+    return out
 
 
 def inspector_text(path: PathText, index: int, scale: ProbabilityScale, background: Color) -> Text:
@@ -66,9 +91,14 @@ class TokenInspector(Static):
         index: int | None,
         scale: ProbabilityScale,
         background: Color,
+        fork: tuple[ForkPoint, tuple[str, ...], dict[str, str]] | None = None,
     ) -> None:
+        """`fork`: the fork map's point at this token, the persona names and their colours."""
         if path is None or index is None or index >= len(path):
             self.display = False
             return
-        self.update(inspector_text(path, index, scale, background))
+        text = inspector_text(path, index, scale, background)
+        if fork is not None:
+            text.append_text(fork_text(*fork))
+        self.update(text)
         self.display = True

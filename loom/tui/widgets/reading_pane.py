@@ -32,6 +32,8 @@ from loom.tui.keymap import TOKEN_ACTIONS, bindings
 EMPTY_TOKEN = "·"  # a token whose text is empty still gets a cell, so the cursor can reach it
 SHADE_ALPHA = 0.6  # how strongly the probability colour tints the background
 UNTOKENIZED_ID = -1  # the id shown for text that has no tokens yet
+# A forking token: under the token, apart from the current node's single underline.
+FORK_MARK = Style(underline2=True, bold=True)
 
 
 class PathText:
@@ -261,6 +263,13 @@ class ReadingPane(ScrollView, can_focus=True):
             self.index = index
             self.rank = rank
 
+    class CensusRequested(Message):
+        """A census at the token under the cursor (of each of its alternatives)."""
+
+        def __init__(self, index: int) -> None:
+            super().__init__()
+            self.index = index
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.path: PathText | None = None
@@ -280,6 +289,7 @@ class ReadingPane(ScrollView, can_focus=True):
         # Glyphs drawn where a node starts (persona collapse marks), by node id.
         self.marks: dict[int, str] = {}
         self._mark_at: dict[int, str] = {}  # first token index → glyphs
+        self.fork_marks: frozenset[int] = frozenset()  # path token indices drawn double-underlined
 
     # ----------------------------------------------------------------- content
 
@@ -315,6 +325,13 @@ class ReadingPane(ScrollView, can_focus=True):
         self.marks, self._mark_at = dict(marks), at
         self._line_strips.clear()
         self.refresh()
+
+    def set_fork_marks(self, indices: frozenset[int]) -> None:
+        """Forking tokens of the path (a fork map's finding): drawn with a double underline."""
+        if indices == self.fork_marks:
+            return
+        self.fork_marks = indices
+        self._restyle()
 
     def set_colours(self, scale: ProbabilityScale, node: Color, cursor: Color) -> None:
         self.scale, self.node_colour, self.cursor_colour = scale, node, cursor
@@ -359,6 +376,8 @@ class ReadingPane(ScrollView, can_focus=True):
                 if self.shading
                 else Style(bold=True, color=self.node_colour.rich_color)
             )
+        if index in self.fork_marks:
+            style = style + FORK_MARK
         self._style_cache[index] = style
         return style
 
@@ -514,6 +533,10 @@ class ReadingPane(ScrollView, can_focus=True):
         lps = self.path.logprobs[start:end]
         if end > start and not np.isnan(lps).all():
             self.set_cursor(start + int(np.nanargmin(lps)))
+
+    def action_census_here(self) -> None:
+        if self.cursor is not None:
+            self.post_message(self.CensusRequested(self.cursor))
 
     def action_branch(self) -> None:
         if self.cursor is not None:

@@ -24,11 +24,15 @@ class StatusInfo:
     saved: str = "saved"
     sort: str = "created"
     preset: str = ""
+    job: str = ""  # model work under way (a fork map, guided growth …), shown first
 
 
 def status_text(info: StatusInfo) -> Text:
     out = Text(no_wrap=True, overflow="ellipsis")
     dim = Style(dim=True)
+    if info.job:
+        out.append(f" {info.job} ", Style(bold=True, reverse=True))
+        out.append("  ", dim)
     out.append("model ", dim)
     if info.model:
         out.append(info.model, Style(bold=True))

@@ -318,6 +318,42 @@ function renderCard(n, path) {
     const what = "persona posterior" + (f.cx ? " \u2014 collapse here" : "");
     card.append(el("div", "note", what), post);
   }
+  renderCensuses(card, n.i);
+}
+
+// ---- censuses: how often each persona came next from the node, with 95 % intervals --------
+function renderCensuses(card, id) {
+  for (const c of (D.censuses || {})[String(id)] || []) {
+    const where = c.token_index === null || c.token_index === undefined ? ""
+      : " at its token " + (c.token_index + 1);
+    card.append(el("div", "note", "census" + where + ": " + c.rollouts + " rollouts \u00d7 " +
+      c.tokens + " tokens, seed " + c.seed + (c.model ? ", " + c.model : "") + ", " +
+      stamp(c.ts)));
+    for (const o of c.outcomes) {
+      if (c.outcomes.length > 1) {
+        card.append(el("div", "note", "after \u2039" + shown(o.text) + "\u203a (p " +
+          pct(o.p) + ")"));
+      }
+      const post = el("div", "post census");
+      for (const [label, count, share, low, high, examples] of o.labels) {
+        const bar = el("b");
+        bar.style.width = (100 * share).toFixed(1) + "%";
+        bar.style.background = colourOf(label);
+        const wrap = el("span");
+        wrap.title = "95% interval " + pct(low) + " \u2013 " + pct(high);
+        wrap.append(bar);
+        post.append(el("span", null, label), wrap,
+          el("span", null, pct(share) + "  [" + pct(low) + " \u2013 " + pct(high) + "]  " +
+            count + "/" + o.n));
+        for (const text of examples) {
+          const ex = el("span", "example", "\u201c" + preview(text) + "\u201d");
+          ex.style.gridColumn = "1 / -1";
+          post.append(ex);
+        }
+      }
+      card.append(post);
+    }
+  }
 }
 
 // ---- the tooltip: probability, entropy and the top-k alternatives of a token --------------
