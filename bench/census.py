@@ -75,8 +75,8 @@ def main() -> None:
     engine = Engine.load(default_model_path(), n_ctx=4096, n_seq_max=max(16, args.batch))
     context = engine.tokenize(croissant.prompt)
     R, L, B = args.rollouts, args.tokens, args.batch
-    print(f"model {engine.info.name}; prompt {len(context)} tokens; census R={R} x L={L} in batches "
-          f"of {B}; {len(croissant.personas)} personas")  # fmt: skip
+    print(f"model {engine.info.name}; prompt {len(context)} tokens; census R={R} x L={L} "
+          f"in batches of {B}; {len(croissant.personas)} personas")  # fmt: skip
 
     best: dict[str, float] = {}
 
