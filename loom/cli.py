@@ -360,13 +360,18 @@ def cmd_census(args: argparse.Namespace) -> int:
             progress=_progress_printer("census"),
         )
         seq = session.save_census(result)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        for line in census_lines(result):
-            print(one_line(line))
+    _print_result(args.json, result.to_json(), census_lines(result))
     print(f"stored as event {seq} (loom replay lists it)", file=sys.stderr)
     return 0
+
+
+def _print_result(as_json: bool, data: object, lines: list[str]) -> None:
+    """A result as one JSON object (--json), or as its lines of text made inert."""
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        for line in lines:
+            print(one_line(line))
 
 
 def cmd_grow(args: argparse.Namespace) -> int:
@@ -423,11 +428,7 @@ def cmd_transitions(args: argparse.Namespace) -> int:
     if not pairs:
         _fail("no labelled node in this subtree: label some first (`loom label`)")
     table = transition_table(pairs)
-    if args.json:
-        print(json.dumps(table.to_json(), indent=2))
-    else:
-        for line in transition_lines(table):
-            print(one_line(line))
+    _print_result(args.json, table.to_json(), transition_lines(table))
     print(f"{len(fresh)} new census(es) stored", file=sys.stderr)
     return 0
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, ParamSpec, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from textual.app import App, ComposeResult
 from textual.binding import BindingType
 from textual.color import Color
@@ -22,7 +24,7 @@ from textual.notifications import SeverityLevel
 from textual.timer import Timer
 from textual.widgets import Footer, ProgressBar
 
-from loom.app.forks import ForkPoint
+from loom.app.forks import ForkMap, ForkPoint
 from loom.app.growth import Growth
 from loom.app.navigation import NodeSummary, View
 from loom.app.session import Session
@@ -93,10 +95,9 @@ class LoomAppBase(App[int]):
         self.persona_evidence: dict[int, PersonaScore] = {}
         self.model_job: ModelJob | None = None  # a fork map, transitions or growth running
         self.growth: Growth | None = None  # guided growth under way (with its model_job)
-        # The last fork map: its points by path token index, and the path's token ids then.
-        self.fork_points: dict[int, ForkPoint] = {}
-        self.fork_ids: tuple[int, ...] = ()
-        self.fork_names: tuple[str, ...] = ()
+        # The last fork map, and the token ids of the path it was made on.
+        self.fork_map: ForkMap | None = None
+        self.fork_ids: npt.NDArray[np.int32] | None = None
         self._register_themes()
 
     # ----------------------------------------------------------------- set-up
@@ -254,6 +255,14 @@ class LoomAppBase(App[int]):
                 colours[persona.name] = slot
         return colours
 
+    def persona_names(self) -> list[str]:
+        return [p.name for p in self.session.personas]
+
+    def persona_colours(self) -> dict[str, str]:
+        """Each persona's colour in the current theme (by name)."""
+        style = self.tree_pane.label_style
+        return dict(style.personas) if style is not None else {}
+
     def reading_background(self) -> Color:
         return Color.parse(self.get_css_variables().get("surface", "#202020"))
 
@@ -273,6 +282,16 @@ class LoomAppBase(App[int]):
 
     def load_model(self, model_path: Path | None) -> None:
         raise NotImplementedError  # GenerationActions provides it
+
+    def show_new_children(self, parent_id: int) -> None:
+        """New children of `parent_id` were written: reload them into the tree, and the reading
+        pane too if the parent is on the path shown."""
+        self.tree_pane.load_children(
+            self.tree_pane.node_for(parent_id) or self.tree_pane.root, force=True
+        )
+        self.refresh_node(parent_id)
+        if parent_id in self.path_ids:
+            self.go_to(self.current)
 
     def refresh_node(self, node_id: int) -> None:
         """Re-read one node's header (bookmark, tags, prune, children count) into the tree."""

@@ -13,11 +13,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
 from rich.text import Text
 from textual import work
 
 from loom.app.census import CensusResult, CensusSettings, transition_table
-from loom.app.forks import FORKING_TV, ForkPoint
+from loom.app.forks import ForkMap, ForkPoint
 from loom.app.growth import Growth, GrowthError, GrowthPlan, GrowthPolicy, GrowthStep
 from loom.tui.base import LoomAppBase, reports_errors
 from loom.tui.messages import (
@@ -34,10 +35,6 @@ from loom.tui.widgets.reading_pane import ReadingPane
 
 class CensusActions(LoomAppBase):
     # ----------------------------------------------------------------- shared checks
-
-    def persona_colours(self) -> dict[str, str]:
-        style = self.tree_pane.label_style
-        return dict(style.personas) if style is not None else {}
 
     def _model_work_blocker(self, what: str) -> str | None:
         """Why `what` (which needs the model and writes the loom) cannot start now."""
@@ -114,17 +111,12 @@ class CensusActions(LoomAppBase):
             )
         )
 
+    @reports_errors
     def _save_census(self, result: CensusResult) -> bool:
-        if self._saved_census(result) is None:
-            return False
+        self.session.save_census(result)
         done = len(result.outcomes[0].census.rollouts) * len(result.outcomes)
-        self.status.show(saved="saved")
         self.notify(f"census of #{result.node_id} kept ({done} rollouts; u undoes)", timeout=3)
         return True
-
-    @reports_errors
-    def _saved_census(self, result: CensusResult) -> int:
-        return self.session.save_census(result)
 
     @reports_errors
     def _promote_rollout(self, result: CensusResult, outcome: int, rollout: int) -> None:
@@ -188,9 +180,8 @@ class CensusActions(LoomAppBase):
             self.notify(str(message.error), severity="error", title="No fork map")
             return
         path = self.reading.path
-        self.fork_names = found.names
-        self.fork_points = {point.index: point for point in found.points}
-        self.fork_ids = () if path is None else tuple(int(t) for t in path.tokens.ids)
+        self.fork_map = found
+        self.fork_ids = path.tokens.ids.copy() if path is not None else None
         self.refresh_fork_marks()
         forking = found.forking()
         note = " (stopped: the points measured so far)" if found.cancelled else ""
@@ -202,31 +193,30 @@ class CensusActions(LoomAppBase):
 
     def refresh_fork_marks(self) -> None:
         """Mark the forking tokens while the path shown still starts with the mapped one."""
-        shown = [p for p in self._fork_points_here() if p.divergence(self.fork_names) >= FORKING_TV]
-        self.reading.set_fork_marks(frozenset(p.index for p in shown))
+        found = self._fork_map_here()
+        marks = () if found is None else (p.index for p in found.forking())
+        self.reading.set_fork_marks(frozenset(marks))
 
-    def _fork_points_here(self) -> list[ForkPoint]:
-        """The last map's points, if the path shown starts with the tokens it was made on (an
-        edit, a split or another branch makes them another story's)."""
-        path = self.reading.path
-        mapped = self.fork_ids
-        if not mapped or path is None or len(path) < len(mapped):
-            return []
-        if tuple(int(t) for t in path.tokens.ids[: len(mapped)]) != mapped:
-            return []
-        return list(self.fork_points.values())
+    def _fork_map_here(self) -> ForkMap | None:
+        """The last fork map, if the path shown starts with the tokens it was made on (an edit,
+        a split or another branch makes its positions another story's)."""
+        path, mapped = self.reading.path, self.fork_ids
+        if self.fork_map is None or path is None or mapped is None or len(path) < len(mapped):
+            return None
+        return self.fork_map if np.array_equal(path.tokens.ids[: len(mapped)], mapped) else None
 
     def fork_outcomes_at(
         self, index: int
     ) -> tuple[ForkPoint, tuple[str, ...], dict[str, str]] | None:
-        point = self.fork_points.get(index)
-        if point is None or not self._fork_points_here():
-            return None
-        return point, self.fork_names, self.persona_colours()
+        found = self._fork_map_here()
+        point = None if found is None else next((p for p in found.points if p.index == index), None)
+        return (
+            None if point is None or found is None else (point, found.names, self.persona_colours())
+        )
 
     def go_to(self, node_id: int, path_ids: list[int] | None = None) -> None:
         super().go_to(node_id, path_ids)
-        if self.fork_points:
+        if self.fork_map is not None:
             self.refresh_fork_marks()
 
     # ----------------------------------------------------------------- the transition table
@@ -285,7 +275,7 @@ class CensusActions(LoomAppBase):
             (Text("explore — where the persona posterior is most uncertain"), "explore"),
             *(
                 (Text(f"hunt:{name} — best-first toward {name}"), f"hunt:{name}")
-                for name in self.persona_names_for_growth()
+                for name in self.persona_names()
             ),
             (Text("fork — split at the highest-entropy tokens, grow the alternatives"), "fork"),
         ]
@@ -293,9 +283,6 @@ class CensusActions(LoomAppBase):
             ChoiceScreen(f"Grow the subtree of #{self.current} by which policy?", options),
             self._grow_policy_chosen,
         )
-
-    def persona_names_for_growth(self) -> list[str]:
-        return [p.name for p in self.session.personas]
 
     def _grow_policy_chosen(self, policy: str | None) -> None:
         if policy is None:
@@ -320,7 +307,7 @@ class CensusActions(LoomAppBase):
         try:
             seconds = float(budget[:-1]) if budget.endswith("s") else None
             tokens = None if seconds is not None else int(budget)
-            policy = GrowthPolicy.parse(policy_text, self.persona_names_for_growth())
+            policy = GrowthPolicy.parse(policy_text, self.persona_names())
             preset_n = int(self.preset.n or self.config.n)
             growth = Growth(self.session, policy, root, preset_n, self.sampler_settings(),
                             budget_tokens=tokens, budget_seconds=seconds)  # fmt: skip
@@ -372,8 +359,7 @@ class CensusActions(LoomAppBase):
             return
         step = message.step
         if step.result.branches:
-            ids = self._save_growth_step(step, growth)
-            if ids is None:
+            if self._save_growth_step(step, growth) is None:
                 self._end_growth(job, "stopped: the step could not be written")
                 return
             # written and committed: now it is shown
@@ -381,13 +367,7 @@ class CensusActions(LoomAppBase):
                 self.rebuild_tree()
                 self.go_to(self.current)
             else:
-                self.tree_pane.load_children(
-                    self.tree_pane.node_for(step.plan.parent) or self.tree_pane.root, force=True
-                )
-                self.refresh_node(step.plan.parent)
-                self.tree_pane.show_path(self.path_ids, self.path_ids)
-            for node_id in ids:
-                self.refresh_node(node_id)
+                self.show_new_children(step.plan.parent)  # labelled as they were written
         self._grow_next(job)
 
     @reports_errors

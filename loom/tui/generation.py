@@ -152,13 +152,7 @@ class GenerationActions(LoomAppBase):
         if ids is None:
             return
         self.last_generated = ids
-        # Written and committed: now it may be shown as done.
-        self.tree_pane.load_children(
-            self.tree_pane.node_for(job.parent_id) or self.tree_pane.root, force=True
-        )
-        self.refresh_node(job.parent_id)
-        if job.parent_id in self.path_ids:
-            self.go_to(self.current)
+        self.show_new_children(job.parent_id)  # written and committed: now shown as done
         self.status.show(tokens_per_second=result.tokens_per_second, saved="saved")
         if result.cancelled:
             self.notify(f"cancelled: kept {len(ids)} partial branch(es)", timeout=3)
@@ -244,10 +238,7 @@ class GenerationActions(LoomAppBase):
         self, parent: int, root: MultiverseNode, path: list[MultiverseNode]
     ) -> None:
         node_id = self.session.save_multiverse_path(parent, root, path)
-        self.tree_pane.load_children(
-            self.tree_pane.node_for(parent) or self.tree_pane.root, force=True
-        )
-        self.refresh_node(parent)
+        self.show_new_children(parent)
         self.go_to(node_id)
         self.notify(f"branch of {len(path)} token(s) created from the multiverse", timeout=3)
 

@@ -37,9 +37,6 @@ class PersonaActions(LoomAppBase):
     def persona_panel(self) -> PersonaPanel:
         return self.query_one(PersonaPanel)
 
-    def persona_names(self) -> list[str]:
-        return [p.name for p in self.session.personas]
-
     # ----------------------------------------------------------------- the panel
 
     def action_persona_panel(self) -> None:
@@ -75,8 +72,7 @@ class PersonaActions(LoomAppBase):
             return
         header = self.session.header(self.current)
         names = self.persona_names()
-        style = self.tree_pane.label_style
-        colours = style.personas if style is not None else {}
+        colours = self.persona_colours()
         trajectory = self.session.trajectory(self.current) if names else None
         evidence = self.persona_evidence.get(self.current)
         panel.show_data(
@@ -143,8 +139,7 @@ class PersonaActions(LoomAppBase):
         if not names:
             self.notify("this loom has no persona set (ctrl+l loads one)", severity="warning")
             return
-        style = self.tree_pane.label_style
-        colours = style.personas if style is not None else {}
+        colours = self.persona_colours()
         options: list[tuple[Text, str]] = [
             (Text(n, Style(color=colours.get(n), bold=True)), n) for n in names
         ]

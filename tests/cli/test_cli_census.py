@@ -8,31 +8,22 @@ from pathlib import Path
 
 import pytest
 from support.cli import (
-    cli_env,
     croissant_loom,
+    env,
     failed,
     ids_of,
     ok,
     parse_timeline,
     run_loom,
     snapshot,
+    work,
 )
 
 from loom.store.loom import Loom
 
+__all__ = ["env", "work"]  # fixtures
+
 pytestmark = pytest.mark.model
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return cli_env(tmp_path / "home")
-
-
-@pytest.fixture
-def work(tmp_path: Path) -> Path:
-    folder = tmp_path / "work"
-    folder.mkdir()
-    return folder
 
 
 def test_census_prints_a_table_keeps_the_census_and_replay_lists_it(

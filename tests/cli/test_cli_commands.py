@@ -29,6 +29,7 @@ from support.cli import (
     copy_loom,
     croissant_loom,
     describe,
+    env,
     failed,
     ids_of,
     leaf_paths,
@@ -40,6 +41,7 @@ from support.cli import (
     tokenizer,
     tree_record,
     usage_error,
+    work,
 )
 from support.engines import (
     ARRAY,
@@ -62,26 +64,13 @@ from loom.store.replay import state_at
 from loom.text import inert
 
 pytestmark = pytest.mark.model
-__all__ = ["default_gguf", "llama_server", "tokenizer"]  # fixtures
+__all__ = ["default_gguf", "env", "llama_server", "tokenizer", "work"]  # fixtures
 
 BIG_NUMBER = "99999999999999999999"  # more than SQLite's 64-bit integers hold
 EXPECTED_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return cli_env(tmp_path / "home")
-
-
-@pytest.fixture
-def work(tmp_path: Path) -> Path:
-    """The current folder of the commands (the user's project folder)."""
-    folder = tmp_path / "work"
-    folder.mkdir()
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,20 @@ def tokenizer() -> Iterator[Any]:
     vocab.close()
 
 
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """The environment of the commands: a home, config and cache of the test's own."""
+    return cli_env(tmp_path / "home")
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """The current folder of the commands (the user's project folder)."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    return folder
+
+
 def cli_env(root: Path) -> dict[str, str]:
     """The environment of one test: config, data dir and XDG config under `root`."""
     config = root / "config" / "config.toml"

@@ -111,12 +111,12 @@ class CensusScreen(ModalScreen[None]):
         colours: dict[str, str],
         *,
         run: RunCensus,
-        save: Callable[[CensusResult], bool],
+        save: Callable[[CensusResult], bool | None],
         promote: Callable[[CensusResult, int, int], None],
         shown: CensusResult | None = None,
     ) -> None:
         """`shown`: a stored census to show (r runs a new one); else a census starts at once.
-        `save` writes a finished census (False: it could not be written, and is not shown)."""
+        `save` writes a finished census (falsy: it could not be written, and is not shown)."""
         super().__init__()
         self._title = title
         self._colours = colours
