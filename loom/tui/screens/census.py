@@ -24,11 +24,12 @@ from textual.widgets import Label, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from loom.app.census import UNDECIDED, CensusResult, TransitionTable
-from loom.text import one_line
+from loom.text import cut, one_line
 from loom.tui.display import bar, percent, token_label
 from loom.tui.messages import CensusDone, CensusProgress
 
 SHARE_BAR = 20
+ROLLOUT_CHARS = 80  # of a rollout's text in its line of the list
 RunCensus = Callable[[threading.Event, Callable[[int, int], None]], CensusResult]
 
 
@@ -84,7 +85,8 @@ def rollout_options(result: CensusResult, colours: dict[str, str]) -> list[tuple
             line.append(f"{percent(p)} " if p is not None else "     ", Style(dim=True))
             marks = ("↻" if rollout.repetition else " ") + ("⚠" if rollout.collapse else " ")
             line.append(marks + " ")
-            line.append(one_line(rollout.text))
+            # one line each (the option list wraps what is longer than the panel)
+            line.append(cut(one_line(rollout.text), ROLLOUT_CHARS))
             options.append((line, o, r))
     return options
 

@@ -15,7 +15,7 @@ from loom.tui.display import ProbabilityScale, bar, percent, prob_of, token_labe
 from loom.tui.widgets.reading_pane import PathText
 
 BAR_WIDTH = 16
-OUTCOME_BAR_WIDTH = 8
+OUTCOME_BAR_WIDTH = 4  # an outcome's personas share one line of the inspector
 
 
 def fork_text(point: ForkPoint, names: tuple[str, ...], colours: dict[str, str]) -> Text:
@@ -34,7 +34,7 @@ def fork_text(point: ForkPoint, names: tuple[str, ...], colours: dict[str, str])
             colour = colours.get(name)
             out.append(f" {name} ", Style(color=colour, bold=True))
             out.append(bar(share, OUTCOME_BAR_WIDTH), Style(color=colour))
-            out.append(f"{percent(share)}")
+            out.append(percent(share).strip())
         if outcome is point.sampled:
             out.append("  ← in the text", Style(dim=True))
     return out
