@@ -73,28 +73,132 @@ def reserve_ids(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
 # --- tokens ---------------------------------------------------------------------------------------
 
 
-def store_token_row(conn: sqlite3.Connection, row: codec.TokenRow) -> int | None:
-    """The id of `row` in the tokens table, inserting it if new (None for no tokens)."""
-    if row.n == 0:
+def _store_text(text: str) -> str | bytes:
+    """A vocabulary text as SQLite can hold it (see the `vocab` table)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+    return text
+
+
+def _read_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogatepass")
+    if not isinstance(value, str):
+        raise damaged("a vocabulary text is not text")
+    return value
+
+
+class Vocab:
+    """The loom's vocabulary (token id -> text) as read so far, for one long piece of work.
+
+    Live edits look texts up in SQL each time. An export or an import, which touches every row,
+    keeps what it read here: the table is append-only, so what was read stays true. It must not
+    outlive the transaction it was filled in when that transaction also writes (a rollback would
+    take back entries it holds): imports use it only on a file that is deleted on failure.
+    """
+
+    def __init__(self) -> None:
+        self.known: dict[int, str] = {}
+
+    def load_all(self, conn: sqlite3.Connection) -> None:
+        """Read the whole table (bounded by the model's vocabulary, not by the tree)."""
+        for token_id, text in conn.execute("SELECT id, text FROM vocab"):
+            self.known[int(token_id)] = _read_text(text)
+
+
+def vocab_texts(
+    conn: sqlite3.Connection, ids: Iterable[int], vocab: Vocab | None = None
+) -> dict[int, str]:
+    """The vocabulary texts of `ids` (those it has)."""
+    known = vocab.known if vocab is not None else {}
+    out: dict[int, str] = {}
+    missing: list[int] = []
+    for token_id in ids:
+        text = known.get(token_id)
+        if text is None:
+            missing.append(token_id)
+        else:
+            out[token_id] = text
+    for part in chunks(missing):
+        for token_id, text in conn.execute(
+            f"SELECT id, text FROM vocab WHERE id IN ({marks(len(part))})", tuple(part)
+        ):
+            out[int(token_id)] = known_text = _read_text(text)
+            if vocab is not None:
+                known[int(token_id)] = known_text
+    return out
+
+
+def vocabulary(conn: sqlite3.Connection) -> Iterator[tuple[int, str]]:
+    """Every (id, text) of the loom's vocabulary, by id."""
+    for token_id, text in conn.execute("SELECT id, text FROM vocab ORDER BY id"):
+        yield int(token_id), _read_text(text)
+
+
+def texts_row(
+    conn: sqlite3.Connection, tokens: TokenArray, vocab: Vocab | None = None
+) -> tuple[str | None, str | None]:
+    """The exceptions of `tokens` to the vocabulary (the `texts` and `top_texts` columns), adding
+    to the vocabulary every id it lacks (its first text here becomes the vocabulary's)."""
+    ids = tokens.ids.tolist()
+    top_unique = set(tokens.top_ids.ravel().tolist())
+    proposed: dict[int, str] = {}
+    for token_id, text in zip(ids, tokens.texts, strict=True):
+        proposed.setdefault(token_id, text)
+    for token_id, text in tokens.top_texts.items():
+        proposed.setdefault(int(token_id), text)
+    known = vocab_texts(conn, list(proposed), vocab)
+    new = [(i, t) for i, t in proposed.items() if i not in known]
+    if new:
+        conn.executemany(
+            "INSERT INTO vocab (id, text) VALUES (?, ?)", [(i, _store_text(t)) for i, t in new]
+        )
+        known.update(new)
+        if vocab is not None:
+            vocab.known.update(new)
+    own = {
+        str(i): t
+        for i, (tid, t) in enumerate(zip(ids, tokens.texts, strict=True))
+        if known[tid] != t
+    }
+    top: dict[str, str | None] = {
+        str(i): t
+        for i, t in tokens.top_texts.items()
+        if int(i) not in top_unique or known[int(i)] != t
+    }
+    for token_id in top_unique:
+        if token_id not in tokens.top_texts:
+            top[str(token_id)] = None  # an alternative without a text: kept without one
+    return (
+        codec.json_text(own) if own else None,
+        codec.json_text(top) if top else None,
+    )
+
+
+def store_token_row(
+    conn: sqlite3.Connection, tokens: TokenArray, vocab: Vocab | None = None
+) -> int | None:
+    """The id of `tokens` in the tokens table, inserting it if new (None for no tokens)."""
+    if len(tokens) == 0:
         return None
+    row = codec.encode(tokens)
     digest = row.digest
     found = conn.execute("SELECT id FROM tokens WHERE digest = ?", (digest,)).fetchone()
     if found is not None:
         return int(found[0])
+    texts, top_texts = texts_row(conn, tokens, vocab)
     cur = conn.execute(
-        "INSERT INTO tokens (digest, n, k, ids, logprobs, top_ids, top_logprobs, entropy, texts,"
-        " top_texts, sum_logprob, n_logprob) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO tokens (digest, n, k, data, texts, top_texts, sum_logprob, n_logprob)"
+        " VALUES (?,?,?,?,?,?,?,?)",
         (
             digest,
             row.n,
             row.k,
-            row.ids,
-            row.logprobs,
-            row.top_ids,
-            row.top_logprobs,
-            row.entropy,
-            row.texts,
-            row.top_texts,
+            codec.pack(tokens),
+            texts,
+            top_texts,
             row.sum_logprob,
             row.n_logprob,
         ),
@@ -102,31 +206,63 @@ def store_token_row(conn: sqlite3.Connection, row: codec.TokenRow) -> int | None
     return int(cur.lastrowid or 0)
 
 
-def store_tokens(conn: sqlite3.Connection, tokens: TokenArray | None) -> int | None:
-    return (
-        None if tokens is None or len(tokens) == 0 else store_token_row(conn, codec.encode(tokens))
-    )
+def store_tokens(
+    conn: sqlite3.Connection, tokens: TokenArray | None, vocab: Vocab | None = None
+) -> int | None:
+    return None if tokens is None or len(tokens) == 0 else store_token_row(conn, tokens, vocab)
 
 
-_TOKEN_COLUMNS = "n, k, ids, logprobs, top_ids, top_logprobs, entropy, texts, top_texts"
+_TOKEN_COLUMNS = "n, k, data, texts, top_texts"
+
+
+def decode_stored(
+    conn: sqlite3.Connection,
+    ref: int,
+    row: Sequence[Any],
+    vocab: Vocab | None = None,
+) -> TokenArray:
+    """A TokenArray from its stored columns (`_TOKEN_COLUMNS`); `damaged` if they do not hold."""
+    n, k, data, texts_json, top_json = row
+    try:
+        columns = codec.unpack(int(n), int(k), bytes(data))
+        own = {} if texts_json is None else json.loads(texts_json)
+        top_extra = {} if top_json is None else json.loads(top_json)
+    except (ValueError, TypeError) as exc:
+        raise damaged(f"token data {ref} is damaged ({exc})") from None
+    ids = columns[0].tolist()
+    top_unique = set(columns[2].ravel().tolist())
+    known = vocab_texts(conn, set(ids) | top_unique, vocab)
+    texts: list[str] = []
+    for i, token_id in enumerate(ids):
+        text = own.get(str(i)) if own else None
+        if text is None:
+            text = known.get(token_id)
+            if text is None:
+                raise damaged(f"token data {ref}: token id {token_id} is not in the vocabulary")
+        texts.append(text)
+    top_texts = {i: known[i] for i in top_unique if i in known}
+    for key, text in top_extra.items():
+        if text is None:
+            top_texts.pop(int(key), None)
+        else:
+            top_texts[int(key)] = text
+    return codec.assemble(columns, texts, top_texts)
 
 
 def token_row(conn: sqlite3.Connection, ref: int) -> codec.TokenRow:
-    row = conn.execute(
-        f"SELECT {_TOKEN_COLUMNS}, sum_logprob, n_logprob FROM tokens WHERE id = ?", (ref,)
-    ).fetchone()
-    if row is None:
-        raise LookupError(f"token data {ref} is missing")
-    return codec.TokenRow(*row)
+    """The canonical row (old column form) of stored tokens: what loom-json 1 events carry."""
+    return codec.encode(load_tokens(conn, ref))
 
 
-def load_tokens(conn: sqlite3.Connection, ref: int | None) -> TokenArray:
+def load_tokens(
+    conn: sqlite3.Connection, ref: int | None, vocab: Vocab | None = None
+) -> TokenArray:
     if ref is None:
         return TokenArray.empty()
     row = conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id = ?", (ref,)).fetchone()
     if row is None:
         raise LookupError(f"token data {ref} is missing")
-    return codec.decode(*row)
+    return decode_stored(conn, ref, row, vocab)
 
 
 def _token_stats(conn: sqlite3.Connection, ref: int | None) -> tuple[int, float | None, int]:
