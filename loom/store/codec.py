@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -343,3 +344,53 @@ def summary(tokens: TokenArray) -> tuple[float | None, int]:
     known = ~np.isnan(logprobs)
     n_logprob = int(known.sum())
     return (float(logprobs[known].astype(np.float64).sum()) if n_logprob else None), n_logprob
+
+
+# --- texts against a vocabulary (the store's, or a loom-json 2 file's) -------------------------
+
+
+def text_exceptions(
+    tokens: TokenArray, vocab: Mapping[int, str]
+) -> tuple[dict[int, str], dict[int, str | None]]:
+    """What a vocabulary does not say of `tokens`: (token index -> text) for its own tokens whose
+    text is another, (id -> text) for alternatives likewise or not among `top_ids` at all, and
+    (id -> None) for an alternative that has no text."""
+    ids = tokens.ids.tolist()
+    own = {
+        i: text
+        for i, (token_id, text) in enumerate(zip(ids, tokens.texts, strict=True))
+        if vocab.get(token_id) != text
+    }
+    top_unique = set(tokens.top_ids.ravel().tolist())
+    top: dict[int, str | None] = {
+        int(i): text
+        for i, text in tokens.top_texts.items()
+        if int(i) not in top_unique or vocab.get(int(i)) != text
+    }
+    for token_id in top_unique:
+        if token_id not in tokens.top_texts:
+            top[token_id] = None
+    return own, top
+
+
+def apply_texts(
+    ids: np.ndarray[Any, Any],
+    top_ids: np.ndarray[Any, Any],
+    vocab: Mapping[int, str],
+    own: Mapping[int, str],
+    top: Mapping[int, str | None],
+) -> tuple[list[str], dict[int, str]]:
+    """The texts `text_exceptions` described; KeyError(id) for an id the vocabulary lacks."""
+    texts = []
+    for i, token_id in enumerate(ids.tolist()):
+        text = own.get(i)
+        texts.append(vocab[token_id] if text is None else text)
+    top_texts = {
+        token_id: vocab[token_id]
+        for token_id in set(top_ids.ravel().tolist())
+        if token_id not in top
+    }
+    for token_id, text in top.items():
+        if text is not None:
+            top_texts[int(token_id)] = text
+    return texts, top_texts

@@ -135,6 +135,10 @@ class StoreExport:
             used.update(int(i) for i in item.node.tokens.top_texts)
         yield from sorted((i, t) for i, t in self._vocab.known.items() if i in used)
 
+    def current_path(self) -> list[int]:
+        path = rows.path_ids(self.conn, int(self.head.current or self._root))
+        return path[path.index(self._root) :] if self._root in path else [self._root]
+
     def nodes(self) -> Iterator[StreamNode]:
         conn = self.conn
         for start in range(0, len(self._ids), _CHUNK):

@@ -46,6 +46,8 @@ class DocumentStream(Protocol):
 
     def vocabulary(self) -> Iterator[tuple[int, str]]: ...
 
+    def current_path(self) -> list[int]: ...
+
     def nodes(self) -> Iterator[StreamNode]: ...
 
     def event_token_keys(self) -> list[int]: ...
@@ -155,6 +157,16 @@ class MemoryStream:
             for token_id, text in tokens.top_texts.items():
                 vocab.setdefault(int(token_id), text)
         yield from sorted(vocab.items())
+
+    def current_path(self) -> list[int]:
+        """From the root to the current node (just the root if there is none)."""
+        parents = {n.id: n.parent for n in self.doc.nodes}
+        step: int | None = self.head.current if self.head.current in parents else self.doc.root
+        path: list[int] = []
+        while step is not None and step in parents and step not in path:
+            path.append(step)
+            step = parents[step]
+        return path[::-1]
 
     def nodes(self) -> Iterator[StreamNode]:
         children: dict[int, list[int]] = {n.id: [] for n in self.doc.nodes}

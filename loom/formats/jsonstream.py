@@ -1,0 +1,146 @@
+"""A large JSON document read a piece at a time: its top-level fields, and the items of the
+arrays that grow with the loom (nodes, token arrays, events) one by one.
+
+Two readers give the same pieces. loom writes its JSON one item a line (the head on the first
+line, each node, token array and event on its own): `_lines` reads that layout with orjson, a line
+at a time, at full speed. Any other layout of valid JSON (pretty-printed, reformatted by a tool)
+goes through `_events`, ijson's incremental parser (the yajl2 C backend): slower, just as bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import IO, Any
+
+import ijson
+import orjson
+
+from loom.formats.errors import FormatError
+
+Piece = tuple[str, str, Any]  # ("field", name, value) or ("item", array name, value)
+
+
+def pieces(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
+    """The pieces of the JSON object in `handle` (a binary file at its start)."""
+    first = handle.readline()
+    handle.seek(0)
+    head = first.strip()
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:]
+    if head.startswith(b"{") and head.endswith(b",") and _parses(head[:-1] + b"}"):
+        return _lines(handle, streamed)
+    return _events(handle, streamed)
+
+
+def _parses(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _loads(data: bytes, line: int) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise FormatError(f"invalid JSON at line {line}: {exc}") from None
+
+
+def _lines(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
+    number = 0
+    array: str | None = None
+    closed = False
+    for raw in handle:
+        number += 1
+        line = raw.strip()
+        if number == 1:
+            line = line.removeprefix(b"\xef\xbb\xbf")
+            for name, value in _loads(line[:-1] + b"}", number).items():
+                yield "field", name, value
+            continue
+        if not line:
+            continue
+        if closed:
+            raise FormatError(f"invalid JSON at line {number}: data after the end of the document")
+        if array is not None:
+            if line in (b"]", b"],", b"]}"):
+                array = None
+                closed = line == b"]}"
+                continue
+            item = line[:-1] if line.endswith(b",") else line
+            yield "item", str(array), _loads(item, number)
+            continue
+        if line.endswith(b"[") and line[:-1].rstrip().endswith(b":"):
+            name = _loads(line[:-1].rstrip()[:-1], number)
+            if not isinstance(name, str) or name not in streamed:
+                raise FormatError(f"invalid JSON at line {number}: unexpected array {name!r}")
+            array = name
+            continue
+        if line.endswith(b","):
+            entry = _loads(b"{" + line[:-1] + b"}", number)
+        else:
+            entry = _loads(b"{" + line, number)
+            closed = True
+        for name, value in entry.items():
+            if name in streamed and isinstance(value, list):
+                for item in value:
+                    yield "item", name, item
+            else:
+                yield "field", name, value
+    if array is not None or not closed:
+        after = f" (inside {array!r})" if array is not None else ""
+        raise FormatError(f"the file ends early at line {number}{after}: it is truncated")
+
+
+def _events(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
+    """Any layout, through ijson's parse events (values built with its ObjectBuilder)."""
+    try:
+        parser = ijson.parse(handle, use_float=True)
+        _prefix, kind, value = next(parser)
+        if kind != "start_map":
+            raise FormatError("not a recognised loom format: the JSON is not an object")
+        for prefix, kind, value in parser:
+            if prefix == "" and kind == "map_key":
+                name = value
+                _prefix2, kind2, value2 = next(parser)
+                if name in streamed and kind2 == "start_array":
+                    yield from _array_items(parser, name)
+                else:
+                    yield "field", name, _build(parser, kind2, value2)
+            elif prefix == "" and kind == "end_map":
+                break
+        for _extra in parser:
+            raise FormatError("invalid JSON: data after the end of the document")
+    except ijson.IncompleteJSONError as exc:
+        message = " ".join(str(exc).split())
+        if "premature EOF" in message or "incomplete" in message.lower():
+            raise FormatError("the file ends early: it is truncated") from None
+        raise FormatError(f"invalid JSON: {message}") from None
+    except ijson.JSONError as exc:
+        raise FormatError(f"invalid JSON: {' '.join(str(exc).split())}") from None
+
+
+def _build(parser: Iterator[tuple[str, str, Any]], kind: str, value: Any) -> Any:
+    if kind not in ("start_map", "start_array"):
+        return value
+    builder = ijson.ObjectBuilder()
+    builder.event(kind, value)
+    depth = 1
+    for _prefix, kind2, value2 in parser:
+        builder.event(kind2, value2)
+        if kind2 in ("start_map", "start_array"):
+            depth += 1
+        elif kind2 in ("end_map", "end_array"):
+            depth -= 1
+            if depth == 0:
+                return builder.value
+    raise FormatError("the file ends early: it is truncated")
+
+
+def _array_items(parser: Iterator[tuple[str, str, Any]], name: str) -> Iterator[Piece]:
+    for _prefix, kind, value in parser:
+        if kind == "end_array":
+            return
+        yield "item", name, _build(parser, kind, value)
+    raise FormatError(f"the file ends early (inside {name!r}): it is truncated")
