@@ -19,6 +19,7 @@ The file is written one node per line: flat, diffable, and never nested deeper t
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -248,7 +249,9 @@ def node_from_json(
 # --- version 2: columns and one vocabulary ----------------------------------------------------
 
 
-def columns_to_json(tokens: TokenArray, vocab: Mapping[int, str]) -> dict[str, Any] | None:
+def columns_to_json(
+    tokens: TokenArray, vocab: Mapping[int, str] | codec.VocabTable
+) -> dict[str, Any] | None:
     """A token array as version 2 writes it (numpy columns, for orjson), None if empty."""
     if len(tokens) == 0:
         return None
@@ -268,27 +271,44 @@ def columns_to_json(tokens: TokenArray, vocab: Mapping[int, str]) -> dict[str, A
     return out
 
 
-def _int_column(value: Any, where: str, n: int | None = None) -> np.ndarray[Any, Any]:
+def _int_column(value: Any, where: str, n: int | None = None, k: int = 0) -> np.ndarray[Any, Any]:
+    """Token ids, checked a whole column at a time. `k`: a flattened n×k matrix (for messages)."""
     items = f.array(value, where)
     if n is not None and len(items) != n:
         raise FormatError(f"{where} has {len(items)} entries, not {n} (one per token)")
-    for i, item in enumerate(items):
-        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= _TOKEN_ID_MAX:
-            f.integer_in(item, f"{where}[{i}]", 0, _TOKEN_ID_MAX)
-    return np.asarray(items, dtype=np.int32).reshape(len(items))
+
+    def at(i: int) -> str:
+        return f"{where}[{i // k}][{i % k}]" if k else f"{where}[{i}]"
+
+    if not set(map(type, items)) <= {int}:
+        bad = next(i for i, v in enumerate(items) if type(v) is not int)
+        raise FormatError(f"{at(bad)} must be an integer, not {f.kind(items[bad])}")
+    try:
+        column = np.asarray(items, dtype=np.int64).reshape(len(items))
+    except OverflowError:
+        column = np.asarray([min(max(v, -1), _TOKEN_ID_MAX + 1) for v in items], dtype=np.int64)
+    bad_ids = np.nonzero((column < 0) | (column > _TOKEN_ID_MAX))[0]
+    if bad_ids.size:
+        raise FormatError(f"{at(int(bad_ids[0]))} is out of range (0 to {_TOKEN_ID_MAX})")
+    return column.astype(np.int32)
 
 
 _NUMBER_TYPES = frozenset({float, int, type(None)})
 
 
-def _float_column(value: Any, where: str, n: int) -> np.ndarray[Any, Any]:
+def _float_column(value: Any, where: str, n: int, k: int = 0) -> np.ndarray[Any, Any]:
+    """Logprobs or entropies (null: unknown), checked a whole column at a time."""
     items = f.array(value, where)
     if len(items) != n:
         raise FormatError(f"{where} has {len(items)} entries, not {n} (one per token)")
+
+    def at(i: int) -> str:
+        return f"{where}[{i // k}][{i % k}]" if k else f"{where}[{i}]"
+
     kinds = set(map(type, items))
     if not kinds <= _NUMBER_TYPES:
         bad = next(i for i, v in enumerate(items) if type(v) not in _NUMBER_TYPES)
-        raise FormatError(f"{where}[{bad}] must be a number or null, not {f.kind(items[bad])}")
+        raise FormatError(f"{at(bad)} must be a number or null, not {f.kind(items[bad])}")
     if type(None) in kinds:
         items = [np.nan if v is None else v for v in items]
     try:
@@ -300,28 +320,28 @@ def _float_column(value: Any, where: str, n: int) -> np.ndarray[Any, Any]:
     return column.astype(np.float32)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _matrix(value: Any, where: str, n: int, ints: bool) -> np.ndarray[Any, Any]:
     rows = f.array(value, where)
     if len(rows) != n:
         raise FormatError(f"{where} has {len(rows)} rows, not {n} (one per token)")
-    k = len(f.array(rows[0], f"{where}[0]")) if rows else 0
-    out = []
-    for i, row in enumerate(rows):
-        row = f.array(row, f"{where}[{i}]")
-        if len(row) != k:
-            raise FormatError(f"{where}[{i}] has {len(row)} alternatives, not {k} as the first")
-        out.append(
-            _int_column(row, f"{where}[{i}]") if ints else _float_column(row, f"{where}[{i}]", k)
-        )
-    dtype = np.int32 if ints else np.float32
-    return np.asarray(out, dtype=dtype).reshape(n, k)
+    if not rows:
+        return np.zeros((0, 0), dtype=np.int32 if ints else np.float32)
+    if not set(map(type, rows)) <= {list}:
+        bad = next(i for i, v in enumerate(rows) if type(v) is not list)
+        raise FormatError(f"{where}[{bad}] must be a JSON array, not {f.kind(rows[bad])}")
+    k = len(rows[0])
+    if set(map(len, rows)) != {k}:
+        bad = next(i for i, v in enumerate(rows) if len(v) != k)
+        raise FormatError(f"{where}[{bad}] has {len(rows[bad])} alternatives, not {k} as the first")
+    flat = list(itertools.chain.from_iterable(rows))
+    if ints:
+        return _int_column(flat, where, k=k).reshape(n, k)
+    return _float_column(flat, where, n * k, k=k).reshape(n, k)
 
 
-def columns_from_json(value: Any, where: str, vocab: Mapping[int, str]) -> TokenArray:
+def columns_from_json(
+    value: Any, where: str, vocab: Mapping[int, str] | codec.VocabTable
+) -> TokenArray:
     """The inverse of `columns_to_json`; a `FormatError` naming the node for anything amiss."""
     if value is None:
         return TokenArray.empty()
@@ -341,7 +361,7 @@ def columns_from_json(value: Any, where: str, vocab: Mapping[int, str]) -> Token
     if data.get("top_ids") is not None or data.get("top_logprobs") is not None:
         top_ids = _matrix(data.get("top_ids"), f"{where}.top_ids", n, ints=True)
         top_lps = _matrix(data.get("top_logprobs"), f"{where}.top_logprobs", n, ints=False)
-        if top_ids.shape != top_lps.shape:
+        if top_ids.shape != top_lps.shape and top_ids.size + top_lps.size:
             raise FormatError(
                 f"{where}: top_ids and top_logprobs differ in shape "
                 f"({top_ids.shape[1]} vs {top_lps.shape[1]} alternatives)"
@@ -422,7 +442,7 @@ def _nan_to_none(value: Any) -> Any:
     return None if isinstance(value, float) and value != value else value
 
 
-def _node_v2(node: Node, key: int | None, vocab: Mapping[int, str]) -> dict[str, Any]:
+def _node_v2(node: Node, key: int | None, vocab: codec.VocabTable) -> dict[str, Any]:
     out = node_to_json(node, with_tokens=False)
     tokens = columns_to_json(node.tokens, vocab)
     if tokens is not None and key is not None:
@@ -448,15 +468,17 @@ def write_stream(
         top["current"] = head.current
     top["personas"] = [p.to_json() for p in head.personas]
     yield _dump(top)[:-1] + b",\n"
-    vocab: dict[int, str] = {}
+    table = codec.VocabTable({})
     if version >= 2:
         vocab = dict(stream.vocabulary())
         yield b'"vocab":' + _dump({str(i): t for i, t in vocab.items()}) + b",\n"
+        table = codec.VocabTable(vocab)
+        del vocab
     yield b'"nodes":[\n'
     first = True
     for item in stream.nodes():
         if version >= 2:
-            line = _dump(_node_v2(item.node, item.key, vocab))
+            line = _dump(_node_v2(item.node, item.key, table))
         else:
             line = _dump(node_to_json(item.node))
         yield (b"" if first else b",\n") + line
@@ -468,7 +490,7 @@ def write_stream(
         yield b'"token_arrays":[\n'
         first = True
         for key in stream.event_token_keys():
-            line = _dump({"key": key, **(columns_to_json(stream.tokens(key), vocab) or {})})
+            line = _dump({"key": key, **(columns_to_json(stream.tokens(key), table) or {})})
             yield (b"" if first else b",\n") + line
             first = False
         yield (b"" if first else b"\n") + b"],\n"
@@ -516,7 +538,7 @@ def read_into(
     """
     head = DocumentHead()
     version: int | None = None
-    vocab: dict[int, str] | None = None
+    vocab: codec.VocabTable | None = None
     ids = IntIds()
     index = 0
     seen: set[str] = set()
@@ -542,15 +564,16 @@ def read_into(
             elif name == "meta":
                 head.meta = dict(f.obj(value, "meta"))
             elif name == "vocab":
-                vocab = vocab_from_json(value)
-                sink.vocabulary(vocab)
+                entries = vocab_from_json(value)
+                sink.vocabulary(entries)
+                vocab = codec.VocabTable(entries)
             continue
         if "format" not in seen or version is None:
             raise FormatError("not a loom-json file: its format and version must come first")
         if name == "nodes":
             if version >= 2 and vocab is None:
                 raise FormatError("loom-json 2: the vocab must come before the nodes")
-            node = _read_node(value, index, ids, version, vocab or {})
+            node = _read_node(value, index, ids, version, vocab or codec.VocabTable({}))
             tokens = value.get("tokens") if version >= 2 else None
             raw_key = tokens.get("key") if isinstance(tokens, dict) else None
             sink.node(node, _key(raw_key, f"node {node.id} tokens.key"))
@@ -560,7 +583,8 @@ def read_into(
             key = _key(data.get("key"), "a token array's key")
             if key is None:
                 raise FormatError("a token array has no key")
-            sink.token_array(key, columns_from_json(data, f"token array {key}", vocab or {}))
+            table = vocab or codec.VocabTable({})
+            sink.token_array(key, columns_from_json(data, f"token array {key}", table))
         else:
             sink.event(f.obj(value, "an event"))
         if tick is not None:
@@ -585,7 +609,7 @@ def _key(value: Any, where: str) -> int | None:
 
 
 def _read_node(
-    value: Any, index: int, ids: NodeIds | IntIds, version: int, vocab: dict[int, str]
+    value: Any, index: int, ids: NodeIds | IntIds, version: int, vocab: codec.VocabTable
 ) -> Node:
     if version >= 2:
         return node_from_json(value, index, ids, lambda v, w: columns_from_json(v, w, vocab))

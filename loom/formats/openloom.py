@@ -47,6 +47,7 @@ from loom.formats.loomjson import (
     vocab_from_json,
 )
 from loom.formats.tree import ordered_nodes, preorder_ids
+from loom.store import codec
 from loom.store.errors import LoomError
 from loom.store.model import Author, LoomDocument, Node
 from loom.store.stream import DocumentStream, MemorySink, MemoryStream
@@ -101,7 +102,8 @@ def write_stream(stream: DocumentStream, tick: Any = None) -> Any:
         "currentNodeId": str(current_id),
     }
     yield _dump(top)[:-1] + b",\n"
-    vocab = dict(stream.vocabulary())
+    entries = dict(stream.vocabulary())
+    vocab = codec.VocabTable(entries)
     yield b'"nodes":{\n'
     bookmarked: list[bytes] = []
     latest = 0.0
@@ -135,7 +137,7 @@ def write_stream(stream: DocumentStream, tick: Any = None) -> Any:
         "root": head.root,
         "personas": [p.to_json() for p in head.personas],
         "meta": {k: v for k, v in head.meta.items() if k != "current"},
-        "vocab": {str(i): t for i, t in vocab.items()},
+        "vocab": {str(i): t for i, t in entries.items()},
     }
     yield b'"extensions":{"loom":' + _dump(tree_ext)[:-1] + b',"token_arrays":[\n'
     first = True
@@ -157,7 +159,7 @@ def write_stream(stream: DocumentStream, tick: Any = None) -> Any:
 _NATIVE_FIELDS = ("parent", "text", "bookmarked")
 
 
-def _node_extension(node: Node, key: int | None, vocab: dict[int, str]) -> dict[str, Any]:
+def _node_extension(node: Node, key: int | None, vocab: codec.VocabTable) -> dict[str, Any]:
     ext = node_to_json(node, with_tokens=False)
     for name in _NATIVE_FIELDS:
         del ext[name]

@@ -349,48 +349,112 @@ def summary(tokens: TokenArray) -> tuple[float | None, int]:
 # --- texts against a vocabulary (the store's, or a loom-json 2 file's) -------------------------
 
 
+class VocabTable:
+    """A vocabulary (token id -> text) as a numpy table: whole columns looked up at once."""
+
+    def __init__(self, entries: Mapping[int, str]) -> None:
+        size = max(entries, default=-1) + 1
+        self.table = np.full(size, None, dtype=object)
+        self.known = np.zeros(size, dtype=bool)
+        if entries:
+            keys = np.fromiter(entries.keys(), dtype=np.int64, count=len(entries))
+            values = np.empty(len(entries), dtype=object)
+            values[:] = list(entries.values())
+            self.table[keys] = values
+            self.known[keys] = True
+
+    def add(self, entries: Mapping[int, str]) -> None:
+        if not entries:
+            return
+        top = max(entries) + 1
+        if top > len(self.table):
+            size = max(top, 2 * len(self.table))
+            table = np.full(size, None, dtype=object)
+            known = np.zeros(size, dtype=bool)
+            table[: len(self.table)] = self.table
+            known[: len(self.known)] = self.known
+            self.table, self.known = table, known
+        for token_id, text in entries.items():
+            self.table[token_id] = text
+            self.known[token_id] = True
+
+    def lookup(
+        self, ids: np.ndarray[Any, Any]
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """(texts as an object array, None where unknown; which ids are known)."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        inside = (ids >= 0) & (ids < len(self.table))
+        texts = np.full(len(ids), None, dtype=object)
+        known = np.zeros(len(ids), dtype=bool)
+        texts[inside] = self.table[ids[inside]]
+        known[inside] = self.known[ids[inside]]
+        return texts, known
+
+
+def as_table(vocab: Mapping[int, str] | VocabTable) -> VocabTable:
+    return vocab if isinstance(vocab, VocabTable) else VocabTable(vocab)
+
+
+def _objects(values: list[str]) -> np.ndarray[Any, Any]:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 def text_exceptions(
-    tokens: TokenArray, vocab: Mapping[int, str]
+    tokens: TokenArray, vocab: Mapping[int, str] | VocabTable
 ) -> tuple[dict[int, str], dict[int, str | None]]:
     """What a vocabulary does not say of `tokens`: (token index -> text) for its own tokens whose
     text is another, (id -> text) for alternatives likewise or not among `top_ids` at all, and
     (id -> None) for an alternative that has no text."""
-    ids = tokens.ids.tolist()
-    own = {
-        i: text
-        for i, (token_id, text) in enumerate(zip(ids, tokens.texts, strict=True))
-        if vocab.get(token_id) != text
-    }
-    top_unique = set(tokens.top_ids.ravel().tolist())
-    top: dict[int, str | None] = {
-        int(i): text
-        for i, text in tokens.top_texts.items()
-        if int(i) not in top_unique or vocab.get(int(i)) != text
-    }
-    for token_id in top_unique:
-        if token_id not in tokens.top_texts:
-            top[token_id] = None
+    table = as_table(vocab)
+    said, known = table.lookup(tokens.ids)
+    own_texts = _objects(tokens.texts)
+    differ = np.nonzero(~known | (said != own_texts))[0].tolist()
+    own = {i: tokens.texts[i] for i in differ}
+    top: dict[int, str | None] = {}
+    unique = np.unique(tokens.top_ids) if tokens.top_ids.size else np.zeros(0, dtype=np.int64)
+    if tokens.top_texts:
+        keys = np.fromiter(tokens.top_texts.keys(), dtype=np.int64, count=len(tokens.top_texts))
+        values = _objects(list(tokens.top_texts.values()))
+        said, known = table.lookup(keys)
+        odd = ~np.isin(keys, unique) | ~known | (said != values)
+        for i in np.nonzero(odd)[0].tolist():
+            top[int(keys[i])] = values[i]
+        missing = unique[~np.isin(unique, keys)]
+    else:
+        missing = unique
+    for token_id in missing.tolist():
+        top[int(token_id)] = None
     return own, top
 
 
 def apply_texts(
     ids: np.ndarray[Any, Any],
     top_ids: np.ndarray[Any, Any],
-    vocab: Mapping[int, str],
+    vocab: Mapping[int, str] | VocabTable,
     own: Mapping[int, str],
     top: Mapping[int, str | None],
 ) -> tuple[list[str], dict[int, str]]:
     """The texts `text_exceptions` described; KeyError(id) for an id the vocabulary lacks."""
-    texts = []
-    for i, token_id in enumerate(ids.tolist()):
-        text = own.get(i)
-        texts.append(vocab[token_id] if text is None else text)
-    top_texts = {
-        token_id: vocab[token_id]
-        for token_id in set(top_ids.ravel().tolist())
-        if token_id not in top
-    }
-    for token_id, text in top.items():
-        if text is not None:
-            top_texts[int(token_id)] = text
-    return texts, top_texts
+    table = as_table(vocab)
+    texts, known = table.lookup(ids)
+    for i, text in own.items():
+        texts[i] = text
+        known[i] = True
+    if not known.all():
+        raise KeyError(int(np.asarray(ids).ravel()[np.argmin(known)]))
+    top_texts: dict[int, str] = {}
+    if top_ids.size:
+        unique = np.unique(top_ids)
+        if top:
+            keys = np.fromiter((int(k) for k in top), dtype=np.int64, count=len(top))
+            unique = unique[~np.isin(unique, keys)]
+        said, known_top = table.lookup(unique)
+        if not known_top.all():
+            raise KeyError(int(unique[np.argmin(known_top)]))
+        top_texts = dict(zip(unique.tolist(), said.tolist(), strict=True))
+    for token_id, extra in top.items():
+        if extra is not None:
+            top_texts[int(token_id)] = extra
+    return texts.tolist(), top_texts

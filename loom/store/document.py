@@ -124,16 +124,16 @@ class StoreExport:
     def vocabulary(self) -> Iterator[tuple[int, str]]:
         """The loom's vocabulary (for a part of the loom, only the ids its nodes use)."""
         if self._keep is None and not self._with_events:
-            yield from sorted(self._vocab.known.items())
+            yield from self._vocab.items()
             return
         if self._keep is None:
-            yield from sorted(self._vocab.known.items())
+            yield from self._vocab.items()
             return
         used: set[int] = set()
         for item in self.nodes():
             used.update(item.node.tokens.ids.tolist())
             used.update(int(i) for i in item.node.tokens.top_texts)
-        yield from sorted((i, t) for i, t in self._vocab.known.items() if i in used)
+        yield from ((i, t) for i, t in self._vocab.items() if i in used)
 
     def current_path(self) -> list[int]:
         path = rows.path_ids(self.conn, int(self.head.current or self._root))
@@ -346,14 +346,8 @@ class ImportSink:
 
     def vocabulary(self, entries: dict[int, str]) -> None:
         """The document's vocabulary becomes the loom's (before any token is stored)."""
-        known = rows.vocab_texts(self.conn, list(entries), self.vocab)
-        new = [(i, t) for i, t in entries.items() if i not in known]
-        if new:
-            self.conn.executemany(
-                "INSERT INTO vocab (id, text) VALUES (?, ?)",
-                [(i, rows._store_text(t)) for i, t in new],
-            )
-            self.vocab.known.update(new)
+        if entries:
+            rows.add_vocabulary(self.conn, entries, self.vocab)
 
     def node(self, node: Node, key: int | None) -> None:
         _check_id(node)

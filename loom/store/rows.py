@@ -13,6 +13,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeGuard
 
+import numpy as np
+
 from loom.store import codec
 from loom.store.errors import UnknownNodeError, damaged
 from loom.store.events import ref_of, token_ref
@@ -100,34 +102,39 @@ class Vocab:
     """
 
     def __init__(self) -> None:
-        self.known: dict[int, str] = {}
+        self.table = codec.VocabTable({})
+
+    def add(self, entries: dict[int, str]) -> None:
+        self.table.add(entries)
 
     def load_all(self, conn: sqlite3.Connection) -> None:
         """Read the whole table (bounded by the model's vocabulary, not by the tree)."""
-        for token_id, text in conn.execute("SELECT id, text FROM vocab"):
-            self.known[int(token_id)] = _read_text(text)
+        self.add({int(i): _read_text(t) for i, t in conn.execute("SELECT id, text FROM vocab")})
+
+    def items(self) -> Iterator[tuple[int, str]]:
+        for token_id in np.nonzero(self.table.known)[0].tolist():
+            yield token_id, self.table.table[token_id]
+
+    def fill(self, conn: sqlite3.Connection, ids: np.ndarray[Any, Any]) -> set[int]:
+        """Read from SQL the texts of `ids` this cache lacks; returns the ids SQL lacks too."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        _, known = self.table.lookup(ids)
+        missing = set(ids[~known].tolist())
+        if missing:
+            found = vocab_texts(conn, missing)
+            self.add(found)
+            missing -= set(found)
+        return missing
 
 
-def vocab_texts(
-    conn: sqlite3.Connection, ids: Iterable[int], vocab: Vocab | None = None
-) -> dict[int, str]:
-    """The vocabulary texts of `ids` (those it has)."""
-    known = vocab.known if vocab is not None else {}
+def vocab_texts(conn: sqlite3.Connection, ids: Iterable[int]) -> dict[int, str]:
+    """The vocabulary texts of `ids` (those it has), from SQL."""
     out: dict[int, str] = {}
-    missing: list[int] = []
-    for token_id in ids:
-        text = known.get(token_id)
-        if text is None:
-            missing.append(token_id)
-        else:
-            out[token_id] = text
-    for part in chunks(missing):
+    for part in chunks(list(ids)):
         for token_id, text in conn.execute(
             f"SELECT id, text FROM vocab WHERE id IN ({marks(len(part))})", tuple(part)
         ):
-            out[int(token_id)] = known_text = _read_text(text)
-            if vocab is not None:
-                known[int(token_id)] = known_text
+            out[int(token_id)] = _read_text(text)
     return out
 
 
@@ -137,43 +144,40 @@ def vocabulary(conn: sqlite3.Connection) -> Iterator[tuple[int, str]]:
         yield int(token_id), _read_text(text)
 
 
+def add_vocabulary(conn: sqlite3.Connection, entries: dict[int, str], vocab: Vocab) -> None:
+    """Put `entries` the vocabulary lacks into it (a text already there is never changed)."""
+    ids = np.fromiter(entries.keys(), dtype=np.int64, count=len(entries))
+    missing = vocab.fill(conn, ids)
+    new = {i: entries[i] for i in missing}
+    if new:
+        conn.executemany(
+            "INSERT INTO vocab (id, text) VALUES (?, ?)",
+            [(i, _store_text(t)) for i, t in new.items()],
+        )
+        vocab.add(new)
+
+
 def texts_row(
     conn: sqlite3.Connection, tokens: TokenArray, vocab: Vocab | None = None
 ) -> tuple[str | None, str | None]:
     """The exceptions of `tokens` to the vocabulary (the `texts` and `top_texts` columns), adding
     to the vocabulary every id it lacks (its first text here becomes the vocabulary's)."""
-    ids = tokens.ids.tolist()
-    top_unique = set(tokens.top_ids.ravel().tolist())
-    proposed: dict[int, str] = {}
-    for token_id, text in zip(ids, tokens.texts, strict=True):
-        proposed.setdefault(token_id, text)
-    for token_id, text in tokens.top_texts.items():
-        proposed.setdefault(int(token_id), text)
-    known = vocab_texts(conn, list(proposed), vocab)
-    new = [(i, t) for i, t in proposed.items() if i not in known]
-    if new:
-        conn.executemany(
-            "INSERT INTO vocab (id, text) VALUES (?, ?)", [(i, _store_text(t)) for i, t in new]
-        )
-        known.update(new)
-        if vocab is not None:
-            vocab.known.update(new)
-    own = {
-        str(i): t
-        for i, (tid, t) in enumerate(zip(ids, tokens.texts, strict=True))
-        if known[tid] != t
-    }
-    top: dict[str, str | None] = {
-        str(i): t
-        for i, t in tokens.top_texts.items()
-        if int(i) not in top_unique or known[int(i)] != t
-    }
-    for token_id in top_unique:
-        if token_id not in tokens.top_texts:
-            top[str(token_id)] = None  # an alternative without a text: kept without one
+    vocab = vocab if vocab is not None else Vocab()
+    keys = np.fromiter(tokens.top_texts.keys(), dtype=np.int64, count=len(tokens.top_texts))
+    missing = vocab.fill(conn, np.concatenate([tokens.ids.astype(np.int64), keys]))
+    if missing:
+        proposed: dict[int, str] = {}
+        for token_id, text in zip(tokens.ids.tolist(), tokens.texts, strict=True):
+            if token_id in missing:
+                proposed.setdefault(token_id, text)
+        for token_id, text in tokens.top_texts.items():
+            if int(token_id) in missing:
+                proposed.setdefault(int(token_id), text)
+        add_vocabulary(conn, proposed, vocab)
+    own, top = codec.text_exceptions(tokens, vocab.table)
     return (
-        codec.json_text(own) if own else None,
-        codec.json_text(top) if top else None,
+        codec.json_text({str(i): t for i, t in own.items()}) if own else None,
+        codec.json_text({str(i): t for i, t in top.items()}) if top else None,
     )
 
 
@@ -227,25 +231,18 @@ def decode_stored(
         columns = codec.unpack(int(n), int(k), bytes(data))
         own = {} if texts_json is None else json.loads(texts_json)
         top_extra = {} if top_json is None else json.loads(top_json)
-    except (ValueError, TypeError) as exc:
+        own = {int(i): str(t) for i, t in own.items()}
+        top = {int(i): (None if t is None else str(t)) for i, t in top_extra.items()}
+    except (ValueError, TypeError, AttributeError) as exc:
         raise damaged(f"token data {ref} is damaged ({exc})") from None
-    ids = columns[0].tolist()
-    top_unique = set(columns[2].ravel().tolist())
-    known = vocab_texts(conn, set(ids) | top_unique, vocab)
-    texts: list[str] = []
-    for i, token_id in enumerate(ids):
-        text = own.get(str(i)) if own else None
-        if text is None:
-            text = known.get(token_id)
-            if text is None:
-                raise damaged(f"token data {ref}: token id {token_id} is not in the vocabulary")
-        texts.append(text)
-    top_texts = {i: known[i] for i in top_unique if i in known}
-    for key, text in top_extra.items():
-        if text is None:
-            top_texts.pop(int(key), None)
-        else:
-            top_texts[int(key)] = text
+    vocab = vocab if vocab is not None else Vocab()
+    vocab.fill(conn, np.concatenate([columns[0].astype(np.int64), columns[2].ravel()]))
+    try:
+        texts, top_texts = codec.apply_texts(columns[0], columns[2], vocab.table, own, top)
+    except KeyError as exc:
+        raise damaged(
+            f"token data {ref}: token id {exc.args[0]} is not in the vocabulary"
+        ) from None
     return codec.assemble(columns, texts, top_texts)
 
 
