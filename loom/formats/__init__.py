@@ -355,16 +355,37 @@ def sniff_format(path: Path) -> str | None:
             first = handle.readline(1 << 24).strip().removeprefix(b"\xef\xbb\xbf")
     except OSError:
         return None
-    if not (first.startswith(b"{") and first.endswith(b",")):
-        return None
-    try:
-        data = jsonio.loads(first[:-1].decode("utf-8", "replace") + "}")
-    except FormatError:
-        return None
-    fmt = data.get("format") if isinstance(data, dict) else None
+    fmt: Any = None
+    if first.startswith(b"{") and first.endswith(b","):
+        try:
+            data = jsonio.loads(first[:-1].decode("utf-8", "replace") + "}")
+        except FormatError:
+            data = None
+        fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt is None:
+        fmt = _peek_format(path)
     if not isinstance(fmt, str):
         return None
     return {loomjson.FORMAT: "loom-json", openloom.FORMAT: "openloom"}.get(fmt)
+
+
+def _peek_format(path: Path) -> Any:
+    """The top-level "format" of a JSON file of any layout, read only as far as needed."""
+    import ijson
+
+    try:
+        with open(path, "rb") as handle:
+            for prefix, event, value in ijson.parse(handle):
+                if prefix == "format" and event == "string":
+                    return value
+                if prefix == "" and event == "map_key" and value != "format":
+                    # skip to the next top-level key without building anything
+                    continue
+                if prefix in ("nodes", "vocab") or prefix.startswith(("nodes.", "vocab.")):
+                    return None  # past the head: no format where loom looks for it
+    except (ijson.JSONError, OSError, UnicodeDecodeError):
+        return None
+    return None
 
 
 def read_stream(

@@ -51,6 +51,18 @@ def _lines(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
     number = 0
     array: str | None = None
     closed = False
+    after = ""  # the last item read, for messages about where a file ends
+
+    def loads(data: bytes, raw: bytes) -> Any:
+        if not raw.endswith(b"\n"):  # the last line, cut short
+            try:
+                return orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise FormatError(
+                    f"the file ends early at line {number}{after}: it is truncated"
+                ) from None
+        return _loads(data, number)
+
     for raw in handle:
         number += 1
         line = raw.strip()
@@ -68,8 +80,10 @@ def _lines(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
                 array = None
                 closed = line == b"]}"
                 continue
-            item = line[:-1] if line.endswith(b",") else line
-            yield "item", str(array), _loads(item, number)
+            item = loads(line[:-1] if line.endswith(b",") else line, raw)
+            if isinstance(item, dict) and "id" in item and array == "nodes":
+                after = f" (after node {item['id']})"
+            yield "item", str(array), item
             continue
         if line.endswith(b"[") and line[:-1].rstrip().endswith(b":"):
             name = _loads(line[:-1].rstrip()[:-1], number)
@@ -78,9 +92,9 @@ def _lines(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
             array = name
             continue
         if line.endswith(b","):
-            entry = _loads(b"{" + line[:-1] + b"}", number)
+            entry = loads(b"{" + line[:-1] + b"}", raw)
         else:
-            entry = _loads(b"{" + line, number)
+            entry = loads(b"{" + line, raw)
             closed = True
         for name, value in entry.items():
             if name in streamed and isinstance(value, list):
@@ -89,8 +103,8 @@ def _lines(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
             else:
                 yield "field", name, value
     if array is not None or not closed:
-        after = f" (inside {array!r})" if array is not None else ""
-        raise FormatError(f"the file ends early at line {number}{after}: it is truncated")
+        where = after or (f" (inside {array!r})" if array is not None else "")
+        raise FormatError(f"the file ends early at line {number}{where}: it is truncated")
 
 
 def _events(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
