@@ -188,22 +188,21 @@ def differences(original: Path, imported: Path) -> list[str]:
         a.exporting() as sa,
         b.exporting() as sb,
     ):
-        if True:
-            for name in ("title", "root", "current", "personas", "meta"):
-                if getattr(sa.head, name) != getattr(sb.head, name):
-                    out.append(f"{name} differs")
-            if sa.n_nodes != sb.n_nodes:
-                out.append(f"{sa.n_nodes} vs {sb.n_nodes} nodes")
-            fields = ("id", "parent", "author", "text", "created_at", "generation", "persona")
-            fields += ("manual_persona", "bookmarked", "pruned", "tags", "meta")
-            for x, y in zip(sa.nodes(), sb.nodes(), strict=False):
-                for name in fields:
-                    if getattr(x.node, name) != getattr(y.node, name):
-                        out.append(f"node {x.node.id}: {name} differs")
-                if _digest(x.node.tokens) != _digest(y.node.tokens):
-                    out.append(f"node {x.node.id}: tokens differ")
-                if len(out) > 10:
-                    return out
+        for name in ("title", "root", "current", "personas", "meta"):
+            if getattr(sa.head, name) != getattr(sb.head, name):
+                out.append(f"{name} differs")
+        if sa.n_nodes != sb.n_nodes:
+            out.append(f"{sa.n_nodes} vs {sb.n_nodes} nodes")
+        fields = ("id", "parent", "author", "text", "created_at", "generation", "persona")
+        fields += ("manual_persona", "bookmarked", "pruned", "tags", "meta")
+        for x, y in zip(sa.nodes(), sb.nodes(), strict=False):
+            for name in fields:
+                if getattr(x.node, name) != getattr(y.node, name):
+                    out.append(f"node {x.node.id}: {name} differs")
+            if _digest(x.node.tokens) != _digest(y.node.tokens):
+                out.append(f"node {x.node.id}: tokens differ")
+            if len(out) > 10:
+                return out
 
             def by_digest(stream: object) -> object:
                 def convert(value: dict[str, object]) -> object:

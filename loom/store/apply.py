@@ -28,12 +28,15 @@ def commit_event(
     *,
     ts: float | None = None,
     seq: int | None = None,
+    text: str | None = None,
 ) -> Event:
-    """Append an event to the log and apply it (inside the caller's write transaction)."""
+    """Append an event to the log and apply it (inside the caller's write transaction). `text`:
+    the payload as `events.dumps` writes it, when the caller has it already."""
     stamp = time.time() if ts is None else ts
+    stored = ev.stored_payload(kind, ev.dumps(payload) if text is None else text)
     cur = conn.execute(
         "INSERT INTO events (seq, ts, kind, payload) VALUES (?, ?, ?, ?)",
-        (seq, stamp, kind, ev.stored_payload(kind, ev.dumps(payload))),
+        (seq, stamp, kind, stored),
     )
     event = Event(seq=int(cur.lastrowid or 0), ts=stamp, kind=kind, payload=payload)
     apply_event(conn, event)

@@ -350,55 +350,22 @@ def summary(tokens: TokenArray) -> tuple[float | None, int]:
 
 
 class VocabTable:
-    """A vocabulary (token id -> text) as a numpy table: whole columns looked up at once."""
+    """A vocabulary (token id -> text) for whole token arrays at a time (a dict: for the ~50
+    tokens and ~250 alternatives of a node, plain lookups beat numpy's per-call overhead)."""
 
     def __init__(self, entries: Mapping[int, str]) -> None:
-        size = max(entries, default=-1) + 1
-        self.table = np.full(size, None, dtype=object)
-        self.known = np.zeros(size, dtype=bool)
-        if entries:
-            keys = np.fromiter(entries.keys(), dtype=np.int64, count=len(entries))
-            values = np.empty(len(entries), dtype=object)
-            values[:] = list(entries.values())
-            self.table[keys] = values
-            self.known[keys] = True
+        self.texts: dict[int, str] = dict(entries)
 
     def add(self, entries: Mapping[int, str]) -> None:
-        if not entries:
-            return
-        top = max(entries) + 1
-        if top > len(self.table):
-            size = max(top, 2 * len(self.table))
-            table = np.full(size, None, dtype=object)
-            known = np.zeros(size, dtype=bool)
-            table[: len(self.table)] = self.table
-            known[: len(self.known)] = self.known
-            self.table, self.known = table, known
-        for token_id, text in entries.items():
-            self.table[token_id] = text
-            self.known[token_id] = True
+        self.texts.update(entries)
 
-    def lookup(
-        self, ids: np.ndarray[Any, Any]
-    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-        """(texts as an object array, None where unknown; which ids are known)."""
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        inside = (ids >= 0) & (ids < len(self.table))
-        texts = np.full(len(ids), None, dtype=object)
-        known = np.zeros(len(ids), dtype=bool)
-        texts[inside] = self.table[ids[inside]]
-        known[inside] = self.known[ids[inside]]
-        return texts, known
+    def missing(self, ids: list[int]) -> set[int]:
+        texts = self.texts
+        return {i for i in ids if i not in texts}
 
 
 def as_table(vocab: Mapping[int, str] | VocabTable) -> VocabTable:
     return vocab if isinstance(vocab, VocabTable) else VocabTable(vocab)
-
-
-def _objects(values: list[str]) -> np.ndarray[Any, Any]:
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
 
 
 def text_exceptions(
@@ -407,25 +374,22 @@ def text_exceptions(
     """What a vocabulary does not say of `tokens`: (token index -> text) for its own tokens whose
     text is another, (id -> text) for alternatives likewise or not among `top_ids` at all, and
     (id -> None) for an alternative that has no text."""
-    table = as_table(vocab)
-    said, known = table.lookup(tokens.ids)
-    own_texts = _objects(tokens.texts)
-    differ = np.nonzero(~known | (said != own_texts))[0].tolist()
-    own = {i: tokens.texts[i] for i in differ}
-    top: dict[int, str | None] = {}
-    unique = np.unique(tokens.top_ids) if tokens.top_ids.size else np.zeros(0, dtype=np.int64)
-    if tokens.top_texts:
-        keys = np.fromiter(tokens.top_texts.keys(), dtype=np.int64, count=len(tokens.top_texts))
-        values = _objects(list(tokens.top_texts.values()))
-        said, known = table.lookup(keys)
-        odd = ~np.isin(keys, unique) | ~known | (said != values)
-        for i in np.nonzero(odd)[0].tolist():
-            top[int(keys[i])] = values[i]
-        missing = unique[~np.isin(unique, keys)]
-    else:
-        missing = unique
-    for token_id in missing.tolist():
-        top[int(token_id)] = None
+    get = as_table(vocab).texts.get
+    own = {
+        i: text
+        for i, (token_id, text) in enumerate(zip(tokens.ids.tolist(), tokens.texts, strict=True))
+        if get(token_id) != text
+    }
+    top_unique = set(tokens.top_ids.ravel().tolist())
+    top_texts = tokens.top_texts
+    top: dict[int, str | None] = {
+        int(i): text
+        for i, text in top_texts.items()
+        if get(int(i)) != text or int(i) not in top_unique
+    }
+    for token_id in top_unique:
+        if token_id not in top_texts:
+            top[token_id] = None
     return own, top
 
 
@@ -437,24 +401,18 @@ def apply_texts(
     top: Mapping[int, str | None],
 ) -> tuple[list[str], dict[int, str]]:
     """The texts `text_exceptions` described; KeyError(id) for an id the vocabulary lacks."""
-    table = as_table(vocab)
-    texts, known = table.lookup(ids)
-    for i, text in own.items():
-        texts[i] = text
-        known[i] = True
-    if not known.all():
-        raise KeyError(int(np.asarray(ids).ravel()[np.argmin(known)]))
-    top_texts: dict[int, str] = {}
-    if top_ids.size:
-        unique = np.unique(top_ids)
-        if top:
-            keys = np.fromiter((int(k) for k in top), dtype=np.int64, count=len(top))
-            unique = unique[~np.isin(unique, keys)]
-        said, known_top = table.lookup(unique)
-        if not known_top.all():
-            raise KeyError(int(unique[np.argmin(known_top)]))
-        top_texts = dict(zip(unique.tolist(), said.tolist(), strict=True))
+    texts_of = as_table(vocab).texts
+    id_list = ids.tolist()
+    if own:
+        texts = [own[i] if i in own else texts_of[t] for i, t in enumerate(id_list)]
+    else:
+        texts = [texts_of[t] for t in id_list]
+    top_texts = {
+        token_id: texts_of[token_id]
+        for token_id in set(top_ids.ravel().tolist())
+        if token_id not in top
+    }
     for token_id, extra in top.items():
         if extra is not None:
             top_texts[int(token_id)] = extra
-    return texts.tolist(), top_texts
+    return texts, top_texts

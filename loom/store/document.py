@@ -489,6 +489,8 @@ class ImportSink:
             if not batch and not first:
                 break
             records = [json.loads(r[1]) for r in batch]
+            # The records were checked and written as the log writes them: join those texts.
+            nodes_text = '"nodes":[' + ",".join(r[1] for r in batch) + "]}"
             if first:
                 payload: dict[str, Any] = {
                     "title": str(head.title),
@@ -496,12 +498,12 @@ class ImportSink:
                     "current": current,
                     "personas": [p.to_json() for p in head.personas],
                     "meta": doc_meta,
-                    "nodes": records,
                 }
-                commit_event(conn, ev.IMPORT, payload)
+                text = ev.dumps(payload)[:-1] + "," + nodes_text
+                commit_event(conn, ev.IMPORT, {**payload, "nodes": records}, text=text)
                 first = False
             else:
-                commit_event(conn, ev.IMPORT_NODES, {"nodes": records})
+                commit_event(conn, ev.IMPORT_NODES, {"nodes": records}, text="{" + nodes_text)
             if self.progress is not None:
                 self.progress.advance(len(records))
             if not batch:

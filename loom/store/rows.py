@@ -13,8 +13,6 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeGuard
 
-import numpy as np
-
 from loom.store import codec
 from loom.store.errors import UnknownNodeError, damaged
 from loom.store.events import ref_of, token_ref
@@ -112,14 +110,11 @@ class Vocab:
         self.add({int(i): _read_text(t) for i, t in conn.execute("SELECT id, text FROM vocab")})
 
     def items(self) -> Iterator[tuple[int, str]]:
-        for token_id in np.nonzero(self.table.known)[0].tolist():
-            yield token_id, self.table.table[token_id]
+        yield from sorted(self.table.texts.items())
 
-    def fill(self, conn: sqlite3.Connection, ids: np.ndarray[Any, Any]) -> set[int]:
+    def fill(self, conn: sqlite3.Connection, ids: list[int]) -> set[int]:
         """Read from SQL the texts of `ids` this cache lacks; returns the ids SQL lacks too."""
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        _, known = self.table.lookup(ids)
-        missing = set(ids[~known].tolist())
+        missing = self.table.missing(ids)
         if missing:
             found = vocab_texts(conn, missing)
             self.add(found)
@@ -146,8 +141,7 @@ def vocabulary(conn: sqlite3.Connection) -> Iterator[tuple[int, str]]:
 
 def add_vocabulary(conn: sqlite3.Connection, entries: dict[int, str], vocab: Vocab) -> None:
     """Put `entries` the vocabulary lacks into it (a text already there is never changed)."""
-    ids = np.fromiter(entries.keys(), dtype=np.int64, count=len(entries))
-    missing = vocab.fill(conn, ids)
+    missing = vocab.fill(conn, list(entries))
     new = {i: entries[i] for i in missing}
     if new:
         conn.executemany(
@@ -163,8 +157,7 @@ def texts_row(
     """The exceptions of `tokens` to the vocabulary (the `texts` and `top_texts` columns), adding
     to the vocabulary every id it lacks (its first text here becomes the vocabulary's)."""
     vocab = vocab if vocab is not None else Vocab()
-    keys = np.fromiter(tokens.top_texts.keys(), dtype=np.int64, count=len(tokens.top_texts))
-    missing = vocab.fill(conn, np.concatenate([tokens.ids.astype(np.int64), keys]))
+    missing = vocab.fill(conn, [*tokens.ids.tolist(), *map(int, tokens.top_texts)])
     if missing:
         proposed: dict[int, str] = {}
         for token_id, text in zip(tokens.ids.tolist(), tokens.texts, strict=True):
@@ -236,7 +229,7 @@ def decode_stored(
     except (ValueError, TypeError, AttributeError) as exc:
         raise damaged(f"token data {ref} is damaged ({exc})") from None
     vocab = vocab if vocab is not None else Vocab()
-    vocab.fill(conn, np.concatenate([columns[0].astype(np.int64), columns[2].ravel()]))
+    vocab.fill(conn, [*columns[0].tolist(), *columns[2].ravel().tolist()])
     try:
         texts, top_texts = codec.apply_texts(columns[0], columns[2], vocab.table, own, top)
     except KeyError as exc:

@@ -92,7 +92,7 @@ def test_truncated_json_names_the_position() -> None:
     ("changes", "expected"),
     [
         ({"format": "loom-jsonx"}, "not a recognised loom format"),
-        ({"version": 2}, "newer than this loom reads"),
+        ({"version": 3}, "newer than this loom reads"),
         ({"version": "1"}, "version must be an integer"),
         ({"root": None}, "has no root"),
         ({"root": 999}, "root node 999 is missing"),
