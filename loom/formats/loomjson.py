@@ -414,12 +414,15 @@ _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
 def _dump(value: Any) -> bytes:
-    """orjson, fast; strict ASCII JSON through jsonio for what orjson refuses (lone surrogates in
-    a token's text, numbers beyond 64 bits, NaN in meta)."""
+    """orjson, fast; ASCII JSON through jsonio for a line that is not ASCII (non-English text)
+    or that orjson refuses (lone surrogates in a token's text, integers beyond 64 bits)."""
     try:
-        return orjson.dumps(value, option=_OPTIONS)
+        out = orjson.dumps(value, option=_OPTIONS)
+        if out.isascii():  # loom's JSON is ASCII, as the store's is: escapes for the rest
+            return out
     except (orjson.JSONEncodeError, TypeError):
-        return jsonio.dumps(_plain(value)).encode("ascii")
+        pass
+    return jsonio.dumps(_plain(value)).encode("ascii")
 
 
 def _plain(value: Any) -> Any:

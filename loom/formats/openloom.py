@@ -177,7 +177,9 @@ def read(data: Any, name: str = "") -> LoomDocument:
     if isinstance(version, bool) or not isinstance(version, int):
         raise FormatError(f"Open Loom version must be an integer, not {f.brief(version)}")
     if version > VERSION:
-        raise FormatError(f"Open Loom version {version} is newer than this loom reads (up to 2)")
+        raise FormatError(
+            f"Open Loom version {version} is newer than this loom reads (up to {VERSION})"
+        )
     raw = f.obj(top.get("nodes"), "nodes")
     root_key = f.string(top.get("rootNodeId"), "rootNodeId")
     if root_key not in raw:

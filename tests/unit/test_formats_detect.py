@@ -146,7 +146,7 @@ def test_second_root() -> None:
         ("author", "robot", "author must be 'human' or 'model'"),
         ("text", 5, "text must be a string"),
         ("id", True, "must be an integer"),
-        ("tokens", [{"id": 1, "text": "a", "logprob": "x"}], "logprob must be a number"),
+        ("tokens", {"ids": [1], "logprobs": ["x"]}, "logprobs[0] must be a number"),
         ("persona", {"label": "a", "source": "oracle"}, "persona is malformed"),
         ("tags", ["ok", 3], "tags[1] must be a string"),
     ],
