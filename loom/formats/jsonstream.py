@@ -9,13 +9,25 @@ goes through `_events`, ijson's incremental parser (the yajl2 C backend): slower
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import IO, Any
 
 import ijson
 import orjson
 
+from loom.formats import jsonio
 from loom.formats.errors import FormatError
+
+# Numbers orjson would not keep exactly (an integer past 64 bits becomes a float) or refuses
+# (an exponent past a double's): such a line is read by the standard library, exactly.
+_HUGE_NUMBER = re.compile(rb"\d{19,}|[eE][+-]?\d{3,}")
+
+
+class NeedsWholeDocument(Exception):
+    """A file one pass cannot import (node ids that are strings, an integer ijson cannot hold):
+    read it whole instead."""
+
 
 Piece = tuple[str, str, Any]  # ("field", name, value) or ("item", array name, value)
 
@@ -41,6 +53,11 @@ def _parses(data: bytes) -> bool:
 
 
 def _loads(data: bytes, line: int) -> Any:
+    if _HUGE_NUMBER.search(data):
+        try:
+            return jsonio.loads(data.decode("utf-8"))
+        except (FormatError, UnicodeDecodeError) as exc:
+            raise FormatError(f"invalid JSON at line {line}: {exc}") from None
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -56,8 +73,8 @@ def _lines(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
     def loads(data: bytes, raw: bytes) -> Any:
         if not raw.endswith(b"\n"):  # the last line, cut short
             try:
-                return orjson.loads(data)
-            except orjson.JSONDecodeError:
+                return _loads(data, number)
+            except FormatError:
                 raise FormatError(
                     f"the file ends early at line {number}{after}: it is truncated"
                 ) from None
@@ -128,6 +145,8 @@ def _events(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
             raise FormatError("invalid JSON: data after the end of the document")
     except ijson.IncompleteJSONError as exc:
         message = " ".join(str(exc).split())
+        if "integer overflow" in message:
+            raise NeedsWholeDocument from None  # valid JSON: Python's own reader holds any integer
         if "premature EOF" in message or "incomplete" in message.lower():
             raise FormatError("the file ends early: it is truncated") from None
         raise FormatError(f"invalid JSON: {message}") from None

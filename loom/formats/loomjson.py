@@ -29,6 +29,7 @@ import orjson
 from loom.formats import fields as f
 from loom.formats import jsonio
 from loom.formats.errors import FormatError
+from loom.formats.jsonstream import NeedsWholeDocument
 from loom.formats.tree import ordered_nodes
 from loom.store import codec
 from loom.store import events as ev
@@ -48,8 +49,7 @@ VERSIONS = (1, 2)
 STREAMED = frozenset({"nodes", "token_arrays", "events"})
 
 
-class NeedsWholeDocument(Exception):
-    """A file a single pass cannot import (node ids that are strings): read it whole instead."""
+__all__ = ["NeedsWholeDocument"]  # raised by `read_into` (defined in jsonstream)
 
 
 # --- pieces shared with the formats that carry loom data in an extension block --------------
