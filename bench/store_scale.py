@@ -204,20 +204,20 @@ def differences(original: Path, imported: Path) -> list[str]:
             if len(out) > 10:
                 return out
 
-            def by_digest(stream: object) -> object:
-                def convert(value: dict[str, object]) -> object:
-                    return {"digest": _digest(stream.tokens(int(value[ev.TOKEN_REF])))}  # type: ignore[attr-defined,call-overload]
+        def by_digest(stream: object) -> object:
+            def convert(value: dict[str, object]) -> object:
+                return {"digest": _digest(stream.tokens(int(value[ev.TOKEN_REF])))}  # type: ignore[attr-defined,call-overload]
 
-                return convert
+            return convert
 
-            n_events = 0
-            for x, y in zip(sa.events(), sb.events(), strict=False):
-                n_events += 1
-                if ev.map_tokens(x, by_digest(sa)) != ev.map_tokens(y, by_digest(sb)):
-                    out.append(f"event {x['seq']} differs")
-                    break
-            if n_events != sa.n_events:
-                out.append(f"only {n_events} of {sa.n_events} events carried")
+        n_events = 0
+        for x, y in zip(sa.events(), sb.events(), strict=False):
+            n_events += 1
+            if ev.map_tokens(x, by_digest(sa)) != ev.map_tokens(y, by_digest(sb)):
+                out.append(f"event {x['seq']} differs")
+                break
+        if n_events != sa.n_events:
+            out.append(f"only {n_events} of {sa.n_events} events carried")
     return out
 
 

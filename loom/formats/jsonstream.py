@@ -61,7 +61,10 @@ def _loads(data: bytes, line: int) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise FormatError(f"invalid JSON at line {line}: {exc}") from None
+        try:  # what Python's reader accepts beyond strict JSON (NaN, Infinity): checked later
+            return jsonio.loads(data.decode("utf-8"))
+        except (FormatError, UnicodeDecodeError):
+            raise FormatError(f"invalid JSON at line {line}: {exc}") from None
 
 
 def _lines(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
@@ -149,7 +152,9 @@ def _events(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
             raise NeedsWholeDocument from None  # valid JSON: Python's own reader holds any integer
         if "premature EOF" in message or "incomplete" in message.lower():
             raise FormatError("the file ends early: it is truncated") from None
-        raise FormatError(f"invalid JSON: {message}") from None
+        # Not strict JSON (NaN, Infinity) or not JSON at all: Python's own reader, which takes
+        # the former, reads the file whole and says which.
+        raise NeedsWholeDocument from None
     except ijson.JSONError as exc:
         raise FormatError(f"invalid JSON: {' '.join(str(exc).split())}") from None
 

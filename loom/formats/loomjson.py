@@ -199,14 +199,14 @@ class IntIds:
 
     def own(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value:
+            if isinstance(value, str):
                 raise NeedsWholeDocument
             raise FormatError(f"node id must be an integer or a string, not {f.kind(value)}")
         return value
 
     def ref(self, value: Any, where: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value:
+            if isinstance(value, str):
                 raise NeedsWholeDocument
             raise FormatError(f"{where} must be an integer or a string, not {f.kind(value)}")
         return value
@@ -534,6 +534,7 @@ def read_into(
     sink: DocumentSink,
     *,
     tick: Callable[[], None] | None = None,
+    ids: NodeIds | IntIds | None = None,
 ) -> DocumentHead:
     """Feed a loom-json file's pieces (see jsonstream) to `sink`; returns its head.
 
@@ -542,8 +543,9 @@ def read_into(
     head = DocumentHead()
     version: int | None = None
     vocab: codec.VocabTable | None = None
-    ids = IntIds()
+    ids = ids if ids is not None else IntIds()
     index = 0
+    dropped = 0
     seen: set[str] = set()
     current: Any = None
     for kind, name, value in pieces:
@@ -588,6 +590,9 @@ def read_into(
                 raise FormatError("a token array has no key")
             table = vocab or codec.VocabTable({})
             sink.token_array(key, columns_from_json(data, f"token array {key}", table))
+        elif ids.renumbered:
+            f.obj(value, "an event")
+            dropped += 1  # the log names nodes by loom ids; renumbered, it no longer fits them
         else:
             sink.event(f.obj(value, "an event"))
         if tick is not None:
@@ -600,6 +605,11 @@ def read_into(
         raise FormatError("loom-json file has no root")
     if current is not None:
         head.current = ids.ref(current, "the current node")
+    if dropped:
+        warnings = head.meta.get("import_warnings")
+        warnings = list(warnings) if isinstance(warnings, list) else []
+        warnings.append(f"{dropped} events dropped: the file's node ids are strings")
+        head.meta["import_warnings"] = warnings
     return head
 
 
@@ -650,7 +660,7 @@ def _read_v2(top: dict[str, Any]) -> LoomDocument:
     pieces = list(_dict_pieces(top))
     # vocab before everything streamed, whatever the order of the keys in memory
     pieces.sort(key=lambda p: 0 if p[0] == "field" else 1)
-    head = read_into(pieces, sink)
+    head = read_into(pieces, sink, ids=NodeIds(f.array(top.get("nodes"), "nodes")))
     doc = sink.document(head)
     doc.nodes = ordered_nodes(doc.nodes, doc.root)
     if doc.meta.get("current") is not None and doc.meta["current"] not in {n.id for n in doc.nodes}:
