@@ -9,14 +9,26 @@ each) under a node chosen the way a user wanders (mostly the newest branch, some
 Prints absolute times and the large/small ratios:
   open    open + header(root) + children(root) + node(current): should not grow with the tree
   append  1k more generated nodes (batches of 8)
-  export  the whole loom to a LoomDocument, and to loom-json text (if loom.formats exists)
+  file    bytes of the .loom per node, as built
+  export  `loom export L --format loom-json -o F` (version 2), run under /usr/bin/time -v:
+          wall time and peak resident memory measured from outside the process
+  import  `loom import F -o L2`, the same way
+  same    the imported loom is the original: tree, text, tokens (ids, texts, logprobs, top-k,
+          entropy), labels, bookmarks, tags, and the original's events (censuses among them)
+          as the first events of the import's log
+Goals at the large size: export <= 15 s and <= 400 MB, import <= 30 s and <= 600 MB, the round
+trip identical, the file <= 3 KB a node; the open ratio <= 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +39,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from loom.store import codec
+from loom.store import events as ev
 from loom.store.loom import Loom, NewNode
 from loom.store.model import GenerationSettings
 from loom.tokens import TokenArray
@@ -140,6 +154,73 @@ def open_and_show(path: Path) -> None:
         lm.node(lm.current)
 
 
+def measured(*argv: str | Path) -> tuple[float, float]:
+    """(wall seconds, peak resident MB) of one `loom` command, measured from outside it."""
+    loom = shutil.which("loom") or str(Path(sys.executable).with_name("loom"))
+    done = subprocess.run(
+        ["/usr/bin/time", "-v", loom, *map(str, argv)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"loom {' '.join(map(str, argv))} failed:\n{done.stderr}")
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", done.stderr)
+    assert rss and wall, done.stderr
+    seconds = 0.0
+    for part in wall.group(1).split(":"):
+        seconds = seconds * 60 + float(part)
+    return seconds, int(rss.group(1)) / 1024
+
+
+def _digest(tokens: TokenArray) -> str:
+    return codec.encode(tokens).digest.hex()
+
+
+def differences(original: Path, imported: Path) -> list[str]:
+    """How `imported` differs from `original`, streamed node by node (bounded memory)."""
+    out: list[str] = []
+    with (
+        Loom.open(original, readonly=True) as a,
+        Loom.open(imported, readonly=True) as b,
+        a.exporting() as sa,
+        b.exporting() as sb,
+    ):
+        for name in ("title", "root", "current", "personas", "meta"):
+            if getattr(sa.head, name) != getattr(sb.head, name):
+                out.append(f"{name} differs")
+        if sa.n_nodes != sb.n_nodes:
+            out.append(f"{sa.n_nodes} vs {sb.n_nodes} nodes")
+        fields = ("id", "parent", "author", "text", "created_at", "generation", "persona")
+        fields += ("manual_persona", "bookmarked", "pruned", "tags", "meta")
+        for x, y in zip(sa.nodes(), sb.nodes(), strict=False):
+            for name in fields:
+                if getattr(x.node, name) != getattr(y.node, name):
+                    out.append(f"node {x.node.id}: {name} differs")
+            if _digest(x.node.tokens) != _digest(y.node.tokens):
+                out.append(f"node {x.node.id}: tokens differ")
+            if len(out) > 10:
+                return out
+
+        def by_digest(stream: object) -> object:
+            def convert(value: dict[str, object]) -> object:
+                return {"digest": _digest(stream.tokens(int(value[ev.TOKEN_REF])))}  # type: ignore[attr-defined,call-overload]
+
+            return convert
+
+        n_events = 0
+        for x, y in zip(sa.events(), sb.events(), strict=False):
+            n_events += 1
+            if ev.map_tokens(x, by_digest(sa)) != ev.map_tokens(y, by_digest(sb)):
+                out.append(f"event {x['seq']} differs")
+                break
+        if n_events != sa.n_events:
+            out.append(f"only {n_events} of {sa.n_events} events carried")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -159,29 +240,30 @@ def main() -> int:
             start = time.perf_counter()
             parents = build(path, size, seed=size)
             build_s = time.perf_counter() - start
-            r: dict[str, float] = {"build": build_s, "bytes": path.stat().st_size}
+            r: dict[str, float] = {"build": build_s, "bytes": path.stat().st_size, "size": size}
             r["open"] = timed(lambda p=path: open_and_show(p), repeat=15)
             with Loom.open(path) as lm:
                 r["append_1k"] = grow(lm, Generator(7), 1_000, parents)
-                start = time.perf_counter()
-                doc = lm.to_document()
-                r["to_document"] = time.perf_counter() - start
                 r["stats"] = timed(lm.stats, repeat=3)
-            try:
-                from loom.formats import render_document
-            except ImportError:
-                r["loom_json"] = float("nan")
-            else:
-                start = time.perf_counter()
-                text = render_document(doc, "loom-json")
-                r["loom_json"] = time.perf_counter() - start
-                r["json_bytes"] = len(text)
-                del text
-            del doc
+                r["nodes"] = lm.stats()["nodes"]
+            out = Path(tmp) / f"{label}.json"
+            r["export_s"], r["export_mb"] = measured(
+                "export", path, "--format", "loom-json", "-o", out
+            )
+            r["json_bytes"] = out.stat().st_size
+            again = Path(tmp) / f"{label}-again.loom"
+            r["import_s"], r["import_mb"] = measured("import", out, "-o", again)
+            problems = differences(path, again)
+            r["same"] = 0.0 if problems else 1.0
+            for problem in problems:
+                print(f"  round trip: {problem}")
+            out.unlink()
+            again.unlink()
             results[label] = r
             print(
                 f"  {label:5} {size:>7} nodes  file {r['bytes'] / 1e6:8.1f} MB"
-                f"  build {build_s:7.1f} s  ({build_s / size * 1e3:.2f} ms/node)",
+                f" ({r['bytes'] / size:.0f} B/node)  build {build_s:7.1f} s"
+                f"  ({build_s / size * 1e3:.2f} ms/node)  loom-json {r['json_bytes'] / 1e6:.1f} MB",
                 flush=True,
             )
 
@@ -191,18 +273,35 @@ def main() -> int:
     rows = [
         ("open + root + children + current", "open", 1e3, "ms"),
         ("append 1k nodes (batches of 8)", "append_1k", 1, "s"),
-        ("export to LoomDocument", "to_document", 1, "s"),
-        ("export to loom-json text", "loom_json", 1, "s"),
         ("stats() (full scan)", "stats", 1e3, "ms"),
+        (".loom bytes per node", "per_node", 1, "B"),
+        ("loom export loom-json (v2)", "export_s", 1, "s"),
+        ("  peak resident memory", "export_mb", 1, "MB"),
+        ("loom import of that file", "import_s", 1, "s"),
+        ("  peak resident memory", "import_mb", 1, "MB"),
+        ("round trip identical (1 = yes)", "same", 1, ""),
     ]
+    for r in results.values():
+        r["per_node"] = r["bytes"] / r["size"]
     for name, key, scale, unit in rows:
         a, b = small[key] * scale, large[key] * scale
         print(
             f"{name:<34}{a:>9.2f} {unit:<2}{b:>9.2f} {unit:<2}{b / a if a else float('nan'):>12.2f}"
         )
     ratio = large["open"] / small["open"]
-    print(f"\nopen ratio {ratio:.2f} (goal ≤ 3): {'ok' if ratio <= 3 else 'TOO SLOW'}")
-    return 0 if ratio <= 3 else 1
+    goals = [
+        (f"open ratio {ratio:.2f} (goal ≤ 3)", ratio <= 3),
+        (f"export {large['export_s']:.1f} s (goal ≤ 15)", large["export_s"] <= 15),
+        (f"export peak {large['export_mb']:.0f} MB (goal ≤ 400)", large["export_mb"] <= 400),
+        (f"import {large['import_s']:.1f} s (goal ≤ 30)", large["import_s"] <= 30),
+        (f"import peak {large['import_mb']:.0f} MB (goal ≤ 600)", large["import_mb"] <= 600),
+        ("round trip identical", small["same"] == 1 and large["same"] == 1),
+        (f".loom {large['per_node']:.0f} B/node (goal ≤ 3000)", large["per_node"] <= 3000),
+    ]
+    print()
+    for text, ok in goals:
+        print(f"{text}: {'ok' if ok else 'MISSED'}")
+    return 0 if all(ok for _, ok in goals) else 1
 
 
 if __name__ == "__main__":

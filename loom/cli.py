@@ -72,15 +72,22 @@ def _read_prompt(args: argparse.Namespace) -> str:
 
 
 def _progress_printer(label: str) -> Callable[[int, int], None]:
-    """A progress callback that prints one updating line on stderr (only on a terminal)."""
+    """A progress callback that draws one updating bar on stderr (only on a terminal: nothing is
+    written to a pipe or a file)."""
     tty = sys.stderr.isatty()
+    shown = [-1]
 
     def report(done: int, total: int) -> None:
         if not tty or total <= 0:
             return
-        pct = 100 * done // total
-        end = "\n" if done >= total else ""
-        print(f"\r{label}: {pct:3d}%", end=end, file=sys.stderr, flush=True)
+        pct = min(100, 100 * done // total)
+        if pct == shown[0]:
+            return
+        shown[0] = pct
+        filled = pct * 24 // 100
+        bar = "#" * filled + "." * (24 - filled)
+        end = "\n" if pct >= 100 else ""
+        print(f"\r{label} [{bar}] {pct:3d}%", end=end, file=sys.stderr, flush=True)
 
     return report
 
@@ -138,8 +145,7 @@ def _tokenizer_for(model: str | None) -> Any:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from loom.formats import read_document
-    from loom.store.loom import Loom
+    from loom.app.transfer import import_file
 
     src: Path = args.src
     if not src.exists():
@@ -147,28 +153,44 @@ def cmd_import(args: argparse.Namespace) -> int:
     out: Path = args.output
     if out.exists():
         _fail(f"{out} already exists; choose another -o path")
-    doc = read_document(src, args.from_format)
-    with Loom.from_document(out, doc) as loom:
-        root = loom.root_id
-    for warning in doc.meta.get("import_warnings") or []:
+    done = import_file(src, out, fmt=args.from_format, progress=_progress_printer("importing"))
+    for warning in done.warnings:
         print(f"loom: warning: {one_line(' '.join(str(warning).split()))}", file=sys.stderr)
-    print(f"imported {len(doc.nodes)} nodes from {src} into {out} (root {root})")
+    print(f"imported {done.nodes} nodes from {src} into {out} (root {done.root})")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from loom.formats import write_document
+    from loom.app.transfer import export_loom
 
+    if args.format_version is not None and args.format != "loom-json":
+        _fail("--format-version is for loom-json only")
+    # Markdown is prose of one path (to --node, or the current node) unless --tree asks for the
+    # outline; every other format is the whole tree with its event log, or the subtree under
+    # --node, or with --path the path to --node (or the current node).
+    prose = args.format == "markdown" and not args.tree
     with _open_loom(args.path, readonly=True) as loom:
-        current = _node_id(loom, args.node)
-        doc = loom.to_document()
-    # Markdown is prose of one path unless --tree asks for the outline; every other format is the
-    # whole tree with its event log.
-    whole_tree = args.tree or args.format != "markdown"
-    if args.output is None or str(args.output) == "-":
-        write_document(doc, args.format, sys.stdout, current=current, whole_tree=whole_tree)
+        node = None if args.node is None else _node_id(loom, args.node)
+        path = bool(args.path_only) or prose
+        target: Any
+        if args.output is None or str(args.output) == "-":
+            sys.stdout.flush()
+            target = sys.stdout.buffer
+        else:
+            target = Path(args.output)
+        export_loom(
+            loom,
+            args.format,
+            target,
+            node=node,
+            path=path,
+            version=args.format_version,
+            progress=_progress_printer("exporting"),
+            whole_tree=not prose,
+        )
+    if not isinstance(target, Path):
+        target.flush()
     else:
-        write_document(doc, args.format, Path(args.output), current=current, whole_tree=whole_tree)
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
@@ -605,8 +627,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("-o", "--output", help="output file (default: standard output)")
-    p.add_argument("--node", help="node whose path is exported (markdown; default: current)")
-    p.add_argument("--tree", action="store_true", help="markdown: the whole tree as an outline")
+    p.add_argument(
+        "--node",
+        help="export only the subtree under this node (markdown prose: the path to it)",
+    )
+    p.add_argument(
+        "--path",
+        dest="path_only",
+        action="store_true",
+        help="export only the path from the root to --node (default: the last visited node)",
+    )
+    p.add_argument("--tree", action="store_true", help="markdown: the tree as an outline")
+    p.add_argument(
+        "--format-version",
+        type=int,
+        choices=(1, 2),
+        help="loom-json version to write (default 2: columns and one vocabulary; 1: one object "
+        "per token, for older readers)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("show", help="print the text of the path to a node")

@@ -42,6 +42,7 @@ from loom.app.generation import (
 from loom.app.multiverse import MultiverseNode, build_multiverse, path_tokens_of
 from loom.app.navigation import Navigator, NodeSummary, View, sort_children, summary_from_header
 from loom.app.stats import BranchStats, branch_stats
+from loom.app.transfer import export_loom
 from loom.engine.backend import Backend
 from loom.engine.errors import ContextOverflowError, EngineError
 from loom.engine.sampling import SamplerSettings, new_seed
@@ -198,6 +199,32 @@ class Session:
 
     def to_document(self) -> LoomDocument:
         return self.loom.to_document()
+
+    def export(
+        self,
+        fmt: str,
+        out: str | Path,
+        *,
+        node: int | None = None,
+        path: bool = False,
+        version: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        whole_tree: bool = True,
+    ) -> int:
+        """Export the loom, the subtree under `node`, or (`path`) the path to `node` or the
+        current node, streamed (any size). Safe in a worker thread: it reads on a connection of
+        its own and writes nothing to the loom; `progress(done, total)` is called in that thread
+        at most ~100 times. Returns the number of nodes written. See `loom.app.transfer`."""
+        return export_loom(
+            self.loom,
+            fmt,
+            out,
+            node=node,
+            path=path,
+            version=version,
+            progress=progress,
+            whole_tree=whole_tree,
+        )
 
     def prefix_ids(self, node_id: int) -> list[int]:
         """The token ids the model reads to continue after `node_id` (without BOS)."""

@@ -2,8 +2,13 @@
 
     detect_format(path_or_bytes) -> str          # by content, never by file name
     read_document(path_or_bytes, fmt=None, *, note=None) -> LoomDocument
-    write_document(doc, fmt, out, *, current=None, whole_tree=True)
+    write_document(doc, fmt, out, *, current=None, whole_tree=True, version=None)
+    write_stream(stream, fmt, out, *, version=None, progress=None)   # any size, a node at a time
+    read_stream(path, sink, fmt=None, *, progress=None) -> DocumentHead
     FORMATS: dict[str, Format]                   # name -> description, readable, writable
+
+loom-json (both ways) and Open Loom (writing) stream: memory stays bounded by a node whatever the
+size of the loom. The other formats are for smaller trees and go through a whole `LoomDocument`.
 
 Formats: "loom-json" (full fidelity), "socketteer" (socketteer/loom save files), "loomsidian"
 (import), "openloom" (Open Loom), "markdown", "dot", "html" and "svg" (export), and "loom" (a
@@ -20,17 +25,26 @@ import io
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
-from loom.formats import jsonio, loomjson, loomsidian, openloom, socketteer
+from loom.formats import jsonio, jsonstream, loomjson, loomsidian, openloom, socketteer
 from loom.formats.errors import FormatError
 from loom.formats.export import dot, html, markdown, svg
 from loom.formats.fields import brief, listing
 from loom.formats.tree import path_document, resolve_current
 from loom.store.model import LoomDocument
+from loom.store.stream import (
+    DocumentHead,
+    DocumentSink,
+    DocumentStream,
+    MemorySink,
+    MemoryStream,
+    Progress,
+    Throttle,
+)
 
 __all__ = [
     "FORMATS",
@@ -39,8 +53,10 @@ __all__ = [
     "detect_format",
     "list_notes",
     "read_document",
+    "read_stream",
     "render_document",
     "write_document",
+    "write_stream",
 ]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -221,9 +237,14 @@ def read_document(
 
 
 def render_document(
-    doc: LoomDocument, fmt: str, *, current: int | None = None, whole_tree: bool = True
+    doc: LoomDocument,
+    fmt: str,
+    *,
+    current: int | None = None,
+    whole_tree: bool = True,
+    version: int | None = None,
 ) -> str:
-    """The text `write_document` would write."""
+    """The text `write_document` would write (`version`: of loom-json, default the newest)."""
     spec = FORMATS.get(fmt)
     if spec is None:
         raise FormatError(f"unknown format {brief(fmt)} (known: {', '.join(FORMATS)})")
@@ -234,6 +255,10 @@ def render_document(
         target = doc.root if current is None else current
         doc = path_document(doc, target)
         current = target
+    if version is not None:
+        if fmt != "loom-json":
+            raise FormatError(f"only loom-json has versions to choose from, not {fmt}")
+        return loomjson.write(doc, current, version=version)
     return spec.writer(doc, current, whole_tree)
 
 
@@ -244,6 +269,7 @@ def write_document(
     *,
     current: int | None = None,
     whole_tree: bool = True,
+    version: int | None = None,
 ) -> None:
     """Export `doc` as `fmt` to a path or an open text/binary stream.
 
@@ -255,13 +281,210 @@ def write_document(
     `current` is the node the user is on (default: the one the document was read with).
     `whole_tree=False` exports only the path from the root to it: for Markdown, as prose.
     """
-    text = render_document(doc, fmt, current=current, whole_tree=whole_tree)
+    text = render_document(doc, fmt, current=current, whole_tree=whole_tree, version=version)
     if isinstance(out, (str, os.PathLike)):
         write_text_file(Path(out), text)
     elif isinstance(out, io.TextIOBase) or getattr(out, "encoding", None):
         cast("IO[str]", out).write(text)
     else:
         cast("IO[bytes]", out).write(text.encode("utf-8"))
+
+
+# --- streaming ----------------------------------------------------------------------------------
+
+STREAMING_WRITERS = ("loom-json", "openloom")
+STREAMING_READERS = ("loom-json",)
+
+
+def write_stream(
+    stream: DocumentStream,
+    fmt: str,
+    out: str | os.PathLike[str] | IO[bytes],
+    *,
+    version: int | None = None,
+    progress: Progress | None = None,
+    whole_tree: bool = True,
+) -> None:
+    """Export a loom read a node at a time. loom-json and Open Loom are written as they are read
+    (memory bounded by a node); other formats are assembled whole first. A path is replaced
+    atomically, as by `write_document`. `progress(done, total)` is called at most ~100 times."""
+    spec = FORMATS.get(fmt)
+    if spec is None:
+        raise FormatError(f"unknown format {brief(fmt)} (known: {', '.join(FORMATS)})")
+    if spec.writer is None:
+        raise FormatError(f"loom cannot export {fmt} files")
+    if version is not None and fmt != "loom-json":
+        raise FormatError(f"only loom-json has versions to choose from, not {fmt}")
+    throttle = Throttle(progress, stream.n_nodes + stream.n_events)
+    chunks: Iterator[bytes]
+    if fmt == "loom-json":
+        chunks = loomjson.write_stream(
+            stream, version=loomjson.VERSION if version is None else version, tick=throttle.advance
+        )
+    elif fmt == "openloom":
+        chunks = openloom.write_stream(stream, tick=throttle.advance)
+    else:
+        sink = MemorySink()
+        for item in stream.nodes():
+            sink.node(item.node, item.key)
+            throttle.advance()
+        for key in stream.event_token_keys():
+            sink.token_array(key, stream.tokens(key))
+        for event in stream.events():
+            sink.event(event)
+            throttle.advance()
+        doc = sink.document(stream.head)
+        text = render_document(doc, fmt, current=stream.head.current, whole_tree=whole_tree)
+        chunks = iter([text.encode("utf-8")])
+    if isinstance(out, (str, os.PathLike)):
+        write_chunks_file(Path(out), chunks)
+    else:
+        for chunk in chunks:
+            out.write(chunk)
+    throttle.finish()
+
+
+def sniff_format(path: Path) -> str | None:
+    """The format of a file judged from its first line (loom's own layouts), None if unsure."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(SQLITE_MAGIC))
+            if head.startswith(SQLITE_MAGIC):
+                return "loom"
+            handle.seek(0)
+            first = handle.readline(1 << 24).strip().removeprefix(b"\xef\xbb\xbf")
+    except OSError:
+        return None
+    fmt: Any = None
+    if first.startswith(b"{") and first.endswith(b","):
+        try:
+            data = jsonio.loads(first[:-1].decode("utf-8", "replace") + "}")
+        except FormatError:
+            data = None
+        fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt is None:
+        fmt = _peek_format(path)
+    if not isinstance(fmt, str):
+        return None
+    return {loomjson.FORMAT: "loom-json", openloom.FORMAT: "openloom"}.get(fmt)
+
+
+def _peek_format(path: Path) -> Any:
+    """The top-level "format" of a JSON file of any layout, read only as far as needed."""
+    import ijson
+
+    try:
+        with open(path, "rb") as handle:
+            for prefix, event, value in ijson.parse(handle):
+                if prefix == "format" and event == "string":
+                    return value
+                if prefix == "" and event == "map_key" and value != "format":
+                    # skip to the next top-level key without building anything
+                    continue
+                if prefix in ("nodes", "vocab") or prefix.startswith(("nodes.", "vocab.")):
+                    return None  # past the head: no format where loom looks for it
+    except (ijson.JSONError, OSError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def read_stream(
+    source: str | os.PathLike[str],
+    sink: DocumentSink,
+    fmt: str | None = None,
+    *,
+    progress: Progress | None = None,
+) -> DocumentHead:
+    """Import a file into `sink` a node at a time (loom-json; other formats are read whole, then
+    fed to it). `loomjson.NeedsWholeDocument` for a loom-json file whose ids are strings (read it
+    whole: `read_document`). `progress(done, total)`: bytes read, at most ~100 calls."""
+    path = Path(source)
+    if fmt is not None and fmt not in FORMATS:
+        raise FormatError(f"unknown format {brief(fmt)} (known: {', '.join(FORMATS)})")
+    if path.is_dir():
+        raise FormatError(f"cannot read {path}: it is a directory")
+    detected = sniff_format(path)
+    if detected == "loom":
+        raise FormatError("this is a loom (SQLite) file: open it instead of importing it")
+    if (fmt or detected) == "loom-json" and detected == "loom-json":
+        try:
+            size = os.path.getsize(path)
+            handle = open(path, "rb")  # noqa: SIM115 - closed below, after the pieces
+        except OSError as exc:
+            raise FormatError(f"cannot read {path}: {exc.strerror or exc}") from None
+        with handle:
+            throttle = Throttle(progress, size)
+            count = 0
+
+            def tick() -> None:
+                nonlocal count
+                count += 1
+                if count % 256 == 0:
+                    throttle.set(handle.tell())
+
+            head = loomjson.read_into(jsonstream.pieces(handle, loomjson.STREAMED), sink, tick=tick)
+            throttle.finish()
+            return head
+    doc = read_document(path, fmt)
+    return feed(MemoryStream(doc), sink, progress=progress)
+
+
+def feed(
+    stream: DocumentStream, sink: DocumentSink, *, progress: Progress | None = None
+) -> DocumentHead:
+    """Everything `stream` holds, into `sink`; returns the head."""
+    throttle = Throttle(progress, stream.n_nodes + stream.n_events)
+    sink.vocabulary(dict(stream.vocabulary()))
+    for item in stream.nodes():
+        sink.node(item.node, item.key)
+        throttle.advance()
+    for key in stream.event_token_keys():
+        sink.token_array(key, stream.tokens(key))
+    for event in stream.events():
+        sink.event(event)
+        throttle.advance()
+    throttle.finish()
+    return stream.head
+
+
+def write_chunks_file(path: Path, chunks: Iterable[bytes]) -> None:
+    """`write_text_file` for output made a piece at a time (never held whole)."""
+    try:
+        try:
+            existing = os.stat(path)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and stat.S_ISDIR(existing.st_mode):
+            raise FormatError(f"cannot write {path}: it is a directory")
+        if existing is not None and (
+            not stat.S_ISREG(existing.st_mode) or str(path.absolute()).startswith(_IN_PLACE_ROOTS)
+        ):
+            with open(path, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+            return
+        target = Path(os.path.realpath(path))
+        if existing is not None:
+            _refuse_database(path, target)
+        mode = None if existing is None else stat.S_IMODE(existing.st_mode)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or "."
+        )
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+            if mode is None:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise FormatError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 # The first bytes of a write-ahead log (either byte order of its checksums).

@@ -11,11 +11,14 @@ The only published Open Loom specification found is OpenLoom 1.0 (rocketbro.gith
 No "version 2" and no `extensions` block exist in it. Version 2 here is loom's own design, kept
 a strict superset of 1.0 so a 1.0 reader still finds every field it expects:
 
-    + "format": "open-loom", "version": 2
+    + "format": "open-loom", "version": 3
     + node "extensions": {"loom": {"id", "author": "human"|"model", "created_at" (exact unix
-      seconds), "tokens" (loom-json tokens), "generation", "persona", "manual_persona",
+      seconds), "tokens" (loom-json 2 columns), "generation", "persona", "manual_persona",
       "pruned", "tags", "meta"}}
-    + tree "extensions": {"loom": {"root", "personas", "events", "meta"}}
+    + tree "extensions": {"loom": {"root", "personas", "vocab", "token_arrays", "events",
+      "meta"}}: the token encoding of loom-json 2 (one vocabulary, columns, `{"$tok": key}`)
+
+Version 2 (loom-json 1 tokens, events with `$tokdata`) is still read.
 
 Dates are ISO 8601 UTC strings. Ids are strings (decimal loom ids on export). A human author is
 "user", the model "assistant". `rememberedChildId` follows the path to the current node.
@@ -30,21 +33,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loom.formats import fields as f
-from loom.formats import jsonio
 from loom.formats.errors import FormatError
 from loom.formats.loomjson import (
+    _dump,
+    columns_from_json,
+    columns_to_json,
     generation_from_json,
     node_to_json,
     optional_string,
     persona_from_json,
     personas_from_json,
     tokens_from_json,
+    vocab_from_json,
 )
-from loom.formats.tree import children_of, ordered_nodes, path_ids, preorder_ids
+from loom.formats.tree import ordered_nodes, preorder_ids
+from loom.store import codec
+from loom.store.errors import LoomError
 from loom.store.model import Author, LoomDocument, Node
+from loom.store.stream import DocumentStream, MemorySink, MemoryStream
+from loom.tokens import TokenArray
 
 FORMAT = "open-loom"
-VERSION = 2
+VERSION = 3
 _AUTHORS: dict[str, Author] = {"user": "human", "assistant": "model", "system": "human"}
 
 
@@ -70,13 +80,37 @@ def parse_time(value: Any) -> float | None:
 
 
 def write(doc: LoomDocument, current: int | None) -> str:
-    children = children_of(doc.nodes)
-    current_id = doc.root if current is None else current
-    path = path_ids(doc, current_id)
-    remembered = dict(itertools.pairwise(path))
-    nodes: dict[str, Any] = {}
-    bookmarked: dict[str, Any] = {}
-    for node in doc.nodes:
+    stream = MemoryStream(doc, current)
+    return b"".join(write_stream(stream)).decode("utf-8")
+
+
+def write_stream(stream: DocumentStream, tick: Any = None) -> Any:
+    """The file a line at a time (bytes): nodes one by one, then the tree's extension block."""
+    head = stream.head
+    current_id = head.root if head.current is None else head.current
+    remembered = dict(itertools.pairwise(stream.current_path()))
+    open_meta = head.meta.get("openloom")
+    open_meta = open_meta if isinstance(open_meta, dict) else {}
+    top = {
+        "format": FORMAT,
+        "version": VERSION,
+        "id": str(open_meta.get("id", "")),
+        "title": head.title,
+        "description": open_meta.get("description"),
+        "systemMessage": str(open_meta.get("systemMessage", "")),
+        "rootNodeId": str(head.root),
+        "currentNodeId": str(current_id),
+    }
+    yield _dump(top)[:-1] + b",\n"
+    entries = dict(stream.vocabulary())
+    vocab = codec.VocabTable(entries)
+    yield b'"nodes":{\n'
+    bookmarked: list[bytes] = []
+    latest = 0.0
+    first = True
+    for item in stream.nodes():
+        node = item.node
+        latest = max(latest, node.created_at)
         plain = {
             "id": str(node.id),
             "text": node.text,
@@ -84,53 +118,53 @@ def write(doc: LoomDocument, current: int | None) -> str:
             "modelId": node.generation.model if node.generation else "",
             "createdTime": iso(node.created_at),
             "parentId": None if node.parent is None else str(node.parent),
-            "childrenIds": [str(c) for c in children[node.id]],
+            "childrenIds": [str(c) for c in item.children],
             "rememberedChildId": str(remembered[node.id]) if node.id in remembered else None,
         }
+        key = _dump(str(node.id))
         if node.bookmarked:
-            bookmarked[str(node.id)] = plain
-        nodes[str(node.id)] = {**plain, "extensions": {"loom": _node_extension(node)}}
-    times = [n.created_at for n in doc.nodes]
-    open_meta = doc.meta.get("openloom")
-    open_meta = open_meta if isinstance(open_meta, dict) else {}
-    head = {
-        "format": FORMAT,
-        "version": VERSION,
-        "id": str(open_meta.get("id", "")),
-        "title": doc.title,
-        "description": open_meta.get("description"),
-        "lastModified": iso(max(times, default=0.0)),  # not "now": exports are reproducible
-        "systemMessage": str(open_meta.get("systemMessage", "")),
-        "rootNodeId": str(doc.root),
-        "currentNodeId": str(current_id),
-    }
+            bookmarked.append(key + b":" + _dump(plain))
+        ext = _node_extension(node, item.key, vocab)
+        line = key + b":" + _dump({**plain, "extensions": {"loom": ext}})
+        yield (b"" if first else b",\n") + line
+        first = False
+        if tick is not None:
+            tick()
+    yield (b"" if first else b"\n") + b"},\n"
+    yield b'"bookmarkedNodes":{' + b",\n".join(bookmarked) + b"},\n"
+    yield b'"lastModified":' + _dump(iso(latest)) + b",\n"  # not "now": exports are reproducible
     tree_ext = {
-        "root": doc.root,
-        "personas": [p.to_json() for p in doc.personas],
-        "events": doc.events,
-        "meta": {k: v for k, v in doc.meta.items() if k != "current"},
+        "root": head.root,
+        "personas": [p.to_json() for p in head.personas],
+        "meta": {k: v for k, v in head.meta.items() if k != "current"},
+        "vocab": {str(i): t for i, t in entries.items()},
     }
-    parts = [jsonio.dumps(head)[:-1], ',\n "nodes": {', _entries(nodes), "}"]
-    parts += [',\n "bookmarkedNodes": {', _entries(bookmarked), "}"]
-    parts += [',\n "extensions": {"loom": ', jsonio.dumps(tree_ext), "}}\n"]
-    return "".join(parts)
-
-
-def _entries(items: dict[str, Any]) -> str:
-    if not items:
-        return ""
-    lines = (f"{jsonio.dumps(k)}: {jsonio.dumps(v)}" for k, v in items.items())
-    return "\n  " + ",\n  ".join(lines) + "\n "
+    yield b'"extensions":{"loom":' + _dump(tree_ext)[:-1] + b',"token_arrays":[\n'
+    first = True
+    for token_key in stream.event_token_keys():
+        columns = columns_to_json(stream.tokens(token_key), vocab) or {}
+        yield (b"" if first else b",\n") + _dump({"key": token_key, **columns})
+        first = False
+    yield b'],"events":[\n'
+    first = True
+    for event in stream.events():
+        yield (b"" if first else b",\n") + _dump(event)
+        first = False
+        if tick is not None:
+            tick()
+    yield b"]}}}\n"
 
 
 # Open Loom holds these natively; the extension carries the rest of the loom-json node.
 _NATIVE_FIELDS = ("parent", "text", "bookmarked")
 
 
-def _node_extension(node: Node) -> dict[str, Any]:
-    ext = node_to_json(node)
-    for key in _NATIVE_FIELDS:
-        del ext[key]
+def _node_extension(node: Node, key: int | None, vocab: codec.VocabTable) -> dict[str, Any]:
+    ext = node_to_json(node, with_tokens=False)
+    for name in _NATIVE_FIELDS:
+        del ext[name]
+    tokens = columns_to_json(node.tokens, vocab)
+    ext["tokens"] = tokens if tokens is None or key is None else {"key": key, **tokens}
     return ext
 
 
@@ -143,7 +177,9 @@ def read(data: Any, name: str = "") -> LoomDocument:
     if isinstance(version, bool) or not isinstance(version, int):
         raise FormatError(f"Open Loom version must be an integer, not {f.brief(version)}")
     if version > VERSION:
-        raise FormatError(f"Open Loom version {version} is newer than this loom reads (up to 2)")
+        raise FormatError(
+            f"Open Loom version {version} is newer than this loom reads (up to {VERSION})"
+        )
     raw = f.obj(top.get("nodes"), "nodes")
     root_key = f.string(top.get("rootNodeId"), "rootNodeId")
     if root_key not in raw:
@@ -157,7 +193,8 @@ def read(data: Any, name: str = "") -> LoomDocument:
     ids = _ids(raw, root_key, keep_ids, exts)
     # Fresh ids follow reading order, so list the nodes that way too (siblings sort by id).
     keys = list(raw) if keep_ids else sorted(raw, key=ids.__getitem__)
-    nodes = [_node(key, raw[key], ids, exts[key], keep_ids) for key in keys]
+    vocab = vocab_from_json(tree_ext["vocab"]) if tree_ext.get("vocab") is not None else {}
+    nodes = [_node(key, raw[key], ids, exts[key], keep_ids, vocab) for key in keys]
     marked = f.obj(top.get("bookmarkedNodes") or {}, "bookmarkedNodes")
     for node, key in zip(nodes, keys, strict=True):
         node.bookmarked = key in marked
@@ -173,6 +210,8 @@ def read(data: Any, name: str = "") -> LoomDocument:
     if isinstance(current, str) and current in ids:
         meta["current"] = ids[current]
     events = [f.obj(e, "an event") for e in f.array(tree_ext.get("events") or [], "events")]
+    if events and keep_ids and version >= 3:
+        events = _events_with_data(nodes, exts, keys, tree_ext, events)
     if events and not keep_ids:
         # Nodes were added elsewhere and everything was renumbered: the log no longer fits.
         warnings = meta.setdefault("import_warnings", [])
@@ -219,7 +258,50 @@ def _ids(
     return {key: i + 1 for i, key in enumerate(order)}
 
 
-def _node(key: str, raw: Any, ids: dict[str, int], ext: dict[str, Any], keep_ids: bool) -> Node:
+def _tokens(value: Any, where: str, vocab: dict[int, str]) -> TokenArray:
+    """A node's tokens: loom-json 2 columns (version 3), or loom-json 1 objects (version 2)."""
+    if isinstance(value, dict):
+        return columns_from_json(value, where, vocab)
+    return tokens_from_json(value or [], where)
+
+
+def _events_with_data(
+    nodes: list[Node],
+    exts: dict[str, dict[str, Any]],
+    keys: list[str],
+    tree_ext: dict[str, Any],
+    events: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Version 3 events name token arrays by key: give them their data back (`$tokdata`)."""
+    sink = MemorySink()
+    vocab = vocab_from_json(tree_ext.get("vocab") or {})
+    for node, key in zip(nodes, keys, strict=True):
+        tokens = exts[key].get("tokens")
+        token_key = tokens.get("key") if isinstance(tokens, dict) else None
+        sink.node(node, token_key if isinstance(token_key, int) else None)
+    arrays = f.array(tree_ext.get("token_arrays") or [], "extensions.loom.token_arrays")
+    for i, item in enumerate(arrays):
+        data = f.obj(item, f"token_arrays[{i}]")
+        array_key = data.get("key")
+        if isinstance(array_key, bool) or not isinstance(array_key, int):
+            raise FormatError(f"token_arrays[{i}] has no integer key")
+        sink.token_array(array_key, columns_from_json(data, f"token array {array_key}", vocab))
+    for event in events:
+        try:
+            sink.event(event)
+        except LoomError as exc:
+            raise FormatError(str(exc)) from None
+    return sink.events
+
+
+def _node(
+    key: str,
+    raw: Any,
+    ids: dict[str, int],
+    ext: dict[str, Any],
+    keep_ids: bool,
+    vocab: dict[int, str],
+) -> Node:
     where = f"node {f.brief(key)}"
     data = f.obj(raw, where)
     parent_key = data.get("parentId")
@@ -255,7 +337,7 @@ def _node(key: str, raw: Any, ids: dict[str, int], ext: dict[str, Any], keep_ids
         author=author,
         text=f.string(data.get("text", ""), f"{where} text"),
         created_at=created_at,
-        tokens=tokens_from_json(ext.get("tokens") or [], f"{where} tokens"),
+        tokens=_tokens(ext.get("tokens"), f"{where} tokens", vocab),
         generation=generation_from_json(ext.get("generation"), f"{where} generation"),
         persona=persona_from_json(ext.get("persona"), f"{where} persona"),
         manual_persona=optional_string(ext.get("manual_persona"), f"{where} manual_persona"),

@@ -28,12 +28,15 @@ def commit_event(
     *,
     ts: float | None = None,
     seq: int | None = None,
+    text: str | None = None,
 ) -> Event:
-    """Append an event to the log and apply it (inside the caller's write transaction)."""
+    """Append an event to the log and apply it (inside the caller's write transaction). `text`:
+    the payload as `events.dumps` writes it, when the caller has it already."""
     stamp = time.time() if ts is None else ts
+    stored = ev.stored_payload(kind, ev.dumps(payload) if text is None else text)
     cur = conn.execute(
         "INSERT INTO events (seq, ts, kind, payload) VALUES (?, ?, ?, ?)",
-        (seq, stamp, kind, ev.dumps(payload)),
+        (seq, stamp, kind, stored),
     )
     event = Event(seq=int(cur.lastrowid or 0), ts=stamp, kind=kind, payload=payload)
     apply_event(conn, event)
@@ -121,6 +124,13 @@ def _snapshot(conn: sqlite3.Connection, p: dict[str, Any]) -> None:
     rows.set_meta(conn, "current", p.get("current", p["root"]))
     rows.set_meta(conn, "doc_meta", p.get("meta") or {})
     rows.set_meta(conn, "next_id", max([int(p.get("next_id", 1))] + [r["id"] + 1 for r in records]))
+
+
+def _more_nodes(conn: sqlite3.Connection, p: dict[str, Any]) -> None:
+    """More nodes of the snapshot just before (`events.IMPORT_NODES`)."""
+    records = p["nodes"]
+    rows.insert_records(conn, records)
+    rows.reserve_ids(conn, (r["id"] for r in records))
 
 
 # --- node edits -----------------------------------------------------------------------------------
@@ -253,6 +263,7 @@ def _check_census(conn: sqlite3.Connection, p: dict[str, Any]) -> None:
 _FORWARD: dict[str, Handler] = {
     ev.CREATE: _snapshot,
     ev.IMPORT: _snapshot,
+    ev.IMPORT_NODES: _more_nodes,
     ev.ADD: _add,
     ev.DELETE: _delete,
     ev.EDIT: _update_new,

@@ -1,6 +1,11 @@
 """TokenArray <-> the bytes the store keeps, and <-> a compact JSON form for exported events.
 
-Arrays are stored little-endian whatever the machine, so a .loom file moves between machines.
+`TokenRow` is the canonical content of a token array (its columns as little-endian bytes, its
+texts as JSON): what the digest that deduplicates token rows is computed over, and what a
+loom-json version 1 event carries (`row_to_json`). The store itself keeps less (schema 2):
+`pack` turns the numeric columns into one compressed blob and the texts stay out of it, since the
+loom's vocabulary table holds the text of every token id once (see rows.py).
+
 Both forms are exact: float32 bytes keep NaN (unknown logprob) and -0.0 as they were.
 """
 
@@ -10,6 +15,8 @@ import base64
 import hashlib
 import json
 import math
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +61,11 @@ class TokenRow:
             h.update(len(part).to_bytes(8, "little"))
             h.update(part)
         return h.digest()
+
+
+def json_text(value: Any) -> str:
+    """ASCII-only compact JSON (what the store keeps of texts)."""
+    return _dumps(value)
 
 
 def _dumps(value: Any) -> str:
@@ -159,6 +171,12 @@ def row_to_json(row: TokenRow) -> dict[str, Any]:
 
 def row_from_json(data: dict[str, Any]) -> TokenRow:
     """The inverse of `row_to_json`; ValueError on anything malformed."""
+    # Re-encoded so the row is canonical (same digest as the same tokens stored directly).
+    return encode(tokens_from_json(data))
+
+
+def tokens_from_json(data: dict[str, Any]) -> TokenArray:
+    """The tokens a `row_to_json` object holds; ValueError on anything malformed."""
     try:
         n, k = int(data["n"]), int(data["k"])
         ids = base64.b64decode(data["ids"], validate=True)
@@ -180,14 +198,221 @@ def row_from_json(data: dict[str, Any]) -> TokenRow:
     if entropy is not None and len(entropy) != 4 * n:
         raise ValueError("malformed token data (entropy length)")
     try:
-        tokens = decode(n, k, ids, logprobs, top_ids, top_logprobs, entropy, texts, top_texts)
+        return decode(n, k, ids, logprobs, top_ids, top_logprobs, entropy, texts, top_texts)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"malformed token data ({exc})") from None
-    # Re-encode so the stored row is canonical (same digest as the same tokens stored directly).
-    return encode(tokens)
 
 
 def mean_logprob(sum_logprob: float | None, n_logprob: int) -> float | None:
     if sum_logprob is None or n_logprob == 0 or math.isnan(sum_logprob):
         return None
     return sum_logprob / n_logprob
+
+
+# --- the packed numeric columns the store keeps (schema 2) ----------------------------------------
+#
+# One blob: a flags byte, then zlib of the columns. Each token's own id and logprob are usually one
+# of its alternatives (the sampled token is in the top-k): then only the alternative's index is
+# kept (`pick`, one byte), else the id and logprob themselves. Every 4-byte column is byte-shuffled
+# (all first bytes, then all second bytes...) so the sign, exponent and high id bytes, which vary
+# little, sit together where zlib finds them. Bit-exact: logprobs compare as bits, NaN included.
+
+_HAS_ENTROPY = 1
+_HAS_PICK = 2
+_NO_PICK = -1
+
+
+def _shuffle(column: np.ndarray[Any, Any]) -> bytes:
+    return np.ascontiguousarray(column).view(np.uint8).reshape(-1, 4).T.tobytes()
+
+
+def _unshuffle(data: bytes, count: int, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    planes = np.frombuffer(data, dtype=np.uint8, count=4 * count).reshape(4, count)
+    return np.ascontiguousarray(planes.T).view(dtype).reshape(count)
+
+
+def pack(tokens: TokenArray) -> bytes:
+    """The numeric columns of `tokens` as the store keeps them (texts apart: see rows.py)."""
+    n, k = len(tokens), tokens.k
+    ids = np.asarray(tokens.ids, dtype=_I4).reshape(n)
+    logprobs = np.asarray(tokens.logprobs, dtype=_F4).reshape(n)
+    top_ids = np.asarray(tokens.top_ids, dtype=_I4).reshape(n, k)
+    top_lps = np.asarray(tokens.top_logprobs, dtype=_F4).reshape(n, k)
+    flags = 0
+    parts: list[bytes] = []
+    if 0 < k <= 127:
+        same = (top_ids == ids[:, None]) & (top_lps.view(_I4) == logprobs.view(_I4)[:, None])
+        found = same.any(axis=1)
+        pick = np.where(found, same.argmax(axis=1), _NO_PICK).astype(np.int8)
+        flags |= _HAS_PICK
+        parts.append(pick.tobytes())
+        own = ~found
+    else:
+        own = np.ones(n, dtype=bool)
+    parts += [_shuffle(ids[own]), _shuffle(logprobs[own]), _shuffle(top_ids), _shuffle(top_lps)]
+    if tokens.entropy is not None:
+        flags |= _HAS_ENTROPY
+        parts.append(_shuffle(np.asarray(tokens.entropy, dtype=_F4).reshape(n)))
+    return bytes([flags]) + zlib.compress(b"".join(parts), 6)
+
+
+def unpack(
+    n: int, k: int, blob: bytes
+) -> tuple[
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any] | None,
+]:
+    """(ids, logprobs, top_ids, top_logprobs, entropy) from `pack`; ValueError if malformed."""
+    if not blob:
+        raise ValueError("empty token data")
+    flags = blob[0]
+    try:
+        body = zlib.decompress(blob[1:])
+    except zlib.error as exc:
+        raise ValueError(f"token data does not decompress ({exc})") from None
+    pos = 0
+
+    def take(count: int, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+        nonlocal pos
+        size = 4 * count
+        if pos + size > len(body):
+            raise ValueError("token data is shorter than its columns")
+        out = _unshuffle(body[pos : pos + size], count, dtype)
+        pos += size
+        return out
+
+    if flags & _HAS_PICK:
+        if len(body) < n:
+            raise ValueError("token data is shorter than its columns")
+        pick = np.frombuffer(body, dtype=np.int8, count=n).astype(np.int64)
+        pos = n
+        own = pick == _NO_PICK
+    else:
+        pick = np.full(n, _NO_PICK, dtype=np.int64)
+        own = np.ones(n, dtype=bool)
+    n_own = int(own.sum())
+    own_ids = take(n_own, _I4)
+    own_lps = take(n_own, _F4)
+    top_ids = take(n * k, _I4).reshape(n, k)
+    top_lps = take(n * k, _F4).reshape(n, k)
+    entropy = take(n, _F4) if flags & _HAS_ENTROPY else None
+    if pos != len(body):
+        raise ValueError("token data is longer than its columns")
+    ids = np.empty(n, dtype=_I4)
+    logprobs = np.empty(n, dtype=_F4)
+    ids[own] = own_ids
+    logprobs.view(_I4)[own] = own_lps.view(_I4)
+    picked = ~own
+    if picked.any():
+        if (pick[picked] >= k).any():
+            raise ValueError("token data picks an alternative that does not exist")
+        rows_ = np.nonzero(picked)[0]
+        ids[picked] = top_ids[rows_, pick[picked]]
+        logprobs.view(_I4)[picked] = top_lps.view(_I4)[rows_, pick[picked]]
+    return ids, logprobs, top_ids, top_lps, entropy
+
+
+def assemble(
+    columns: tuple[
+        np.ndarray[Any, Any],
+        np.ndarray[Any, Any],
+        np.ndarray[Any, Any],
+        np.ndarray[Any, Any],
+        np.ndarray[Any, Any] | None,
+    ],
+    texts: list[str],
+    top_texts: dict[int, str],
+) -> TokenArray:
+    ids, logprobs, top_ids, top_lps, entropy = columns
+    return TokenArray(
+        ids=ids.astype(np.int32),
+        texts=texts,
+        logprobs=logprobs.astype(np.float32),
+        top_ids=top_ids.astype(np.int32),
+        top_logprobs=top_lps.astype(np.float32),
+        top_texts=top_texts,
+        entropy=None if entropy is None else entropy.astype(np.float32),
+    )
+
+
+def summary(tokens: TokenArray) -> tuple[float | None, int]:
+    """(sum of the known logprobs, how many are known): what node headers show."""
+    logprobs = np.asarray(tokens.logprobs, dtype=_F4)
+    known = ~np.isnan(logprobs)
+    n_logprob = int(known.sum())
+    return (float(logprobs[known].astype(np.float64).sum()) if n_logprob else None), n_logprob
+
+
+# --- texts against a vocabulary (the store's, or a loom-json 2 file's) -------------------------
+
+
+class VocabTable:
+    """A vocabulary (token id -> text) for whole token arrays at a time (a dict: for the ~50
+    tokens and ~250 alternatives of a node, plain lookups beat numpy's per-call overhead)."""
+
+    def __init__(self, entries: Mapping[int, str]) -> None:
+        self.texts: dict[int, str] = dict(entries)
+
+    def add(self, entries: Mapping[int, str]) -> None:
+        self.texts.update(entries)
+
+    def missing(self, ids: list[int]) -> set[int]:
+        texts = self.texts
+        return {i for i in ids if i not in texts}
+
+
+def as_table(vocab: Mapping[int, str] | VocabTable) -> VocabTable:
+    return vocab if isinstance(vocab, VocabTable) else VocabTable(vocab)
+
+
+def text_exceptions(
+    tokens: TokenArray, vocab: Mapping[int, str] | VocabTable
+) -> tuple[dict[int, str], dict[int, str | None]]:
+    """What a vocabulary does not say of `tokens`: (token index -> text) for its own tokens whose
+    text is another, (id -> text) for alternatives likewise or not among `top_ids` at all, and
+    (id -> None) for an alternative that has no text."""
+    get = as_table(vocab).texts.get
+    own = {
+        i: text
+        for i, (token_id, text) in enumerate(zip(tokens.ids.tolist(), tokens.texts, strict=True))
+        if get(token_id) != text
+    }
+    top_unique = set(tokens.top_ids.ravel().tolist())
+    top_texts = tokens.top_texts
+    top: dict[int, str | None] = {
+        int(i): text
+        for i, text in top_texts.items()
+        if get(int(i)) != text or int(i) not in top_unique
+    }
+    for token_id in top_unique:
+        if token_id not in top_texts:
+            top[token_id] = None
+    return own, top
+
+
+def apply_texts(
+    ids: np.ndarray[Any, Any],
+    top_ids: np.ndarray[Any, Any],
+    vocab: Mapping[int, str] | VocabTable,
+    own: Mapping[int, str],
+    top: Mapping[int, str | None],
+) -> tuple[list[str], dict[int, str]]:
+    """The texts `text_exceptions` described; KeyError(id) for an id the vocabulary lacks."""
+    texts_of = as_table(vocab).texts
+    id_list = ids.tolist()
+    if own:
+        texts = [own[i] if i in own else texts_of[t] for i, t in enumerate(id_list)]
+    else:
+        texts = [texts_of[t] for t in id_list]
+    top_texts = {
+        token_id: texts_of[token_id]
+        for token_id in set(top_ids.ravel().tolist())
+        if token_id not in top
+    }
+    for token_id, extra in top.items():
+        if extra is not None:
+            top_texts[int(token_id)] = extra
+    return texts, top_texts

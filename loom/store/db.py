@@ -47,6 +47,7 @@ except ImportError:  # not on Windows
 _FLOCK = fcntl is not None and sys.platform.startswith("linux")
 
 BUSY_TIMEOUT_MS = 10_000
+PAGE_SIZE = 8192
 # What SQLite reports when it cannot make the -shm (and -wal) files a WAL-mode reader needs.
 _NO_SIDECARS = ("SQLITE_READONLY", "SQLITE_CANTOPEN")
 
@@ -241,6 +242,8 @@ def _validate(conn: sqlite3.Connection, path: Path) -> int:
     check_version(path, version)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     missing = sorted(REQUIRED_TABLES - tables)
+    if version >= 2 and "vocab" not in tables:
+        missing.insert(0, "vocab")
     if missing:
         raise LoomFileError(path, f"is damaged (missing table {missing[0]})")
     row = conn.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
@@ -317,6 +320,9 @@ def building(path: Path) -> Iterator[sqlite3.Connection]:
                 # Nothing else can see this file yet: skip durability until the end.
                 conn.execute("PRAGMA journal_mode = MEMORY")
                 conn.execute("PRAGMA synchronous = OFF")
+                # 8 KiB pages: a node's packed tokens (~1.5 KB) leave less unused space in them
+                # than in 4 KiB ones (measured: a tenth of the file).
+                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
                 conn.execute("BEGIN")
                 create_schema(conn)
                 yield conn

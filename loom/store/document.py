@@ -1,9 +1,12 @@
-"""A whole loom <-> `LoomDocument` (the in-memory form every import/export format converts).
+"""A whole loom <-> a document: `StoreExport` reads one a node at a time, `ImportSink` builds one.
 
-Export carries the event log with token data inlined, so the document alone can rebuild the loom.
-Import keeps the document's ids and its events (as history, for audit and replay) and then logs one
-`import` snapshot event holding the imported tree: a replay of the log ends in exactly the imported
-state, and undo starts afresh after the import.
+Export carries the event log with its token arrays, so the document alone can rebuild the loom.
+Import keeps the document's ids and its events (as history, for audit and replay) and then logs
+the imported tree as a snapshot: one `import` event and `import_nodes` events of a bounded batch
+of nodes each, so a replay of the log ends in exactly the imported state, undo starts afresh after
+the import, and no single payload (nor the memory of the import) grows with the tree.
+
+`export` and `import_document` are the same for a whole `LoomDocument` in memory.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ import gc
 import json
 import math
 import sqlite3
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,18 +24,27 @@ import numpy as np
 from loom.store import codec, rows, textops
 from loom.store import events as ev
 from loom.store.apply import apply_event, commit_event
-from loom.store.errors import LoomError
+from loom.store.errors import LoomError, UnknownNodeError
 from loom.store.events import Event
 from loom.store.model import LoomDocument, Node, Persona
 from loom.store.rows import Record
+from loom.store.stream import (
+    DocumentHead,
+    MemorySink,
+    MemoryStream,
+    StreamNode,
+    Throttle,
+    token_keys,
+)
 from loom.store.views import PARTIAL_KEY, record_to_node
 from loom.tokens import TokenArray
 
 _NODE_COLUMNS = (
     "n.id, n.parent, n.position, n.author, n.text, n.created_at, n.tokens_id, n.tokens_partial, "
     "n.generation, n.persona, n.manual_persona, n.bookmarked, n.pruned, n.meta, "
-    "t.n, t.k, t.ids, t.logprobs, t.top_ids, t.top_logprobs, t.entropy, t.texts, t.top_texts"
+    "t.n, t.k, t.data, t.texts, t.top_texts"
 )
+_CHUNK = 500
 
 
 # --- export ---------------------------------------------------------------------------------------
@@ -52,47 +63,209 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def export(conn: sqlite3.Connection, *, with_events: bool = True) -> LoomDocument:
-    with _gc_paused():
-        return _export(conn, with_events)
+class StoreExport:
+    """A loom read as a `DocumentStream`, a chunk of nodes at a time (inside the caller's read
+    transaction, so every part comes from one snapshot).
 
+    `subtree` exports the nodes under a node (it becomes the root); `path_to` only the path from
+    the root to a node. Both leave the event log out: it describes the whole tree.
+    """
 
-def _export(conn: sqlite3.Connection, with_events: bool) -> LoomDocument:
-    tags: dict[int, list[str]] = {}
-    for node_id, tag in conn.execute("SELECT node_id, tag FROM tags ORDER BY node_id, ord"):
-        tags.setdefault(int(node_id), []).append(tag)
-    nodes: list[Node] = []
-    for row in conn.execute(
-        f"SELECT {_NODE_COLUMNS} FROM nodes n LEFT JOIN tokens t ON t.id = n.tokens_id "
-        "ORDER BY n.depth, n.parent, n.position, n.id"
-    ):
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        subtree: int | None = None,
+        path_to: int | None = None,
+        with_events: bool = True,
+    ) -> None:
+        self.conn = conn
+        self._vocab = rows.Vocab()
+        self._vocab.load_all(conn)
+        root = int(rows.get_meta(conn, "root"))
+        current = rows.get_meta(conn, "current")
+        if not rows.is_node_id(current) or not _exists(conn, current):
+            current = root
+        if subtree is not None and path_to is not None:
+            raise LoomError("export a subtree or a path, not both")
+        if subtree is not None:
+            rows.require(conn, subtree)
+            self._ids = _ordered(conn, rows.subtree_ids(conn, subtree))
+            root = subtree
+            if current not in set(self._ids):
+                current = subtree
+        elif path_to is not None:
+            rows.require(conn, path_to)
+            self._ids = rows.path_ids(conn, path_to)
+            current = path_to
+        else:
+            self._ids = [
+                int(r[0])
+                for r in conn.execute("SELECT id FROM nodes ORDER BY depth, parent, position, id")
+            ]
+        self._root = root
+        self._keep = None if subtree is None and path_to is None else set(self._ids)
+        self._with_events = with_events and self._keep is None
+        self.head = DocumentHead(
+            title=str(rows.get_meta(conn, "title", "")),
+            root=root,
+            current=int(current),
+            personas=personas(conn),
+            meta=dict(rows.get_meta(conn, "doc_meta", {}) or {}),
+        )
+        self.n_nodes = len(self._ids)
+        self.n_events = (
+            int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            if self._with_events
+            else 0
+        )
+        self._event_keys: list[int] | None = None
+
+    def vocabulary(self) -> Iterator[tuple[int, str]]:
+        """The loom's vocabulary (for a part of the loom, only the ids its nodes use)."""
+        if self._keep is None and not self._with_events:
+            yield from self._vocab.items()
+            return
+        if self._keep is None:
+            yield from self._vocab.items()
+            return
+        used: set[int] = set()
+        for item in self.nodes():
+            used.update(item.node.tokens.ids.tolist())
+            used.update(int(i) for i in item.node.tokens.top_texts)
+        yield from ((i, t) for i, t in self._vocab.items() if i in used)
+
+    def current_path(self) -> list[int]:
+        path = rows.path_ids(self.conn, int(self.head.current or self._root))
+        return path[path.index(self._root) :] if self._root in path else [self._root]
+
+    def nodes(self) -> Iterator[StreamNode]:
+        conn = self.conn
+        for start in range(0, len(self._ids), _CHUNK):
+            part = self._ids[start : start + _CHUNK]
+            marks = rows.marks(len(part))
+            found = {
+                int(r[0]): r
+                for r in conn.execute(
+                    f"SELECT {_NODE_COLUMNS} FROM nodes n LEFT JOIN tokens t ON t.id = n.tokens_id"
+                    f" WHERE n.id IN ({marks})",
+                    tuple(part),
+                )
+            }
+            tags = rows.tags_of(conn, part)
+            children: dict[int, list[int]] = {i: [] for i in part}
+            for parent, child in conn.execute(
+                f"SELECT parent, id FROM nodes WHERE parent IN ({marks}) ORDER BY position, id",
+                tuple(part),
+            ):
+                if self._keep is None or int(child) in self._keep:
+                    children[int(parent)].append(int(child))
+            for node_id in part:
+                row = found.get(node_id)
+                if row is None:
+                    raise UnknownNodeError(node_id)
+                yield StreamNode(self._node(row, tags.get(node_id, [])), row[6], children[node_id])
+
+    def _node(self, row: Sequence[Any], tags: list[str]) -> Node:
+        node_id = int(row[0])
         rec: Record = {
-            "id": int(row[0]),
-            "parent": row[1],
+            "id": node_id,
+            "parent": None if node_id == self._root else row[1],
             "author": row[3],
-            "text": rows.node_text(int(row[0]), row[4]),
+            "text": rows.node_text(node_id, row[4]),
             "created_at": float(row[5]),
             "generation": None if row[8] is None else json.loads(row[8]),
             "persona": None if row[9] is None else json.loads(row[9]),
             "manual_persona": row[10],
             "bookmarked": bool(row[11]),
             "pruned": bool(row[12]),
-            "tags": tags.get(int(row[0]), []),
+            "tags": tags,
             "meta": None if row[13] is None else json.loads(row[13]),
             "tokens_partial": bool(row[7]),
         }
-        tokens = codec.decode(*row[14:23]) if row[6] is not None else TokenArray.empty()
-        nodes.append(record_to_node(rec, tokens))
-    meta = dict(rows.get_meta(conn, "doc_meta", {}) or {})
-    meta["current"] = rows.get_meta(conn, "current")
-    return LoomDocument(
-        title=rows.get_meta(conn, "title", ""),
-        root=int(rows.get_meta(conn, "root")),
-        nodes=nodes,
-        personas=personas(conn),
-        events=export_events(conn) if with_events else [],
-        meta=meta,
-    )
+        if row[6] is None:
+            tokens = TokenArray.empty()
+        elif row[14] is None:
+            raise LookupError(f"token data {row[6]} is missing")
+        else:
+            tokens = rows.decode_stored(self.conn, int(row[6]), row[14:19], self._vocab)
+        return record_to_node(rec, tokens)
+
+    def _payloads(self) -> Iterator[tuple[int, float, str, dict[str, Any]]]:
+        last = 0
+        while True:
+            batch = self.conn.execute(
+                "SELECT seq, ts, kind, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (last, _CHUNK),
+            ).fetchall()
+            if not batch:
+                return
+            for seq, ts, kind, payload in batch:
+                yield int(seq), float(ts), str(kind), ev.parse_payload(int(seq), payload)
+            last = int(batch[-1][0])
+
+    def event_token_keys(self) -> list[int]:
+        """The token rows the log uses that no exported node holds (one pass over the log)."""
+        if self._event_keys is None:
+            found: set[int] = set()
+            if self._with_events:
+                for _seq, _ts, _kind, payload in self._payloads():
+                    token_keys(payload, found)
+            held = {
+                int(r[0])
+                for r in self.conn.execute(
+                    "SELECT DISTINCT tokens_id FROM nodes WHERE tokens_id IS NOT NULL"
+                )
+            }
+            self._event_keys = sorted(found - held)
+        return list(self._event_keys)
+
+    def tokens(self, key: int) -> TokenArray:
+        return rows.load_tokens(self.conn, key, self._vocab)
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """The log, token arrays as `{"$tok": row id}` (`tokens` reads them)."""
+        if not self._with_events:
+            return
+        for seq, ts, kind, payload in self._payloads():
+            yield {"seq": seq, "ts": ts, "kind": kind, "payload": payload}
+
+
+def _exists(conn: sqlite3.Connection, node_id: int) -> bool:
+    return conn.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone() is not None
+
+
+def _ordered(conn: sqlite3.Connection, ids: list[int]) -> list[int]:
+    """`ids` in export order: by depth, then parent, then sibling order."""
+    keyed = []
+    for part in rows.chunks(ids):
+        keyed += conn.execute(
+            f"SELECT depth, parent, position, id FROM nodes WHERE id IN ({rows.marks(len(part))})",
+            tuple(part),
+        ).fetchall()
+    keyed.sort(key=lambda r: (r[0], -1 if r[1] is None else r[1], r[2], r[3]))
+    return [int(r[3]) for r in keyed]
+
+
+def export(conn: sqlite3.Connection, *, with_events: bool = True) -> LoomDocument:
+    """The whole loom in memory (events with their token data inlined as `$tokdata`)."""
+    with _gc_paused():
+        stream = StoreExport(conn, with_events=with_events)
+        sink = MemorySink()
+        for item in stream.nodes():
+            sink.nodes.append(item.node)
+        inlined: dict[int, dict[str, Any]] = {}
+
+        def inline(value: dict[str, Any]) -> dict[str, Any]:
+            ref = int(value[ev.TOKEN_REF])
+            if ref not in inlined:
+                row = codec.encode(stream.tokens(ref))
+                inlined[ref] = {ev.TOKEN_DATA: codec.row_to_json(row)}
+            return inlined[ref]
+
+        for event in stream.events():
+            sink.events.append(ev.map_tokens(event, inline))
+        return sink.document(stream.head)
 
 
 def personas(conn: sqlite3.Connection) -> list[Persona]:
@@ -102,41 +275,7 @@ def personas(conn: sqlite3.Connection) -> list[Persona]:
     ]
 
 
-def export_events(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """The log as JSON objects, token references replaced by the token data."""
-    inlined: dict[int, dict[str, Any]] = {}
-
-    def inline(value: dict[str, Any]) -> dict[str, Any]:
-        ref = int(value[ev.TOKEN_REF])
-        if ref not in inlined:
-            inlined[ref] = {ev.TOKEN_DATA: codec.row_to_json(rows.token_row(conn, ref))}
-        return inlined[ref]
-
-    out = []
-    for seq, ts, kind, payload in conn.execute(
-        "SELECT seq, ts, kind, payload FROM events ORDER BY seq"
-    ):
-        data = ev.parse_payload(int(seq), payload)
-        if '"' + ev.TOKEN_REF + '"' in payload:
-            data = ev.map_tokens(data, inline)
-        out.append({"seq": int(seq), "ts": float(ts), "kind": kind, "payload": data})
-    return out
-
-
 # --- import ---------------------------------------------------------------------------------------
-
-
-def internalize_tokens(conn: sqlite3.Connection, payload: dict[str, Any]) -> dict[str, Any]:
-    """Store the token data a foreign payload carries and refer to it instead."""
-
-    def convert(value: dict[str, Any]) -> dict[str, int] | None:
-        if ev.TOKEN_DATA not in value:
-            raise ValueError("refers to token data of another file")
-        ref = rows.store_token_row(conn, codec.row_from_json(value[ev.TOKEN_DATA]))
-        return ev.token_ref(ref)
-
-    result: dict[str, Any] = ev.map_tokens(payload, convert)
-    return result
 
 
 # What an import accepts is what every later step can use: exports (strict JSON, JavaScript
@@ -150,6 +289,7 @@ MIN_TIME = -62135596800.0 + 86400  # 0001-01-02 UTC
 MAX_TIME = 253402300799.0 - 86400  # 9999-12-30 UTC
 MAX_META_DEPTH = 64
 MAX_PAYLOAD_DEPTH = MAX_META_DEPTH + 16  # a payload holds node records, which hold meta
+SNAPSHOT_BATCH = 1000  # nodes per snapshot event
 
 
 def import_document(conn: sqlite3.Connection, doc: LoomDocument) -> None:
@@ -159,43 +299,235 @@ def import_document(conn: sqlite3.Connection, doc: LoomDocument) -> None:
     use. What the import changed on the way (tokens that did not spell their text) is appended to
     `doc.meta["import_warnings"]` as one line naming the nodes.
     """
-    ordered = _tree_order(doc)
-    carried = _carry_events(conn, doc.events)
-    respelled: list[int] = []
-    records = []
-    for position, node in enumerate(ordered):
-        records.append(_record(conn, node, position, respelled))
-    if respelled:
-        shown = ", ".join(str(i) for i in respelled[:5])
-        more = f" and {len(respelled) - 5} more" if len(respelled) > 5 else ""
-        note = (
-            f"the tokens of node {shown}{more} do not spell the node's text: kept as far as they "
-            "do, the model will tokenize the rest"
-        )
+    stream = MemoryStream(doc)
+    sink = ImportSink(conn)
+    sink.vocabulary(dict(stream.vocabulary()))
+    for item in stream.nodes():
+        sink.node(item.node, item.key)
+    for key in stream.event_token_keys():
+        sink.token_array(key, stream.tokens(key))
+    for event in stream.events():
+        sink.event(event)
+    head = stream.head
+    if head.current is None or head.current not in {n.id for n in doc.nodes}:
+        head.current = None
+    warnings = sink.finish(head)
+    if warnings:
         old = doc.meta.get("import_warnings")
-        doc.meta["import_warnings"] = [*(old if isinstance(old, list) else []), note]
-    current = doc.meta.get("current")
-    known = {n.id for n in doc.nodes}
-    if isinstance(current, bool) or not isinstance(current, int) or current not in known:
-        current = doc.root
-    for persona in doc.personas:
-        if not math.isfinite(float(persona.prior)):
-            raise LoomError(f"persona {persona.name!r}: prior must be a finite number")
-    doc_meta = {k: v for k, v in doc.meta.items() if k != "current"}
-    _check_json(doc_meta, "the document's meta", MAX_META_DEPTH)
-    commit_event(
-        conn,
-        ev.IMPORT,
-        {
-            "title": str(doc.title),
-            "root": doc.root,
-            "current": current,
-            "personas": [p.to_json() for p in doc.personas],
-            "meta": doc_meta,
-            "nodes": records,
-        },
-        seq=carried + 1,
+        doc.meta["import_warnings"] = [*(old if isinstance(old, list) else []), *warnings]
+
+
+class ImportSink:
+    """Builds an empty loom (inside the caller's transaction, in a file nobody else sees: see
+    `db.building`) from a document streamed to it: `vocabulary`, then `node` for every node,
+    `token_array` for the arrays only events use, `event` for the document's own log, and
+    `finish` with the head. Nodes wait in a temporary table until the log is checked; memory holds
+    only the map from the document's token keys to stored rows (a few bytes a node).
+
+    Every problem is a `LoomError` naming the node or the event.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, progress: Throttle | None = None) -> None:
+        self.conn = conn
+        self.progress = progress
+        self.vocab = rows.Vocab()
+        self.keys: dict[int, int | None] = {}
+        self.count = 0
+        self.respelled: list[int] = []
+        self._pending: list[tuple[int, int | None, int, str]] = []
+        self._last_seq = 0
+        self._n_events = 0
+        conn.execute("PRAGMA temp_store = FILE")
+        conn.execute(
+            "CREATE TEMP TABLE import_nodes (id INTEGER PRIMARY KEY, parent INTEGER,"
+            " ord INTEGER NOT NULL, record TEXT NOT NULL)"
+        )
+        conn.execute("CREATE INDEX temp.import_nodes_parent ON import_nodes (parent)")
+
+    def vocabulary(self, entries: dict[int, str]) -> None:
+        """The document's vocabulary becomes the loom's (before any token is stored)."""
+        if entries:
+            rows.add_vocabulary(self.conn, entries, self.vocab)
+
+    def node(self, node: Node, key: int | None) -> None:
+        _check_id(node)
+        record = _record(self.conn, node, self.count, self.respelled, self.vocab)
+        if key is not None:
+            self.keys[key] = ev.ref_of(record["tokens"])
+        text = _check_json(record, f"node {node.id}", MAX_PAYLOAD_DEPTH)
+        parent = node.parent
+        if parent is not None and (isinstance(parent, bool) or not isinstance(parent, int)):
+            raise LoomError(f"node {node.id}: parent {parent!r} is not a node id")
+        self._pending.append((node.id, parent, self.count, text))
+        self.count += 1
+        if len(self._pending) >= _CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        try:
+            self.conn.executemany(
+                "INSERT INTO import_nodes (id, parent, ord, record) VALUES (?, ?, ?, ?)",
+                self._pending,
+            )
+        except sqlite3.IntegrityError:
+            ids = [p[0] for p in self._pending]
+            seen = set()
+            for node_id in ids:
+                exists = self.conn.execute(
+                    "SELECT 1 FROM import_nodes WHERE id = ?", (node_id,)
+                ).fetchone()
+                if node_id in seen or exists:
+                    raise LoomError(f"the document has two nodes with id {node_id}") from None
+                seen.add(node_id)
+            raise
+        self._pending = []
+
+    def token_array(self, key: int, tokens: TokenArray) -> None:
+        if not _finite_tokens(tokens):
+            raise LoomError(f"token array {key}: a token probability is out of range (infinite)")
+        self.keys[key] = rows.store_tokens(self.conn, tokens, self.vocab)
+
+    def event(self, raw: dict[str, Any]) -> None:
+        """One event of the document's log, as it was (checked in `finish`, then kept)."""
+        i = self._n_events
+        seq = raw.get("seq", f"#{i}") if isinstance(raw, dict) else f"#{i}"
+        try:
+            event = Event.from_json(raw)
+            if event.seq <= self._last_seq:
+                raise ValueError(f"seq {event.seq} does not follow {self._last_seq}")
+            if event.seq > MAX_SEQ:
+                raise ValueError(f"seq {event.seq} is too large (at most {MAX_SEQ})")
+            if not MIN_TIME <= event.ts <= MAX_TIME:
+                raise ValueError("ts is not a time between the years 1 and 9999")
+            if i == 0 and event.kind not in ev.SNAPSHOTS:
+                raise ValueError(f"the log starts with {event.kind!r}, not a snapshot")
+            payload = self._internalize(event.payload)
+            text = _check_json(payload, "its payload", MAX_PAYLOAD_DEPTH)
+        except (ValueError, LoomError) as exc:
+            raise LoomError(f"the document's event {seq} is not a loom event: {exc}") from None
+        self.conn.execute(
+            "INSERT INTO events (seq, ts, kind, payload) VALUES (?, ?, ?, ?)",
+            (event.seq, event.ts, event.kind, ev.stored_payload(event.kind, text)),
+        )
+        self._last_seq = event.seq
+        self._n_events += 1
+
+    def _internalize(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Store the token data a foreign payload carries (or names by key) and refer to it."""
+
+        def convert(value: dict[str, Any]) -> dict[str, int] | None:
+            if ev.TOKEN_DATA in value:
+                tokens = codec.tokens_from_json(value[ev.TOKEN_DATA])
+                return ev.token_ref(rows.store_tokens(self.conn, tokens, self.vocab))
+            key = value.get(ev.TOKEN_REF)
+            if isinstance(key, int) and not isinstance(key, bool) and key in self.keys:
+                return ev.token_ref(self.keys[key])
+            raise ValueError(f"refers to token array {key!r}, which the document does not hold")
+
+        result: dict[str, Any] = ev.map_tokens(payload, convert)
+        return result
+
+    def finish(self, head: DocumentHead) -> list[str]:
+        """Check the tree and the log, then log the snapshot; returns the import's warnings."""
+        self._flush()
+        conn = self.conn
+        root = head.root
+        if root is None:
+            raise LoomError("the document has no root")
+        if isinstance(root, bool) or not isinstance(root, int):
+            raise LoomError(f"the document's root {root!r} is not a node id")
+        found = conn.execute("SELECT parent FROM import_nodes WHERE id = ?", (root,)).fetchone()
+        if found is None:
+            raise LoomError(f"the document's root node {root} is missing")
+        if found[0] is not None:
+            raise LoomError(f"the root node {root} has a parent")
+        orphan = conn.execute(
+            "SELECT id FROM import_nodes s WHERE id != ? AND (parent IS NULL OR NOT EXISTS"
+            " (SELECT 1 FROM import_nodes p WHERE p.id = s.parent)) ORDER BY ord LIMIT 1",
+            (root,),
+        ).fetchone()
+        if orphan is not None:
+            raise LoomError(f"node {orphan[0]} has no parent in the document")
+        conn.execute(
+            "CREATE TEMP TABLE import_order AS WITH RECURSIVE t(id, depth) AS"
+            " (SELECT ?, 0 UNION ALL SELECT s.id, t.depth + 1 FROM import_nodes s"
+            " JOIN t ON s.parent = t.id) SELECT id, depth FROM t",
+            (root,),
+        )
+        reached = conn.execute("SELECT COUNT(*) FROM import_order").fetchone()[0]
+        if reached != self.count:
+            raise LoomError(
+                "the document's nodes do not form one tree (a cycle or a detached part)"
+            )
+        if self._n_events:
+            _check_log(conn)
+        for persona in head.personas:
+            if not math.isfinite(float(persona.prior)):
+                raise LoomError(f"persona {persona.name!r}: prior must be a finite number")
+        current = head.current
+        if (
+            current is None
+            or not conn.execute("SELECT 1 FROM import_nodes WHERE id = ?", (current,)).fetchone()
+        ):
+            current = root
+        doc_meta = dict(head.meta)
+        doc_meta.pop("current", None)
+        warnings = [str(w) for w in doc_meta.pop("import_warnings", None) or []]
+        if self.respelled:
+            warnings.append(_respelled_note(self.respelled))
+        _check_json(doc_meta, "the document's meta", MAX_META_DEPTH)
+        first = True
+        last = -1
+        while True:
+            batch = conn.execute(
+                "SELECT o.rowid, s.record FROM import_order o JOIN import_nodes s ON s.id = o.id"
+                " WHERE o.rowid > ? ORDER BY o.rowid LIMIT ?",
+                (last, SNAPSHOT_BATCH),
+            ).fetchall()
+            if not batch and not first:
+                break
+            records = [json.loads(r[1]) for r in batch]
+            # The records were checked and written as the log writes them: join those texts.
+            nodes_text = '"nodes":[' + ",".join(r[1] for r in batch) + "]}"
+            if first:
+                payload: dict[str, Any] = {
+                    "title": str(head.title),
+                    "root": root,
+                    "current": current,
+                    "personas": [p.to_json() for p in head.personas],
+                    "meta": doc_meta,
+                }
+                text = ev.dumps(payload)[:-1] + "," + nodes_text
+                commit_event(conn, ev.IMPORT, {**payload, "nodes": records}, text=text)
+                first = False
+            else:
+                commit_event(conn, ev.IMPORT_NODES, {"nodes": records}, text="{" + nodes_text)
+            if self.progress is not None:
+                self.progress.advance(len(records))
+            if not batch:
+                break
+            last = int(batch[-1][0])
+        conn.execute("DROP TABLE temp.import_order")
+        conn.execute("DROP TABLE temp.import_nodes")
+        return warnings
+
+
+def _respelled_note(respelled: list[int]) -> str:
+    shown = ", ".join(str(i) for i in respelled[:5])
+    more = f" and {len(respelled) - 5} more" if len(respelled) > 5 else ""
+    return (
+        f"the tokens of node {shown}{more} do not spell the node's text: kept as far as they "
+        "do, the model will tokenize the rest"
     )
+
+
+def _check_id(node: Node) -> None:
+    if isinstance(node.id, bool) or not isinstance(node.id, int) or node.id < 0:
+        raise LoomError(f"node id {node.id!r} is not a non-negative integer")
+    if node.id > MAX_NODE_ID:
+        raise LoomError(f"node id {node.id} is too large (loom ids go up to {MAX_NODE_ID})")
 
 
 def _check_json(value: Any, where: str, max_depth: int) -> str:
@@ -209,89 +541,38 @@ def _check_json(value: Any, where: str, max_depth: int) -> str:
         raise LoomError(f"{where} cannot be stored (not plain JSON data: {exc})") from None
 
 
-def _carry_events(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> int:
-    """Copy the document's log as it was (not applied: the snapshot after it is the state), once
-    it is known to replay: see `_check_log`."""
-    last = 0
-    for i, raw in enumerate(events):
-        seq = raw.get("seq", f"#{i}") if isinstance(raw, dict) else f"#{i}"
-        try:
-            event = Event.from_json(raw)
-            if event.seq <= last:
-                raise ValueError(f"seq {event.seq} does not follow {last}")
-            if event.seq > MAX_SEQ:
-                raise ValueError(f"seq {event.seq} is too large (at most {MAX_SEQ})")
-            if not MIN_TIME <= event.ts <= MAX_TIME:
-                raise ValueError("ts is not a time between the years 1 and 9999")
-            if i == 0 and event.kind not in ev.SNAPSHOTS:
-                raise ValueError(f"the log starts with {event.kind!r}, not a snapshot")
-            payload = internalize_tokens(conn, event.payload)
-            text = _check_json(payload, "its payload", MAX_PAYLOAD_DEPTH)
-        except (ValueError, LoomError) as exc:
-            raise LoomError(f"the document's event {seq} is not a loom event: {exc}") from None
-        conn.execute(
-            "INSERT INTO events (seq, ts, kind, payload) VALUES (?, ?, ?, ?)",
-            (event.seq, event.ts, event.kind, text),
-        )
-        last = event.seq
-    _check_log(conn)
-    return last
-
-
 def _check_log(conn: sqlite3.Connection) -> None:
     """Apply the carried log from an empty loom, then undo all of that: a log that imports is
     one `loom replay` and `loom fork` can go through (its payloads are checked by the code that
     will read them). Any failure names the event."""
     conn.execute("SAVEPOINT check_log")
     try:
-        for seq, ts, kind, payload in conn.execute(
-            "SELECT seq, ts, kind, payload FROM events ORDER BY seq"
-        ).fetchall():
-            try:
-                apply_event(conn, Event(seq=seq, ts=ts, kind=kind, payload=json.loads(payload)))
-            except sqlite3.OperationalError:
-                raise  # the disk, not the document
-            except Exception as exc:  # whatever a foreign payload makes the appliers trip on
-                raise LoomError(
-                    f"the document's event {seq} ({kind}) cannot be replayed: {exc!r}"
-                ) from None
+        last = 0
+        while True:
+            batch = conn.execute(
+                "SELECT seq, ts, kind, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (last, _CHUNK),
+            ).fetchall()
+            if not batch:
+                break
+            last = int(batch[-1][0])
+            for seq, ts, kind, payload in batch:
+                _replay_one(conn, seq, ts, kind, payload)
     finally:
         conn.execute("ROLLBACK TO check_log")
         conn.execute("RELEASE check_log")
 
 
-def _tree_order(doc: LoomDocument) -> list[Node]:
-    """The nodes parents-before-children, siblings in document order; LoomError unless a tree."""
-    by_id: dict[int, Node] = {}
-    kids: dict[int, list[Node]] = {}
-    for node in doc.nodes:
-        if isinstance(node.id, bool) or not isinstance(node.id, int) or node.id < 0:
-            raise LoomError(f"node id {node.id!r} is not a non-negative integer")
-        if node.id > MAX_NODE_ID:
-            raise LoomError(f"node id {node.id} is too large (loom ids go up to {MAX_NODE_ID})")
-        if node.id in by_id:
-            raise LoomError(f"the document has two nodes with id {node.id}")
-        by_id[node.id] = node
-    if doc.root not in by_id:
-        raise LoomError(f"the document's root node {doc.root} is missing")
-    for node in doc.nodes:
-        if node.id == doc.root:
-            if node.parent is not None:
-                raise LoomError(f"the root node {doc.root} has a parent")
-            continue
-        if node.parent is None or node.parent not in by_id:
-            raise LoomError(f"node {node.id} has no parent in the document")
-        kids.setdefault(node.parent, []).append(node)
-    # Breadth-first from the root: a parent always comes out before its children.
-    out = [by_id[doc.root]]
-    queue = deque(out)
-    while queue:
-        for child in kids.get(queue.popleft().id, []):
-            out.append(child)
-            queue.append(child)
-    if len(out) != len(doc.nodes):
-        raise LoomError("the document's nodes do not form one tree (a cycle or a detached part)")
-    return out
+def _replay_one(conn: sqlite3.Connection, seq: int, ts: float, kind: str, payload: Any) -> None:
+    try:
+        data = ev.parse_payload(int(seq), payload)
+        apply_event(conn, Event(seq=seq, ts=ts, kind=kind, payload=data))
+    except sqlite3.OperationalError:
+        raise  # the disk, not the document
+    except Exception as exc:  # whatever a foreign payload makes the appliers trip on
+        raise LoomError(
+            f"the document's event {seq} ({kind}) cannot be replayed: {exc!r}"
+        ) from None
 
 
 def _spelled_tokens(node: Node, respelled: list[int]) -> tuple[TokenArray, bool]:
@@ -320,7 +601,9 @@ def _finite_tokens(tokens: TokenArray) -> bool:
     return not any(np.isinf(np.asarray(c, dtype=np.float64)).any() for c in columns)
 
 
-def _record(conn: sqlite3.Connection, node: Node, position: int, respelled: list[int]) -> Record:
+def _record(
+    conn: sqlite3.Connection, node: Node, position: int, respelled: list[int], vocab: rows.Vocab
+) -> Record:
     if node.author not in ("human", "model"):
         raise LoomError(f"node {node.id}: author must be 'human' or 'model', not {node.author!r}")
     if not isinstance(node.text, str):
@@ -343,7 +626,7 @@ def _record(conn: sqlite3.Connection, node: Node, position: int, respelled: list
         "author": node.author,
         "text": node.text,
         "created_at": float(node.created_at),
-        "tokens": ev.token_ref(rows.store_tokens(conn, tokens)),
+        "tokens": ev.token_ref(rows.store_tokens(conn, tokens, vocab)),
         "tokens_partial": partial,
         "generation": None if node.generation is None else node.generation.to_json(),
         "persona": None if node.persona is None else node.persona.to_json(),
@@ -354,8 +637,7 @@ def _record(conn: sqlite3.Connection, node: Node, position: int, respelled: list
         "meta": meta or None,
     }
     # The import event logs the record: anything in it that strict JSON cannot hold (an infinite
-    # posterior or temperature, a foreign object in meta) is named here, by node.
-    _check_json(record, f"node {node.id}", MAX_PAYLOAD_DEPTH)
+    # posterior or temperature, a foreign object in meta) is named by node (by the caller).
     return record
 
 

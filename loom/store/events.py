@@ -8,6 +8,7 @@ table, written `{"$tok": <id>}`; exported events carry the data itself instead,
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,9 @@ from loom.store.errors import damaged
 # Kinds. Undoable ones are tree edits; the others describe the session around them.
 CREATE = "create"  # a new loom: snapshot with the root (resets the state)
 IMPORT = "import"  # a loom built from a document: snapshot of every node (resets the state)
+# More nodes of the snapshot just before (payload {"nodes": [...]}): a large import is logged as
+# one `import` and as many of these as it takes, so no single payload grows with the tree.
+IMPORT_NODES = "import_nodes"
 ADD = "add"  # nodes added under a parent (one event for a whole generation batch)
 EDIT = "edit"
 SPLIT = "split"
@@ -64,7 +68,11 @@ UNDOABLE = frozenset(
     }
 )
 SNAPSHOTS = frozenset({CREATE, IMPORT})
-KINDS = UNDOABLE | SNAPSHOTS | {VISIT, UNDO, REDO, DISCARD_REDO, GROUP}
+KINDS = UNDOABLE | SNAPSHOTS | {IMPORT_NODES, VISIT, UNDO, REDO, DISCARD_REDO, GROUP}
+# Kinds whose payloads hold node records (and so grow with the nodes they carry): stored
+# compressed once large (`stored_payload`). The others stay plain JSON text, which SQL reads.
+_RECORD_KINDS = frozenset({CREATE, IMPORT, IMPORT_NODES, ADD, DELETE, SPLIT, MERGE})
+_COMPRESS_FROM = 512  # bytes
 
 # History states of an undoable event.
 DONE, UNDONE, DISCARDED = 0, 1, 2
@@ -111,10 +119,28 @@ class Event:
         return cls(seq=seq, ts=float(ts), kind=str(kind), payload=payload)
 
 
+def stored_payload(kind: str, text: str) -> str | bytes:
+    """What the log keeps of a payload: its JSON text, or for a large payload of node records the
+    zlib of it (a BLOB). `payload_text` reads either."""
+    if kind in _RECORD_KINDS and len(text) >= _COMPRESS_FROM:
+        return zlib.compress(text.encode("ascii"), 6)
+    return text
+
+
+def payload_text(value: Any) -> Any:
+    """The JSON text of a stored payload (anything else a damaged file holds, as it is)."""
+    if isinstance(value, bytes):
+        try:
+            return zlib.decompress(value).decode("ascii")
+        except (zlib.error, UnicodeDecodeError):
+            return None
+    return value
+
+
 def parse_payload(seq: int, text: Any) -> dict[str, Any]:
     """A payload as stored in the log; a damaged file may hold anything there."""
     try:
-        payload = json.loads(text)
+        payload = json.loads(payload_text(text))
     except (TypeError, ValueError):  # not JSON, or not even text
         payload = None
     if not isinstance(payload, dict):

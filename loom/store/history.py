@@ -175,6 +175,9 @@ class History:
             self.root = int(p["root"])
             self.current = p.get("current", self.root)
             self.title = str(p.get("title", ""))
+        elif kind == ev.IMPORT_NODES:
+            for record in p["nodes"]:
+                self._put(record)
         elif kind == ev.ADD:
             if forward:
                 for record in p["nodes"]:
@@ -249,6 +252,8 @@ class History:
             what = "new loom" if kind == ev.CREATE else f"imported {len(nodes)} nodes"
             prompt = f": {quoted(str(root.get('text', '')))}" if root is not None else ""
             return p.get("root"), what + prompt
+        if kind == ev.IMPORT_NODES:
+            return None, f"imported {len(p['nodes'])} more nodes"
         if kind == ev.ADD:
             nodes = p["nodes"]
             texts = ", ".join(quoted(str(r.get("text", "")), 24) for r in nodes[:3])

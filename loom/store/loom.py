@@ -13,7 +13,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +41,7 @@ from loom.store.model import (
 )
 from loom.store.rows import Record
 from loom.store.search import SearchHit, search
+from loom.store.stream import DocumentHead, Progress, Throttle
 from loom.store.textops import Span
 from loom.store.tokenizer import Tokenizer
 from loom.store.views import NodeHeader
@@ -205,6 +206,51 @@ class Loom:
             document.import_document(conn, doc)
             _stamp(conn)
         return cls.open(path, tokenizer=tokenizer)
+
+    @classmethod
+    def build(
+        cls,
+        path: Path | str,
+        fill: Callable[[document.ImportSink], DocumentHead],
+        *,
+        progress: Progress | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> tuple[Loom, list[str]]:
+        """A new loom at `path` from a document streamed into an `ImportSink` by `fill` (which
+        returns the document's head); nothing is left at `path` on failure. Returns the loom and
+        the import's warnings. `progress(done, total)` follows the logging of the nodes."""
+        path = Path(path)
+        with building(path) as conn:
+            sink = document.ImportSink(conn)
+            head = fill(sink)
+            sink.progress = Throttle(progress, sink.count)
+            warnings = sink.finish(head)
+            sink.progress.finish()
+            _stamp(conn)
+        return cls.open(path, tokenizer=tokenizer), warnings
+
+    @contextlib.contextmanager
+    def exporting(
+        self, *, node: int | None = None, path: bool = False
+    ) -> Iterator[document.StoreExport]:
+        """The loom as a `DocumentStream` for a streaming export, from one consistent snapshot:
+        the whole loom, the subtree under `node`, or (`path`) the path from the root to `node`
+        (default: the current node). A loom with a file is read on a connection of its own, so
+        other threads keep reading this one meanwhile (an export can run in a worker)."""
+        if node is not None:
+            node = _nid(node)
+        target = (node if node is not None else self.current) if path else None
+        subtree = None if path else node
+        if self.path is None:
+            with self._db.read() as conn:
+                yield document.StoreExport(conn, subtree=subtree, path_to=target)
+            return
+        db = Database.open(self.path, readonly=True)
+        try:
+            with db.read() as conn:
+                yield document.StoreExport(conn, subtree=subtree, path_to=target)
+        finally:
+            db.close()
 
     def to_document(self, *, events: bool = True) -> LoomDocument:
         """The whole loom, nodes parents-first; `events` carries the log (token data inlined)."""

@@ -105,7 +105,7 @@ class Replay:
 
     def _tokens(self, value: dict[str, Any]) -> dict[str, int] | None:
         if ev.TOKEN_DATA in value:
-            row = codec.row_from_json(value[ev.TOKEN_DATA])
+            tokens = codec.tokens_from_json(value[ev.TOKEN_DATA])
         else:
             ref = int(value[ev.TOKEN_REF])
             if ref in self._refs:
@@ -114,9 +114,9 @@ class Replay:
                 raise LoomError(
                     "cannot replay: the events refer to stored tokens; pass tokens=loom"
                 )
-            row = codec.encode(self._source.stored_tokens(ref))
+            tokens = self._source.stored_tokens(ref)
         with self._db.write(force=True) as conn:
-            local = rows.store_token_row(conn, row)
+            local = rows.store_token_row(conn, tokens)
         if ev.TOKEN_REF in value:
             self._refs[int(value[ev.TOKEN_REF])] = local
         return ev.token_ref(local)

@@ -73,28 +73,129 @@ def reserve_ids(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
 # --- tokens ---------------------------------------------------------------------------------------
 
 
-def store_token_row(conn: sqlite3.Connection, row: codec.TokenRow) -> int | None:
-    """The id of `row` in the tokens table, inserting it if new (None for no tokens)."""
-    if row.n == 0:
+def _store_text(text: str) -> str | bytes:
+    """A vocabulary text as SQLite can hold it (see the `vocab` table)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+    return text
+
+
+def _read_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogatepass")
+    if not isinstance(value, str):
+        raise damaged("a vocabulary text is not text")
+    return value
+
+
+class Vocab:
+    """The loom's vocabulary (token id -> text) as read so far, for one long piece of work.
+
+    Live edits look texts up in SQL each time. An export or an import, which touches every row,
+    keeps what it read here: the table is append-only, so what was read stays true. It must not
+    outlive the transaction it was filled in when that transaction also writes (a rollback would
+    take back entries it holds): imports use it only on a file that is deleted on failure.
+    """
+
+    def __init__(self) -> None:
+        self.table = codec.VocabTable({})
+
+    def add(self, entries: dict[int, str]) -> None:
+        self.table.add(entries)
+
+    def load_all(self, conn: sqlite3.Connection) -> None:
+        """Read the whole table (bounded by the model's vocabulary, not by the tree)."""
+        self.add({int(i): _read_text(t) for i, t in conn.execute("SELECT id, text FROM vocab")})
+
+    def items(self) -> Iterator[tuple[int, str]]:
+        yield from sorted(self.table.texts.items())
+
+    def fill(self, conn: sqlite3.Connection, ids: list[int]) -> set[int]:
+        """Read from SQL the texts of `ids` this cache lacks; returns the ids SQL lacks too."""
+        missing = self.table.missing(ids)
+        if missing:
+            found = vocab_texts(conn, missing)
+            self.add(found)
+            missing -= set(found)
+        return missing
+
+
+def vocab_texts(conn: sqlite3.Connection, ids: Iterable[int]) -> dict[int, str]:
+    """The vocabulary texts of `ids` (those it has), from SQL."""
+    out: dict[int, str] = {}
+    for part in chunks(list(ids)):
+        for token_id, text in conn.execute(
+            f"SELECT id, text FROM vocab WHERE id IN ({marks(len(part))})", tuple(part)
+        ):
+            out[int(token_id)] = _read_text(text)
+    return out
+
+
+def vocabulary(conn: sqlite3.Connection) -> Iterator[tuple[int, str]]:
+    """Every (id, text) of the loom's vocabulary, by id."""
+    for token_id, text in conn.execute("SELECT id, text FROM vocab ORDER BY id"):
+        yield int(token_id), _read_text(text)
+
+
+def add_vocabulary(conn: sqlite3.Connection, entries: dict[int, str], vocab: Vocab) -> None:
+    """Put `entries` the vocabulary lacks into it (a text already there is never changed)."""
+    missing = vocab.fill(conn, list(entries))
+    new = {i: entries[i] for i in missing}
+    if new:
+        conn.executemany(
+            "INSERT INTO vocab (id, text) VALUES (?, ?)",
+            [(i, _store_text(t)) for i, t in new.items()],
+        )
+        vocab.add(new)
+
+
+def texts_row(
+    conn: sqlite3.Connection, tokens: TokenArray, vocab: Vocab | None = None
+) -> tuple[str | None, str | None]:
+    """The exceptions of `tokens` to the vocabulary (the `texts` and `top_texts` columns), adding
+    to the vocabulary every id it lacks (its first text here becomes the vocabulary's)."""
+    vocab = vocab if vocab is not None else Vocab()
+    missing = vocab.fill(conn, [*tokens.ids.tolist(), *map(int, tokens.top_texts)])
+    if missing:
+        proposed: dict[int, str] = {}
+        for token_id, text in zip(tokens.ids.tolist(), tokens.texts, strict=True):
+            if token_id in missing:
+                proposed.setdefault(token_id, text)
+        for token_id, text in tokens.top_texts.items():
+            if int(token_id) in missing:
+                proposed.setdefault(int(token_id), text)
+        add_vocabulary(conn, proposed, vocab)
+    own, top = codec.text_exceptions(tokens, vocab.table)
+    return (
+        codec.json_text({str(i): t for i, t in own.items()}) if own else None,
+        codec.json_text({str(i): t for i, t in top.items()}) if top else None,
+    )
+
+
+def store_token_row(
+    conn: sqlite3.Connection, tokens: TokenArray, vocab: Vocab | None = None
+) -> int | None:
+    """The id of `tokens` in the tokens table, inserting it if new (None for no tokens)."""
+    if len(tokens) == 0:
         return None
+    row = codec.encode(tokens)
     digest = row.digest
     found = conn.execute("SELECT id FROM tokens WHERE digest = ?", (digest,)).fetchone()
     if found is not None:
         return int(found[0])
+    texts, top_texts = texts_row(conn, tokens, vocab)
     cur = conn.execute(
-        "INSERT INTO tokens (digest, n, k, ids, logprobs, top_ids, top_logprobs, entropy, texts,"
-        " top_texts, sum_logprob, n_logprob) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO tokens (digest, n, k, data, texts, top_texts, sum_logprob, n_logprob)"
+        " VALUES (?,?,?,?,?,?,?,?)",
         (
             digest,
             row.n,
             row.k,
-            row.ids,
-            row.logprobs,
-            row.top_ids,
-            row.top_logprobs,
-            row.entropy,
-            row.texts,
-            row.top_texts,
+            codec.pack(tokens),
+            texts,
+            top_texts,
             row.sum_logprob,
             row.n_logprob,
         ),
@@ -102,31 +203,56 @@ def store_token_row(conn: sqlite3.Connection, row: codec.TokenRow) -> int | None
     return int(cur.lastrowid or 0)
 
 
-def store_tokens(conn: sqlite3.Connection, tokens: TokenArray | None) -> int | None:
-    return (
-        None if tokens is None or len(tokens) == 0 else store_token_row(conn, codec.encode(tokens))
-    )
+def store_tokens(
+    conn: sqlite3.Connection, tokens: TokenArray | None, vocab: Vocab | None = None
+) -> int | None:
+    return None if tokens is None or len(tokens) == 0 else store_token_row(conn, tokens, vocab)
 
 
-_TOKEN_COLUMNS = "n, k, ids, logprobs, top_ids, top_logprobs, entropy, texts, top_texts"
+_TOKEN_COLUMNS = "n, k, data, texts, top_texts"
+
+
+def decode_stored(
+    conn: sqlite3.Connection,
+    ref: int,
+    row: Sequence[Any],
+    vocab: Vocab | None = None,
+) -> TokenArray:
+    """A TokenArray from its stored columns (`_TOKEN_COLUMNS`); `damaged` if they do not hold."""
+    n, k, data, texts_json, top_json = row
+    try:
+        columns = codec.unpack(int(n), int(k), bytes(data))
+        own = {} if texts_json is None else json.loads(texts_json)
+        top_extra = {} if top_json is None else json.loads(top_json)
+        own = {int(i): str(t) for i, t in own.items()}
+        top = {int(i): (None if t is None else str(t)) for i, t in top_extra.items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise damaged(f"token data {ref} is damaged ({exc})") from None
+    vocab = vocab if vocab is not None else Vocab()
+    vocab.fill(conn, [*columns[0].tolist(), *columns[2].ravel().tolist()])
+    try:
+        texts, top_texts = codec.apply_texts(columns[0], columns[2], vocab.table, own, top)
+    except KeyError as exc:
+        raise damaged(
+            f"token data {ref}: token id {exc.args[0]} is not in the vocabulary"
+        ) from None
+    return codec.assemble(columns, texts, top_texts)
 
 
 def token_row(conn: sqlite3.Connection, ref: int) -> codec.TokenRow:
-    row = conn.execute(
-        f"SELECT {_TOKEN_COLUMNS}, sum_logprob, n_logprob FROM tokens WHERE id = ?", (ref,)
-    ).fetchone()
-    if row is None:
-        raise LookupError(f"token data {ref} is missing")
-    return codec.TokenRow(*row)
+    """The canonical row (old column form) of stored tokens: what loom-json 1 events carry."""
+    return codec.encode(load_tokens(conn, ref))
 
 
-def load_tokens(conn: sqlite3.Connection, ref: int | None) -> TokenArray:
+def load_tokens(
+    conn: sqlite3.Connection, ref: int | None, vocab: Vocab | None = None
+) -> TokenArray:
     if ref is None:
         return TokenArray.empty()
     row = conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id = ?", (ref,)).fetchone()
     if row is None:
         raise LookupError(f"token data {ref} is missing")
-    return codec.decode(*row)
+    return decode_stored(conn, ref, row, vocab)
 
 
 def _token_stats(conn: sqlite3.Connection, ref: int | None) -> tuple[int, float | None, int]:

@@ -14,7 +14,18 @@ APPLICATION_ID = 0x4C4F4F4D  # "LOOM"
 # Each migration takes a connection inside a write transaction at version i+1 and leaves it at i+2.
 # Append to this list (never edit an old entry) whenever the schema changes.
 Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: list[Migration] = []
+
+
+def _tokens_to_vocabulary(conn: sqlite3.Connection) -> None:
+    """1 -> 2: token texts move from every tokens row into one vocabulary table, and the numeric
+    columns into one packed blob (see codec.pack). Row ids and digests stay, so every reference
+    in nodes and in the log still holds."""
+    from loom.store import migrations  # the store's own code, imported only when a file needs it
+
+    migrations.tokens_to_vocabulary(conn)
+
+
+MIGRATIONS: list[Migration] = [_tokens_to_vocabulary]
 
 
 def schema_version() -> int:
@@ -22,26 +33,31 @@ def schema_version() -> int:
     return 1 + len(MIGRATIONS)
 
 
+# What every version has; a version-2 file also has `vocab` (checked after any migration).
 REQUIRED_TABLES = frozenset({"meta", "nodes", "tokens", "tags", "personas", "events", "history"})
 
 # The newest schema, created directly (a new file does not replay the migrations).
 DDL = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 
+-- The text of every token id the loom holds, once (append-only: a text is never changed). A text
+-- that is not valid UTF-8 on its own (a lone surrogate: part of a split character) is a BLOB of
+-- its surrogatepass bytes.
+CREATE TABLE vocab (id INTEGER PRIMARY KEY, text NOT NULL);
+
 -- Immutable, content-addressed token arrays. Nodes and events refer to them by id; a row is never
--- updated or deleted, so undo of a delete or an edit finds the old tokens intact.
+-- updated or deleted, so undo of a delete or an edit finds the old tokens intact. `data` holds the
+-- numeric columns (codec.pack); the texts come from `vocab`, except where a row says otherwise:
+-- `texts` {"index": text} for its own tokens, `top_texts` {"id": text or null} for alternatives
+-- (JSON, NULL when there is no exception). The digest is over the full content, texts included.
 CREATE TABLE tokens (
     id INTEGER PRIMARY KEY,
     digest BLOB NOT NULL UNIQUE,
     n INTEGER NOT NULL,
     k INTEGER NOT NULL,
-    ids BLOB NOT NULL,
-    logprobs BLOB NOT NULL,
-    top_ids BLOB NOT NULL,
-    top_logprobs BLOB NOT NULL,
-    entropy BLOB,
-    texts TEXT NOT NULL,
-    top_texts TEXT NOT NULL,
+    data BLOB NOT NULL,
+    texts TEXT,
+    top_texts TEXT,
     sum_logprob REAL,
     n_logprob INTEGER NOT NULL
 );

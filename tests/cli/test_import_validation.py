@@ -17,7 +17,7 @@ from support.cli import Result, assert_one_line_error, run_loom
 from support.store import WordTokenizer, model_tokens
 
 from loom.store.errors import TokensUnavailableError
-from loom.store.loom import Loom
+from loom.store.loom import Loom, NewNode
 
 
 def _token(text: str, token_id: int = 5, **extra: Any) -> dict[str, Any]:
@@ -347,3 +347,63 @@ def test_bad_ids_are_refused(tmp_path: Path, ids: tuple[Any, Any], message: str)
     done, out = _import(tmp_path, doc)
     assert_one_line_error(done, message)
     assert not out.exists()
+
+
+# --- loom-json 2: bad input to the streaming reader ----------------------------------------------
+
+
+def _v2_file(tmp_path: Path, edit: Any = None, cut: int | None = None) -> Path:
+    """A loom-json 2 export of a small model-written loom, edited (as JSON) or cut short."""
+    src = tmp_path / "src.loom"
+    with Loom.create(src, prompt="Bob:", prompt_tokens=model_tokens("Bob:")) as lm:
+        lm.add_children(
+            lm.root_id,
+            [NewNode(" says hi", tokens=model_tokens(" says hi", k=3)), NewNode(" waves")],
+        )
+    out = tmp_path / "v2.json"
+    assert run_loom("export", src, "--format", "loom-json", "-o", out).returncode == 0
+    text = out.read_text()
+    if edit is not None:
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith('{"id":2,'):
+                node = json.loads(line.rstrip(","))
+                edit(node, json.loads(lines[1][len('"vocab":') :].rstrip(",")))
+                lines[i] = json.dumps(node) + ("," if line.endswith(",") else "")
+        text = "\n".join(lines) + "\n"
+    if cut is not None:
+        text = text[:cut]
+    out.write_text(text)
+    return out
+
+
+def _drop_vocab_entry(node: dict[str, Any], vocab: dict[str, str]) -> None:
+    node["tokens"]["ids"][0] = 9_999_999  # an id the vocabulary does not hold
+
+
+def _short_column(node: dict[str, Any], vocab: dict[str, str]) -> None:
+    node["tokens"]["logprobs"].pop()
+
+
+V2_REFUSED = {
+    "truncated": ({"cut": -60}, "truncated"),
+    "vocabulary id missing": ({"edit": _drop_vocab_entry}, "node 2"),
+    "columns of unequal length": ({"edit": _short_column}, "node 2"),
+}
+
+
+@pytest.mark.parametrize("case", V2_REFUSED.values(), ids=V2_REFUSED.keys())
+def test_import_of_a_bad_v2_file_is_one_error_and_nothing_written(
+    tmp_path: Path, case: tuple[dict[str, Any], str]
+) -> None:
+    spec, where = case
+    cut = spec.get("cut")
+    src = _v2_file(tmp_path, spec.get("edit"))
+    if cut is not None:
+        src.write_text(src.read_text()[:cut])
+    out = tmp_path / "out.loom"
+    message = assert_one_line_error(run_loom("import", src, "-o", out), where)
+    if "node 2" in where:
+        assert "vocabulary" in message or "entries" in message
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".out", "out"))] == []

@@ -20,6 +20,7 @@ from support.history import assert_history_matches_replay
 from support.store import doc_snapshot, model_tokens
 
 from loom.formats.export.html_data import timeline
+from loom.store import document
 from loom.store import events as ev
 from loom.store.history import read_history
 from loom.store.loom import Loom, NewNode
@@ -48,7 +49,12 @@ def every_kind_session(tmp_path: Path) -> tuple[Loom, Marks]:
     ) as first:  # create
         first.add_child(first.root_id, " before the import")
         doc = first.to_document()
-    lm = Loom.from_document(tmp_path / "kinds.loom", doc)  # import (after the carried log)
+    # import (after the carried log), one node a snapshot event: import, then import_nodes
+    batch, document.SNAPSHOT_BATCH = document.SNAPSHOT_BATCH, 1
+    try:
+        lm = Loom.from_document(tmp_path / "kinds.loom", doc)
+    finally:
+        document.SNAPSHOT_BATCH = batch
     marks: Marks = []
     _mark(lm, marks)
     root = lm.root_id

@@ -92,7 +92,7 @@ def test_truncated_json_names_the_position() -> None:
     ("changes", "expected"),
     [
         ({"format": "loom-jsonx"}, "not a recognised loom format"),
-        ({"version": 2}, "newer than this loom reads"),
+        ({"version": 3}, "newer than this loom reads"),
         ({"version": "1"}, "version must be an integer"),
         ({"root": None}, "has no root"),
         ({"root": 999}, "root node 999 is missing"),
@@ -146,7 +146,7 @@ def test_second_root() -> None:
         ("author", "robot", "author must be 'human' or 'model'"),
         ("text", 5, "text must be a string"),
         ("id", True, "must be an integer"),
-        ("tokens", [{"id": 1, "text": "a", "logprob": "x"}], "logprob must be a number"),
+        ("tokens", {"ids": [1], "logprobs": ["x"]}, "logprobs[0] must be a number"),
         ("persona", {"label": "a", "source": "oracle"}, "persona is malformed"),
         ("tags", ["ok", 3], "tags[1] must be a string"),
     ],

@@ -52,9 +52,30 @@ def test_the_differences_helper_notices_changes() -> None:
     assert any(d.startswith("meta") for d in found)
 
 
-def test_file_follows_the_contract() -> None:
+def test_version_2_follows_its_contract() -> None:
     doc = random_document(5)
     text = render_document(doc, "loom-json")
+    assert text.isascii()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    assert (data["format"], data["version"], data["root"]) == ("loom-json", 2, 1)
+    assert list(data)[:7] == ["format", "version", "title", "root", "current", "personas", "vocab"]
+    vocab = {int(k): v for k, v in data["vocab"].items()}
+    columns = [n["tokens"] for n in data["nodes"] if n["tokens"]]
+    assert any(set(c) >= {"ids", "logprobs", "top_ids", "top_logprobs"} for c in columns)
+    for c in columns:
+        assert all(len(c[k]) == len(c["ids"]) for k in c if k in ("logprobs", "entropy", "top_ids"))
+        assert all(i in vocab or str(n) in c.get("texts", {}) for n, i in enumerate(c["ids"]))
+    assert any(None in c.get("logprobs", []) for c in columns) or any(
+        "logprobs" not in c for c in columns
+    )
+    assert len(text.splitlines()) >= len(doc.nodes)  # one node per line
+    assert differences(doc, read_document(text.encode())) == []
+
+
+def test_file_follows_the_contract() -> None:
+    # Version 1, still written on request (`--format-version 1`).
+    doc = random_document(5)
+    text = render_document(doc, "loom-json", version=1)
     assert text.isascii()
     # Strict JSON: unknown logprobs are null, never NaN.
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))

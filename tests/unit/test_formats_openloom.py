@@ -52,7 +52,7 @@ def test_a_loom_without_a_current_node_comes_back_on_its_root() -> None:
 def test_output_is_a_valid_openloom_1_tree() -> None:
     doc = random_document(6)
     data: dict[str, Any] = json.loads(render_document(doc, "openloom"))
-    assert (data["format"], data["version"]) == ("open-loom", 2)
+    assert (data["format"], data["version"]) == ("open-loom", 3)
     assert set(data) >= V1_TREE_KEYS
     assert data["rootNodeId"] == str(doc.root)
     for key, node in data["nodes"].items():
@@ -101,7 +101,7 @@ def test_deep_and_wide_trees() -> None:
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda d: d.update(version=3), "newer than this loom reads"),
+        (lambda d: d.update(version=4), "newer than this loom reads"),
         (lambda d: d.update(rootNodeId="nope"), "root node 'nope' is missing"),
         (lambda d: d["nodes"]["3"].update(parentId="zzz"), "dangling parent 'zzz'"),
         (lambda d: d["nodes"]["3"]["extensions"]["loom"].update(author="cat"), "loom author"),

@@ -196,8 +196,9 @@ def _broken(conn: sqlite3.Connection) -> None:
 
 def test_an_older_file_is_migrated_on_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = make_loom(tmp_path / "old.loom", n=3)
-    monkeypatch.setattr(schema, "MIGRATIONS", [_add_column])
-    assert schema.schema_version() == 2
+    current = schema.schema_version()
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, _add_column])
+    assert schema.schema_version() == current + 1
     before = fingerprint(path)
     with pytest.raises(LoomVersionError, match="older"):
         Loom.open(path, readonly=True)  # upgrading needs a write
@@ -205,7 +206,7 @@ def test_an_older_file_is_migrated_on_open(tmp_path: Path, monkeypatch: pytest.M
     with Loom.open(path) as lm:
         assert lm.stats()["nodes"] == 4
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == current + 1
     assert "color" in [r[1] for r in conn.execute("PRAGMA table_info(nodes)")]
     conn.close()
     with Loom.open(path, readonly=True) as lm:
@@ -216,14 +217,15 @@ def test_a_failed_migration_leaves_the_file_at_its_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = make_loom(tmp_path / "old.loom", n=3)
-    monkeypatch.setattr(schema, "MIGRATIONS", [_broken])
+    current, migrations = schema.schema_version(), schema.MIGRATIONS
+    monkeypatch.setattr(schema, "MIGRATIONS", [*migrations, _broken])
     with pytest.raises(LoomFileError, match="could not be upgraded"):
         Loom.open(path)
-    monkeypatch.setattr(schema, "MIGRATIONS", [])
+    monkeypatch.setattr(schema, "MIGRATIONS", migrations)
     with Loom.open(path) as lm:
         assert lm.stats()["nodes"] == 4
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == current
     assert "half_done" not in [r[1] for r in conn.execute("PRAGMA table_info(nodes)")]
     conn.close()
 
