@@ -164,7 +164,9 @@ class GenerationActions(LoomAppBase):
         if job.parent_id in self.path_ids:
             self.go_to(self.current)
         self.status.show(tokens_per_second=result.tokens_per_second, saved="saved")
-        if result.cancelled:
+        if result.error is not None:  # the server went away mid-generation
+            self.notify(f"{result.error}; kept {len(ids)} partial branch(es)", severity="error")
+        elif result.cancelled:
             self.notify(f"cancelled: kept {len(ids)} partial branch(es)", timeout=3)
         self.after_generation(ids)
 
