@@ -308,7 +308,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not 1 <= args.max_tokens <= 4096:
         _fail(f"--max-tokens must be between 1 and 4096, not {args.max_tokens}")
     settings = _sampler_settings(args)
-    _existing_loom(args.path)
+    with _open_loom(args.path, readonly=True) as loom:
+        _node_id(loom, args.node)  # a bad node is said before a model loads or a server is asked
     backend = _backend(args)
     with _open_loom(args.path, readonly=False) as loom:
         node_id = _node_id(loom, args.node)
