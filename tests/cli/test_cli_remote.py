@@ -163,7 +163,7 @@ def test_a_server_killed_mid_generation_keeps_the_partial_branches(
         with Loom.open(work / "s.loom", readonly=True) as loom:
             before = len(loom.children(loom.root_id))
         proc = subprocess.Popen(
-            [str(LOOM), "generate", "s.loom", "-n", "4", "--max-tokens", "3000", "--seed", "5",
+            [str(LOOM), "generate", "s.loom", "-n", "4", "--max-tokens", "900", "--seed", "5",
              "--remote", server.url],
             cwd=work, env=keyed, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -171,7 +171,7 @@ def test_a_server_killed_mid_generation_keeps_the_partial_branches(
         while not _busy(server):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.1)
-        time.sleep(1.5)  # some tokens of every branch
+        time.sleep(5)  # some tokens of every branch (900 of each take far longer)
         server.kill()
         out, err = proc.communicate(timeout=120)
     finally:
@@ -184,10 +184,10 @@ def test_a_server_killed_mid_generation_keeps_the_partial_branches(
     assert "partial branch(es)" in lines[0]
     with Loom.open(work / "s.loom", readonly=True) as loom:
         kids = loom.children(loom.root_id)[before:]
-        assert 1 <= len(kids) <= 4 and f"kept {len(kids)} partial" in lines[0]
+        assert 1 <= len(kids) <= 4 and f"kept {len(kids)} partial" in lines[0], lines[0]
         for header in kids:
             node = loom.node(header.id)
-            assert 1 <= len(node.tokens) < 3000 and node.text == node.tokens.text
+            assert 1 <= len(node.tokens) < 900 and node.text == node.tokens.text
             assert node.generation is not None and node.generation.seed == 5
     with Loom.open(work / "s.loom") as loom:  # opens for writing: nothing half-written
         assert loom.root_id is not None
