@@ -145,15 +145,15 @@ def test_remote_scores_agree_with_the_engine(remote: RemoteBackend, engine: Engi
 def test_remote_labels_agree_with_local_labels(
     set_name: str, remote: RemoteBackend, engine: Engine, tmp_path: Path
 ) -> None:
-    """The shipped persona sets' hand-written branches (two per persona), labelled through
+    """The shipped persona sets' hand-written branches (one per persona), labelled through
     llama-cpp-python's server (which returns prompt logprobs) and by the engine: the same labels.
 
     That server sorts the whole vocabulary in Python for every prompt token it echoes, so each
-    scoring request costs seconds: hence two branches per persona, not all of them."""
+    scoring request costs seconds: hence one branch per persona, not all of them."""
     from test_personas_model import BRANCHES
 
     persona_set = load_persona_set(set_name)
-    texts = [text for texts in BRANCHES[set_name].values() for text in texts[:2]]
+    texts = [text for texts in BRANCHES[set_name].values() for text in texts[:1]]
     labels = []
     for who, backend in (("local", engine), ("remote", remote)):
         with Loom.create(
