@@ -17,7 +17,9 @@ from loom.text import inert, one_line, quoted
 
 if TYPE_CHECKING:
     from loom.config import Config
+    from loom.engine.backend import Backend
     from loom.engine.engine import Engine
+    from loom.engine.remote import RemoteBackend
     from loom.store.loom import Loom
 
 EXPORT_FORMATS = ("loom-json", "openloom", "socketteer", "markdown", "dot", "html", "svg")
@@ -107,6 +109,28 @@ def _load_engine(model: str | None, *, sequences: int = 16) -> Engine:
     from loom.engine.engine import Engine
 
     return Engine.load(_resolve_model(model), n_seq_max=max(16, sequences))
+
+
+def _remote(args: argparse.Namespace) -> RemoteBackend | None:
+    """The server of `--remote URL`, checked before any loom is touched (None: no --remote)."""
+    if getattr(args, "remote", None) is None:
+        return None
+    if getattr(args, "model", None) is not None:
+        _fail("give --model or --remote, not both")
+    from loom.app.remote import connect_remote
+
+    return connect_remote(args.remote, _config(), model=args.remote_model)
+
+
+def _backend(args: argparse.Namespace, *, sequences: int = 16, scores: bool = False) -> Backend:
+    """`--remote URL` or the local model. `scores`: the command scores text (labels), which some
+    servers cannot do: that is found out here, in one line, before anything is written."""
+    remote = _remote(args)
+    if remote is None:
+        return _load_engine(args.model, sequences=sequences)
+    if scores:
+        remote.check_scoring()
+    return remote
 
 
 # --- subcommands --------------------------------------------------------------------------------
@@ -276,7 +300,7 @@ def _generation_flags(args: argparse.Namespace) -> None:
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if args.model is None and config.model:
+    if args.model is None and config.model and getattr(args, "remote", None) is None:
         args.model = str(Path(config.model).expanduser())
 
 
@@ -300,22 +324,15 @@ def _sampler_settings(args: argparse.Namespace) -> Any:
 def cmd_generate(args: argparse.Namespace) -> int:
     from loom.app.session import Session
 
-    if args.remote is not None and args.model is not None:
-        _fail("give --model or --remote, not both")
     _generation_flags(args)
     if not 1 <= args.n <= 64:
         _fail(f"-n must be between 1 and 64, not {args.n}")
     if not 1 <= args.max_tokens <= 4096:
         _fail(f"--max-tokens must be between 1 and 4096, not {args.max_tokens}")
     settings = _sampler_settings(args)
-    _existing_loom(args.path)
-    backend: Any
-    if args.remote is not None:
-        from loom.engine.remote import RemoteBackend
-
-        backend = RemoteBackend(args.remote)
-    else:
-        backend = _load_engine(args.model)
+    with _open_loom(args.path, readonly=True) as loom:
+        _node_id(loom, args.node)  # a bad node is said before a model loads or a server is asked
+    backend = _backend(args)
     with _open_loom(args.path, readonly=False) as loom:
         node_id = _node_id(loom, args.node)
         session = Session(loom, backend)
@@ -332,7 +349,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     if not 0 < args.threshold <= 1:
         _fail("--threshold must be in (0, 1]")
     _existing_loom(args.path)
-    engine = _load_engine(args.model)
+    engine = _backend(args, scores=True)
     with _open_loom(args.path, readonly=False) as loom:
         persona_set = (
             load_persona_set(Path(args.personas))
@@ -371,7 +388,7 @@ def cmd_census(args: argparse.Namespace) -> int:
     )
     settings.check()  # before the model loads
     _existing_loom(args.path)
-    engine = _load_engine(args.model, sequences=args.batch)
+    engine = _backend(args, sequences=args.batch, scores=True)
     with _open_loom(args.path, readonly=False) as loom:
         session = Session(loom, engine)
         node_id = _node_id(loom, args.node)
@@ -403,7 +420,7 @@ def cmd_grow(args: argparse.Namespace) -> int:
     _generation_flags(args)
     settings = _sampler_settings(args)
     _existing_loom(args.path)
-    engine = _load_engine(args.model)
+    engine = _backend(args, scores=True)
     with _open_loom(args.path, readonly=False) as loom:
         session = Session(loom, engine)
         root = _node_id(loom, args.node)
@@ -439,7 +456,7 @@ def cmd_transitions(args: argparse.Namespace) -> int:
     settings = CensusSettings(rollouts=args.rollouts, tokens=args.tokens, seed=args.seed)
     settings.check()
     _existing_loom(args.path)
-    engine = _load_engine(args.model)
+    engine = _backend(args, scores=True)
     with _open_loom(args.path, readonly=False) as loom:
         session = Session(loom, engine)
         root = _node_id(loom, args.node) if args.node is not None else loom.root_id
@@ -462,7 +479,7 @@ def cmd_forks(args: argparse.Namespace) -> int:
     if args.budget <= 0:
         _fail(f"--budget must be above 0, not {args.budget}")
     _existing_loom(args.path)
-    engine = _load_engine(args.model)
+    engine = _backend(args, scores=True)
     with _open_loom(args.path, readonly=True) as loom:
         session = Session(loom, engine)
         node_id = _node_id(loom, args.node)
@@ -537,6 +554,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     from loom.engine.engine import Engine
     from loom.paths import model_dirs
 
+    remote = _remote(args)
     with _open_loom(args.path, readonly=True) as loom:
         node_id = _node_id(loom, args.node)
         report = regenerate(
@@ -545,6 +563,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
             models_dirs=[*model_dirs(), *(Path(d) for d in args.dir)],
             engine_loader=Engine.load,
             model_path=None if args.model is None else Path(args.model),
+            backend=remote,
         )
     for line in report.lines():
         print(one_line(line))
@@ -573,6 +592,7 @@ def cmd_open(args: argparse.Namespace) -> int:
         prompt=None,
         model_path=None if args.model is None else Path(args.model),
         readonly=args.readonly,
+        remote=_remote(args),
     )
 
 
@@ -585,10 +605,28 @@ def cmd_default(args: argparse.Namespace) -> int:
         prompt=args.prompt,
         model_path=None if args.model is None else Path(args.model),
         readonly=False,
+        remote=_remote(args),
     )
 
 
 # --- parser -------------------------------------------------------------------------------------
+
+
+def _model_flags(p: argparse.ArgumentParser, model_help: str) -> None:
+    """--model PATH, or --remote URL (with --remote-model NAME): the model a command uses."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--model", help=model_help)
+    group.add_argument(
+        "--remote",
+        metavar="URL",
+        help="use a completion server instead: llama-server, vLLM, llama-cpp-python "
+        "(key: $LOOM_API_KEY or [remote] in the config)",
+    )
+    p.add_argument(
+        "--remote-model",
+        metavar="NAME",
+        help="the model to ask the server for (default: [remote] model, else its first)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -597,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Explore what a local base language model could say, as a tree of branches.",
     )
     parser.add_argument("--prompt", help="start a new loom from this prompt (with no subcommand)")
-    parser.add_argument("--model", help="GGUF model file (default: the bundled Gemma 3 270M)")
+    _model_flags(parser, "GGUF model file (default: the bundled Gemma 3 270M)")
     parser.set_defaults(func=cmd_default)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -613,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("open", help="open a loom in the terminal app")
     p.add_argument("path", type=Path)
-    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
+    _model_flags(p, "GGUF model file (default: Gemma 3 270M)")
     p.add_argument("--readonly", action="store_true", help="browse without changing the file")
     p.set_defaults(func=cmd_open)
 
@@ -689,9 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="if the path is longer than the context, keep only its most recent tokens",
     )
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
-    group.add_argument("--remote", help="OpenAI-compatible server base URL")
+    _model_flags(p, "GGUF model file (default: Gemma 3 270M)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("label", help="label nodes with the persona they voice")
@@ -710,7 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-calibration", action="store_true", help="use raw likelihoods (for comparison)"
     )
-    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
+    _model_flags(p, "GGUF model file (default: Gemma 3 270M)")
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("replay", help="watch a loom grow again, event by event (no model needed)")
@@ -731,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", type=Path)
     p.add_argument("--node", required=True, help="the model-written node")
-    p.add_argument("--model", help="try this GGUF file first")
+    _model_flags(p, "try this GGUF file first")
     p.add_argument("--dir", action="append", default=[], help="also look for models here")
     p.set_defaults(func=cmd_regenerate)
 
@@ -746,7 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16, help="rollouts decoded together (16)")
     p.add_argument("--seed", type=int, help="seed (default: random, recorded)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
+    _model_flags(p, "GGUF model file (default: Gemma 3 270M)")
     p.set_defaults(func=cmd_census)
 
     p = sub.add_parser("grow", help="let the loom grow itself by a policy, under a budget")
@@ -762,8 +798,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, help="(default: the config's preset)")
     p.add_argument("--min-p", type=float, help="(default: the config's preset)")
     p.add_argument("--seed", type=int, help="seed (default: random, recorded per node)")
-    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
-    p.set_defaults(func=cmd_grow, remote=None)
+    _model_flags(p, "GGUF model file (default: Gemma 3 270M)")
+    p.set_defaults(func=cmd_grow)
 
     p = sub.add_parser(
         "transitions", help="for labelled nodes, the persona their futures are labelled with"
@@ -774,7 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-l", "--tokens", type=int, default=48, help="tokens per rollout (48)")
     p.add_argument("--seed", type=int, help="seed (default: random, recorded)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
+    _model_flags(p, "GGUF model file (default: Gemma 3 270M)")
     p.set_defaults(func=cmd_transitions)
 
     p = sub.add_parser("forks", help="the tokens of a path where the persona outcome forks")
@@ -786,7 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-l", "--tokens", type=int, default=24, help="tokens per rollout (24)")
     p.add_argument("--seed", type=int, help="seed (default: random, recorded)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--model", help="GGUF model file (default: Gemma 3 270M)")
+    _model_flags(p, "GGUF model file (default: Gemma 3 270M)")
     p.set_defaults(func=cmd_forks)
 
     p = sub.add_parser(

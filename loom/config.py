@@ -47,6 +47,18 @@ class SamplerPreset:
 
 
 @dataclass
+class RemoteSettings:
+    """[remote]: how loom talks to a completion server given with `--remote URL`."""
+
+    api_key: str = field(default="", repr=False)  # never shown
+    model: str = ""
+    connect_timeout: float = 10.0
+    timeout: float = 120.0
+    concurrency: int = 8
+    retries: int = 3
+
+
+@dataclass
 class Config:
     theme: str = "loom-dark"
     model: str = ""
@@ -70,6 +82,7 @@ class Config:
     persona_threshold: float = 0.6  # confidence a label, filter or prune by persona needs
     persona_auto_label: bool = True  # label new children when the loom has a persona set
     keymap: dict[str, str] = field(default_factory=dict)
+    remote: RemoteSettings = field(default_factory=RemoteSettings)
     source: Path | None = None  # the file this was read from, None for pure defaults
 
     def active_preset(self) -> SamplerPreset:
@@ -117,6 +130,24 @@ def _preset(name: str, table: dict[str, Any]) -> SamplerPreset:
     return preset
 
 
+def _remote(table: dict[str, Any]) -> RemoteSettings:
+    if not isinstance(table, dict):
+        raise ConfigError("[remote] must be a table")
+    settings = RemoteSettings(
+        api_key=str(table.get("api_key", "")),
+        model=str(table.get("model", "")),
+        connect_timeout=_number(table, "connect_timeout", float, "remote"),
+        timeout=_number(table, "timeout", float, "remote"),
+        concurrency=_number(table, "concurrency", int, "remote"),
+        retries=_number(table, "retries", int, "remote"),
+    )
+    if settings.connect_timeout <= 0 or settings.timeout <= 0:
+        raise ConfigError("remote.timeout and remote.connect_timeout must be above 0 seconds")
+    if not 1 <= settings.concurrency <= 64 or not 0 <= settings.retries <= 10:
+        raise ConfigError("remote.concurrency must be 1..64 and remote.retries 0..10")
+    return settings
+
+
 def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
     """Build a Config from a TOML table merged over the shipped defaults."""
     with DEFAULT_CONFIG_FILE.open("rb") as f:
@@ -157,6 +188,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         persona_threshold=_number(personas, "threshold", float, "personas"),
         persona_auto_label=bool(personas.get("auto_label", True)),
         keymap={str(k): str(v) for k, v in keymap.items()},
+        remote=_remote(merged.get("remote", {})),
         source=source,
     )
     if config.sort not in SORT_ORDERS:

@@ -63,6 +63,7 @@ class GenerationResult:
     elapsed_s: float
     n_tokens: int
     cancelled: bool
+    error: str | None = None  # the server went away mid-generation: branches are partial
 
     @property
     def tokens_per_second(self) -> float:

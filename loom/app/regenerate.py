@@ -91,7 +91,7 @@ class BranchComparison:
 class RegenerationReport:
     node_id: int
     model_name: str
-    model_path: Path
+    model_path: Path | str  # the GGUF file, or the server it was re-run on
     model_sha256: str
     prompt_tokens: int
     batch_size: int
@@ -273,8 +273,10 @@ def regenerate(
     models_dirs: Iterable[Path],
     engine_loader: EngineLoader,
     model_path: Path | None = None,
+    backend: Backend | None = None,
 ) -> RegenerationReport:
-    """Re-run the batch that wrote `node_id` and compare its branch with what was stored."""
+    """Re-run the batch that wrote `node_id` and compare its branch with what was stored.
+    `backend`: re-run on this one (a remote server) instead of the recorded model file."""
 
     node = loom.node(node_id)
     settings = node.generation
@@ -304,8 +306,13 @@ def regenerate(
             f"node {node_id} was chosen token by token (a multiverse path), not sampled: "
             "there is nothing to regenerate"
         )
-    path = find_model(node_id, settings, models_dirs, model_path)
-    backend = engine_loader(path)
+    if backend is None:
+        path: Path | str = find_model(node_id, settings, models_dirs, model_path)
+        backend = engine_loader(Path(path))
+    else:
+        path = backend.info.name
+        if backend.info.name != settings.model:
+            notes.append(f"the node records model {settings.model!r}, re-run on {path!r}")
     limit = getattr(backend, "n_seq_max", None)
     if isinstance(limit, int) and size > limit:
         raise RegenerationError(

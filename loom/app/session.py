@@ -44,7 +44,7 @@ from loom.app.navigation import Navigator, NodeSummary, View, sort_children, sum
 from loom.app.stats import BranchStats, branch_stats
 from loom.app.transfer import export_loom
 from loom.engine.backend import Backend
-from loom.engine.errors import ContextOverflowError, EngineError
+from loom.engine.errors import ContextOverflowError, EngineError, GenerationInterrupted
 from loom.engine.sampling import SamplerSettings, new_seed
 from loom.personas.actions import (
     DEFAULT_LABEL_THRESHOLD,
@@ -376,23 +376,29 @@ class Session:
         backend = self.require_generation()
         batcher = TokenBatcher(on_batch or (lambda _batch: None))
         cancel = cancel or threading.Event()
+        error: str | None = None
         with self.engine_lock:
             started = time.perf_counter()
-            branches = backend.generate(
-                list(prefix_ids),
-                n,
-                settings,
-                top_logprobs=top_logprobs,
-                forced=list(forced) if forced else None,
-                on_step=batcher.on_step,
-                cancel=cancel,
-                fresh=fresh,
-            )
+            try:
+                branches = backend.generate(
+                    list(prefix_ids),
+                    n,
+                    settings,
+                    top_logprobs=top_logprobs,
+                    forced=list(forced) if forced else None,
+                    on_step=batcher.on_step,
+                    cancel=cancel,
+                    fresh=fresh,
+                )
+            except GenerationInterrupted as exc:  # a server went away: keep what arrived
+                branches, error = exc.partial, str(exc)
             elapsed = time.perf_counter() - started
         batcher.flush()
         self.ensure_model_hash()
         n_tokens = sum(len(b.tokens) for b in branches)
-        return GenerationResult(branches, elapsed, n_tokens, cancel.is_set())
+        return GenerationResult(
+            branches, elapsed, n_tokens, cancel.is_set() or error is not None, error
+        )
 
     def save_branches(
         self,
@@ -459,6 +465,11 @@ class Session:
                 prefix = prefix[-room:] if room > 0 else []
         result = self.run_generation(prefix, n, settings, top_logprobs=top_logprobs)
         saved = self.save_branches(parent_id, result, settings)
+        if result.error is not None:
+            kept = f"kept {len(saved)} partial branch(es)" + (
+                f": nodes {', '.join(map(str, saved))}" if saved else ""
+            )
+            raise GenerationInterrupted(f"{result.error}; {kept}", result.branches)
         if not saved:
             notes = {b.note for b in result.branches if b.note}
             why = "; ".join(sorted(notes)) or "every branch ended before its first token"

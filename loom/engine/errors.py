@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from loom.engine.results import Branch
+
 # Appended to failures of llama.cpp itself (load, context, decode): `loom doctor` says why.
 DOCTOR_HINT = "(run `loom doctor` to check the engine on this machine)"
 
@@ -32,3 +37,12 @@ class RemoteError(EngineError):
 
 class EngineCrashError(EngineError):
     """llama.cpp killed a child process that tried the model (a native crash, not an exception)."""
+
+
+class GenerationInterrupted(RemoteError):
+    """The server went away in the middle of a generation: `partial` holds every branch as it
+    stood (tokens that arrived are kept; a branch that got none is empty)."""
+
+    def __init__(self, message: str, partial: list[Branch]) -> None:
+        super().__init__(message)
+        self.partial = partial

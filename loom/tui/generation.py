@@ -154,7 +154,9 @@ class GenerationActions(LoomAppBase):
         self.last_generated = ids
         self.show_new_children(job.parent_id)  # written and committed: now shown as done
         self.status.show(tokens_per_second=result.tokens_per_second, saved="saved")
-        if result.cancelled:
+        if result.error is not None:  # the server went away mid-generation
+            self.notify(f"{result.error}; kept {len(ids)} partial branch(es)", severity="error")
+        elif result.cancelled:
             self.notify(f"cancelled: kept {len(ids)} partial branch(es)", timeout=3)
         self.after_generation(ids)
 

@@ -126,8 +126,11 @@ def run_app(
     model_path: Path | None,
     readonly: bool,
     replay: bool = False,
+    remote: Backend | None = None,
 ) -> int:
-    """Run the app on a loom file (created if missing); returns the process exit code."""
+    """Run the app on a loom file (created if missing); returns the process exit code.
+    `remote`: a completion server already connected (`--remote URL`), used instead of a model
+    file; it also tokenizes a new prompt."""
     try:
         config = load_config()
     except ConfigError as exc:
@@ -138,10 +141,10 @@ def run_app(
     if replay:
         assert loom_path is not None, "`loom replay` names its loom"
         return _run_replay(loom_path, config)
-    tokenizer = _prompt_tokenizer(model_path) if prompt else None
+    tokenizer = _prompt_tokenizer(model_path) if prompt and remote is None else None
     try:
         session, notices = open_session(
-            loom_path, prompt=prompt, readonly=readonly, tokenizer=tokenizer
+            loom_path, prompt=prompt, readonly=readonly, tokenizer=tokenizer, backend=remote
         )
     except (LoomError, OSError) as exc:
         print(f"loom: {exc}", file=sys.stderr)

@@ -148,3 +148,13 @@ def llama_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_server(default_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """llama.cpp's own llama-server (tests/support/llama_server.py) with 8 parallel slots and an
+    API key on a free loopback port; killed at the end."""
+    from support.llama_server import serve
+
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    yield from serve(default_gguf, free_port(), log)

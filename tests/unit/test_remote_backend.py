@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,6 +21,9 @@ from loom.engine.errors import RemoteError
 from loom.engine.remote import NO_IDS_NOTE, RemoteBackend
 from loom.engine.results import Branch, StepUpdate
 from loom.engine.sampling import SamplerSettings
+from loom.personas.actions import label_nodes
+from loom.personas.sets import load_persona_set, shipped_persona_sets
+from loom.store.loom import Loom, NewNode
 
 __all__ = ["default_gguf", "engine", "llama_server"]
 
@@ -28,7 +32,7 @@ PROMPT = "Once upon a time, in a small village by the sea,"
 
 @pytest.fixture(scope="module")
 def remote(llama_server: LocalServer) -> RemoteBackend:
-    return RemoteBackend(llama_server.url, api_key=llama_server.key, timeout=120)
+    return RemoteBackend(llama_server.url, api_key=llama_server.key, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +119,59 @@ def test_api_key_is_required_and_never_leaks(
     (b,) = rb.generate(None, 1, SamplerSettings(max_tokens=1, seed=2), prompt_text=PROMPT)
     assert llama_server.key not in repr(rb)
     assert llama_server.key not in repr(b) + json.dumps(b.tokens.to_json())
+
+
+@pytest.mark.model
+def test_remote_scores_agree_with_the_engine(remote: RemoteBackend, engine: Engine) -> None:
+    prefix = engine.tokenize(PROMPT)
+    conts = [engine.tokenize(t) for t in (" there lived an old fisherman", " a storm came", "\n")]
+    local = engine.score(prefix, conts)
+    far = remote.score(prefix, conts)
+    assert [a.shape for a in local] == [b.shape for b in far]
+    # the same weights through another batch layout: equal up to the last bits of the kernels
+    diffs = np.concatenate([np.abs(a - b) for a, b in zip(local, far, strict=True)])
+    assert np.median(diffs) < 0.2 and np.max(diffs) < 1.0
+    assert remote.score(prefix, []) == []
+    remote.check_scoring()
+    # "sea," + "," is read by the server as one token ",,": the logprob of the token asked for
+    # is not in its answer, and it says so rather than give another token's
+    with pytest.raises(RemoteError, match="tokenizes the scored text differently") as err:
+        remote.score(prefix, [engine.tokenize(",")])
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("set_name", shipped_persona_sets())
+def test_remote_labels_agree_with_local_labels(
+    set_name: str, remote: RemoteBackend, engine: Engine, tmp_path: Path
+) -> None:
+    """The shipped persona sets' hand-written branches (one per persona), labelled through
+    llama-cpp-python's server (which returns prompt logprobs) and by the engine: the same labels.
+
+    That server sorts the whole vocabulary in Python for every prompt token it echoes, so each
+    scoring request costs seconds: hence one branch per persona, not all of them."""
+    from test_personas_model import BRANCHES
+
+    persona_set = load_persona_set(set_name)
+    texts = [text for texts in BRANCHES[set_name].values() for text in texts[:1]]
+    labels = []
+    for who, backend in (("local", engine), ("remote", remote)):
+        with Loom.create(
+            tmp_path / f"{who}.loom",
+            prompt=persona_set.prompt,
+            prompt_tokens=engine.tokens_for(persona_set.prompt),
+        ) as loom:
+            ids = loom.add_children(
+                loom.root_id, [NewNode(t, engine.tokens_for(t), author="human") for t in texts]
+            )
+            label_nodes(loom, backend, persona_set)
+            found = [loom.header(i).persona for i in ids]
+            assert all(label is not None for label in found)
+            labels.append(found)
+    for mine, theirs in zip(*labels, strict=True):
+        assert mine.label == theirs.label
+        for name, p in mine.posterior.items():
+            assert abs(p - theirs.posterior[name]) < 0.05
 
 
 def test_unreachable_server_is_one_line() -> None:
@@ -233,3 +290,40 @@ def test_llama_server_ids_are_taken_as_given(llama_server_dialect: str) -> None:
     assert list(b.tokens.top_ids[0]) == [11, 12]
     assert b.tokens.top_texts == {11: " x", 12: " y"}
     assert b.finish_reason == "length"
+
+
+class _Flaky(_Fake):
+    refusals: ClassVar[list[int]] = []  # statuses to answer before streaming, in order
+    seen: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        if self.path == "/v1/completions" and self.refusals:
+            self.seen.append(self.path)
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_error(self.refusals.pop(0))
+            return
+        super().do_POST()
+
+
+def test_refusals_are_retried_with_backoff_a_bounded_number_of_times() -> None:
+    events = [_legacy(" a", -0.5, {" a": -0.5}, "length")]
+    handler = type("H", (_Flaky,), {"events": events, "tokenize": False,
+                                    "refusals": [503, 429], "seen": []})  # fmt: skip
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        rb = RemoteBackend(url, api_key="x", retries=2, backoff=0.05)
+        (b,) = rb.generate(None, 1, SamplerSettings(max_tokens=1), prompt_text="p")
+        assert b.text == " a" and len(handler.seen) == 2  # two refusals, then the answer
+        handler.refusals.extend([503] * 3)
+        with pytest.raises(RemoteError, match=r"failed 3 time\(s\), last: HTTP 503") as err:
+            rb.generate(None, 1, SamplerSettings(max_tokens=1), prompt_text="p")
+        assert "\n" not in str(err.value)
+        handler.refusals.extend([404])  # not worth a retry
+        with pytest.raises(RemoteError, match="HTTP 404"):
+            rb.generate(None, 1, SamplerSettings(max_tokens=1), prompt_text="p")
+        assert len(handler.seen) == 6
+    finally:
+        server.shutdown()
+        server.server_close()
