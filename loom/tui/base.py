@@ -86,7 +86,8 @@ class LoomAppBase(App[int]):
         self._applied_theme: str | None = None
         self._prev_path_for_tree: list[int] = []  # the path the tree pane last showed
         self._visit_timer: Timer | None = None
-        self.exporting = False
+        self.exporting = False  # an export or an import is running (one at a time)
+        self.open_next: Path | None = None  # a loom to open once this app exits (an import)
         self.persona_filter: PersonaFilter | None = None
         self.labelling = False
         self._label_queue: list[int] = []  # new children to label once the running run ends

@@ -1,4 +1,4 @@
-"""Tree edits, marks, search, undo/redo, statistics, sampler, export, theme and model switching.
+"""Tree edits, marks, search, undo/redo, statistics, sampler, theme and model switching.
 
 Each action calls the store (one committed transaction) and only then updates the view, so the
 screen never shows a change that isn't in the loom file.
@@ -11,7 +11,6 @@ from pathlib import Path
 
 from rich.style import Style
 from rich.text import Text
-from textual import work
 
 from loom.app.navigation import View
 from loom.app.stats import SpanStats
@@ -19,7 +18,6 @@ from loom.config import ConfigError, save_preset
 from loom.text import one_line
 from loom.tui.base import LoomAppBase, reports_errors
 from loom.tui.display import percent, token_label
-from loom.tui.messages import ExportDone, ExportProgress
 from loom.tui.screens.dialogs import ChoiceScreen, MessageScreen, PromptScreen, TextEditScreen
 from loom.tui.screens.sampler import SamplerChoice, SamplerScreen
 from loom.tui.screens.search import SearchScreen
@@ -251,66 +249,6 @@ class EditActions(LoomAppBase):
             self.notify(f"preset not saved: {exc}", severity="error")
         else:
             self.notify(f"preset {choice.preset.name!r} saved in {path}", timeout=4)
-
-    # ----------------------------------------------------------------- export
-
-    def action_export(self) -> None:
-        from loom.formats import FORMATS
-
-        writable = [f for f in FORMATS.values() if f.can_write]
-        options = [(Text(f"{f.name:<12} {f.description}"), f.name) for f in writable]
-
-        def picked(fmt: str | None) -> None:
-            if fmt is None:
-                return
-            base = self.session.file or Path("loom.loom")
-            default = base.with_name(base.stem + FORMATS[fmt].suffixes[0])
-
-            def done(target: str | None) -> None:
-                if target:
-                    self._export(fmt, Path(target).expanduser())
-
-            self.push_screen(PromptScreen(f"Export as {fmt} to", str(default)), done)
-
-        self.push_screen(ChoiceScreen("Export format", options), picked)
-
-    def _export(self, fmt: str, target: Path) -> None:
-        if self.exporting:
-            self.notify("an export is already running", severity="warning")
-            return
-        self.exporting = True
-        self.status.show(saved=f"exporting to {target.name}…")
-        self._export_worker(fmt, target, self.current)
-
-    @work(thread=True, group="export", exit_on_error=False)
-    def _export_worker(self, fmt: str, target: Path, current: int) -> None:
-        from loom.formats import write_document
-
-        def progress(done: int, total: int) -> None:
-            self.post_message(ExportProgress(done, total))
-
-        try:  # never over a loom file (this one, the replayed one, another): write_document says
-            progress(0, 2)
-            doc = self.session.to_document()  # reading may happen off the UI thread
-            progress(1, 2)
-            write_document(doc, fmt, target, current=current)
-            progress(2, 2)
-        except Exception as exc:  # shown on the UI thread
-            self.post_message(ExportDone(target, exc))
-        else:
-            self.post_message(ExportDone(target, None))
-
-    def on_export_progress(self, message: ExportProgress) -> None:
-        if message.total:
-            self.status.show(saved=f"exporting… {message.done * 100 // message.total}%")
-
-    def on_export_done(self, message: ExportDone) -> None:
-        self.exporting = False
-        self.status.show(saved="read-only" if self.session.readonly else "saved")
-        if message.error is not None:
-            self.notify(str(message.error), severity="error", title="Not exported")
-        else:
-            self.notify(f"exported to {message.target}", timeout=4)
 
     # ----------------------------------------------------------------- theme and model
 

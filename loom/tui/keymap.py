@@ -130,7 +130,10 @@ APP_ACTIONS: tuple[LoomAction, ...] = (
                CENSUS),
     # app
     LoomAction("loom.export", "E", "export", "Export",
-               "Export the loom (every format of the store)", APP),
+               "Export the loom, a subtree or a path (every format), with progress", APP),
+    LoomAction("loom.import", "ctrl+o", "import", "Import",
+               "Import a file (loom-json, Open Loom, socketteer, loomsidian) into a new loom",
+               APP),
     LoomAction("loom.model", "M", "switch_model", "Model", "Switch the model", APP),
     LoomAction("loom.help", "f1", "help", "Help", "Show every key (this screen)", APP,
                show=True),

@@ -149,14 +149,24 @@ def run_app(
     except (LoomError, OSError) as exc:
         print(f"loom: {exc}", file=sys.stderr)
         return 1
-    remember_loom(session.file or Path("."))
-    app = LoomApp(session, config, model_path=model_path, notices=notices)
     tune_gc()
-    try:
-        result = app.run()
-    finally:
-        session.close()
-    return int(result or app.return_code or 0)
+    while True:
+        remember_loom(session.file or Path("."))
+        app = LoomApp(session, config, model_path=model_path, notices=notices)
+        try:
+            result = app.run()
+        finally:
+            session.close()
+        if app.open_next is None:
+            return int(result or app.return_code or 0)
+        # An import in the app asked to open the loom it made, in place of this one.
+        try:
+            session, notices = open_session(
+                app.open_next, prompt=None, readonly=False, tokenizer=None, backend=remote
+            )
+        except (LoomError, OSError) as exc:
+            print(f"loom: {exc}", file=sys.stderr)
+            return 1
 
 
 def _run_replay(loom_path: Path, config: Config) -> int:

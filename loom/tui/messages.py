@@ -91,16 +91,28 @@ class MultiverseBuilt(Message):
         self.root, self.error = root, error
 
 
-class ExportProgress(Message):
-    def __init__(self, done: int, total: int) -> None:
+class TransferProgress(Message):
+    """An export or import under way: `done` of `total` (its own scale)."""
+
+    def __init__(self, verb: str, done: int, total: int) -> None:
         super().__init__()
-        self.done, self.total = done, total
+        self.verb, self.done, self.total = verb, done, total
 
 
 class ExportDone(Message):
-    def __init__(self, target: Path, error: Exception | None) -> None:
+    def __init__(self, target: Path, nodes: int, error: Exception | None) -> None:
         super().__init__()
-        self.target, self.error = target, error
+        self.target, self.nodes, self.error = target, nodes, error
+
+
+class ImportDone(Message):
+    """An import into a new loom file finished (`nodes` read, `warnings`), or failed."""
+
+    def __init__(
+        self, target: Path, nodes: int, warnings: list[str], error: Exception | None
+    ) -> None:
+        super().__init__()
+        self.target, self.nodes, self.warnings, self.error = target, nodes, warnings, error
 
 
 class Forked(Message):

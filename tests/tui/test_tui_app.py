@@ -420,7 +420,7 @@ def test_export_never_replaces_a_loom_file(loom_path: Path, tmp_path: Path) -> N
             await pilot.press("enter")
             await pilot.pause()
         assert notices(app).count("Not exported") == 3
-        assert f"exported to {fine}" in notices(app)
+        assert f"exported 7 nodes to {fine}" in notices(app)
 
     run(app, body)
     with reopen(loom_path) as loom:
