@@ -134,8 +134,9 @@ def test_export_and_import_report_progress_and_the_import_opens(tmp_path: Path) 
         await pilot.press("ctrl+o")
         await answer(pilot, str(exported))
         screen = app.screen
-        assert isinstance(screen, PromptScreen)  # the new loom's path, next to this one
-        assert screen.query_one(Input).value == str(tmp_path / "big.loom")
+        assert isinstance(screen, PromptScreen)
+        # next to this loom, named after the file, never an existing name (big.loom is taken)
+        assert screen.query_one(Input).value == str(tmp_path.resolve() / "big-2.loom")
         await answer(pilot, str(imported))
         await settle(pilot)
         assert f"imported 401 nodes into {imported}" in notices(app)
