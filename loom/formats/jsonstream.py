@@ -9,7 +9,6 @@ goes through `_events`, ijson's incremental parser (the yajl2 C backend): slower
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -20,8 +19,16 @@ from loom.formats import jsonio
 from loom.formats.errors import FormatError
 
 # Numbers orjson would not keep exactly (an integer past 64 bits becomes a float) or refuses
-# (an exponent past a double's): such a line is read by the standard library, exactly.
-_HUGE_NUMBER = re.compile(rb"\d{19,}|[eE][+-]?\d{3,}")
+# (an exponent past a double's): a line with a run of 19 digits or a 3-digit exponent is read by
+# the standard library, exactly. Found with `in` on the line with every digit made a 9 (C speed:
+# a regular expression took 40 times longer than orjson's parse of the line).
+_AS_NINES = bytes.maketrans(b"0123456789", b"9" * 10)
+_HUGE_MARKS = (b"9" * 19, b"e999", b"e+999", b"e-999", b"E999", b"E+999", b"E-999")
+
+
+def _huge_number(data: bytes) -> bool:
+    nines = data.translate(_AS_NINES)
+    return any(mark in nines for mark in _HUGE_MARKS)
 
 
 class NeedsWholeDocument(Exception):
@@ -53,7 +60,7 @@ def _parses(data: bytes) -> bool:
 
 
 def _loads(data: bytes, line: int) -> Any:
-    if _HUGE_NUMBER.search(data):
+    if _huge_number(data):
         try:
             return jsonio.loads(data.decode("utf-8"))
         except (FormatError, UnicodeDecodeError) as exc:

@@ -63,6 +63,35 @@ class TokenRow:
         return h.digest()
 
 
+def content_digest(tokens: TokenArray) -> bytes:
+    """What the store deduplicates token rows by: every column and every text of `tokens`
+    (16 bytes of BLAKE2b). Cheaper than `TokenRow.digest`, which is of the canonical JSON form
+    (what schema-1 files keep: a row migrated from one may not be found again by this one, which
+    only costs a second copy of the same tokens)."""
+    n, k = len(tokens), tokens.k
+    h = hashlib.blake2b(digest_size=16, person=b"loom-tokens-2")
+    top_ids = sorted(tokens.top_texts)  # int keys (TokenArray's contract)
+    top_texts = [tokens.top_texts[i] for i in top_ids]
+    texts = list(tokens.texts)
+    for part in (
+        f"{n},{k},{int(tokens.entropy is not None)},{len(top_ids)}".encode(),
+        np.asarray(tokens.ids, dtype=_I4).tobytes(),
+        np.asarray(tokens.logprobs, dtype=_F4).tobytes(),
+        np.asarray(tokens.top_ids, dtype=_I4).tobytes(),
+        np.asarray(tokens.top_logprobs, dtype=_F4).tobytes(),
+        b"" if tokens.entropy is None else np.asarray(tokens.entropy, dtype=_F4).tobytes(),
+        np.asarray(top_ids, dtype=np.int64).tobytes(),
+        # texts as their lengths and their concatenation: unambiguous, whatever they hold
+        np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)).tobytes(),
+        "".join(texts).encode("utf-8", "surrogatepass"),
+        np.fromiter(map(len, top_texts), dtype=np.int64, count=len(top_texts)).tobytes(),
+        "".join(top_texts).encode("utf-8", "surrogatepass"),
+    ):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.digest()
+
+
 def json_text(value: Any) -> str:
     """ASCII-only compact JSON (what the store keeps of texts)."""
     return _dumps(value)

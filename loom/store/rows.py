@@ -180,24 +180,24 @@ def store_token_row(
     """The id of `tokens` in the tokens table, inserting it if new (None for no tokens)."""
     if len(tokens) == 0:
         return None
-    row = codec.encode(tokens)
-    digest = row.digest
+    digest = codec.content_digest(tokens)
     found = conn.execute("SELECT id FROM tokens WHERE digest = ?", (digest,)).fetchone()
     if found is not None:
         return int(found[0])
     texts, top_texts = texts_row(conn, tokens, vocab)
+    sum_logprob, n_logprob = codec.summary(tokens)
     cur = conn.execute(
         "INSERT INTO tokens (digest, n, k, data, texts, top_texts, sum_logprob, n_logprob)"
         " VALUES (?,?,?,?,?,?,?,?)",
         (
             digest,
-            row.n,
-            row.k,
+            len(tokens),
+            tokens.k,
             codec.pack(tokens),
             texts,
             top_texts,
-            row.sum_logprob,
-            row.n_logprob,
+            sum_logprob,
+            n_logprob,
         ),
     )
     return int(cur.lastrowid or 0)

@@ -128,7 +128,7 @@ class MemoryStream:
         by_digest: dict[bytes, int] = {}
 
         def key_of(tokens: TokenArray) -> int:
-            digest = codec.encode(tokens).digest
+            digest = codec.content_digest(tokens)
             if digest not in by_digest:
                 by_digest[digest] = len(self._arrays)
                 self._arrays.append(tokens)
