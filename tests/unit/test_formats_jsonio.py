@@ -115,3 +115,24 @@ def test_every_fallback_gives_the_same_text(monkeypatch: pytest.MonkeyPatch) -> 
     assert jsonio.dumps(value) == fast  # the iterative encoder
     back = jsonio.loads(fast)  # the iterative decoder
     assert jsonio.dumps(back) == fast
+
+
+@pytest.mark.parametrize(
+    ("line", "huge"),
+    [
+        (b'{"id": 1, "sha": "16102b17a559b7bc6bc85683bd69b9970632d656"}', False),
+        (b'{"lp": [-0.123456789, -1.5e-05, 3.4e+38]}', False),
+        (b'{"id": 18446744073709551617}', True),  # past 64 bits: orjson would round it
+        (b'{"x": 1e400}', True),
+        (b'{"x": 2E-308}', True),
+        (b'{"x": -1.5e+300}', True),
+    ],
+)
+def test_lines_with_numbers_orjson_would_not_keep_go_to_the_exact_reader(
+    line: bytes, huge: bool
+) -> None:
+    from loom.formats import jsonstream
+
+    assert jsonstream._huge_number(line) is huge
+    if huge and b"18446744073709551617" in line:
+        assert jsonstream._loads(line, 1) == {"id": 18446744073709551617}

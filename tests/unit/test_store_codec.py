@@ -78,6 +78,36 @@ def test_digest_ignores_dict_order_but_not_content() -> None:
     assert codec.encode(a).digest != codec.encode(b).digest
 
 
+def test_content_digest_tells_every_column_and_text_apart() -> None:
+    """What the store deduplicates by: equal for the same tokens (alternatives in any order),
+    different when anything differs, texts split differently included."""
+    base = model_tokens(" a b c", k=3, seed=2)
+    same_again = model_tokens(" a b c", k=3, seed=2)
+    same_again.top_texts = dict(reversed(list(same_again.top_texts.items())))
+    assert codec.content_digest(base) == codec.content_digest(same_again)
+
+    def changed(edit: str) -> TokenArray:
+        t = model_tokens(" a b c", k=3, seed=2)
+        if edit == "logprob":
+            t.logprobs[1] = np.nextafter(t.logprobs[1], np.float32(0))
+        elif edit == "entropy":
+            t.entropy = None
+        elif edit == "top_logprob":
+            t.top_logprobs[0, 2] = np.nan
+        elif edit == "split":  # the same characters, cut between tokens elsewhere
+            t.texts[0], t.texts[1] = t.texts[0] + t.texts[1][:1], t.texts[1][1:]
+        elif edit == "top_text":
+            t.top_texts[int(t.top_ids[0, 0])] += "x"
+        elif edit == "extra_top_text":
+            t.top_texts[99_999] = ""
+        return t
+
+    edits = ["logprob", "entropy", "top_logprob", "split", "top_text", "extra_top_text"]
+    digests = {codec.content_digest(base), *(codec.content_digest(changed(e)) for e in edits)}
+    assert len(digests) == 1 + len(edits)
+    assert codec.content_digest(CASES["odd"])  # a lone surrogate and NaN are hashed too
+
+
 def test_statistics_skip_unknown_logprobs() -> None:
     row = codec.encode(odd_tokens())
     lps = odd_tokens().logprobs
