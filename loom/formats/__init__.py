@@ -448,10 +448,13 @@ def feed(
 
 
 def write_chunks_file(path: Path, chunks: Iterable[bytes]) -> None:
-    """`write_text_file` for output made a piece at a time (never held whole)."""
+    """Write an export made a piece at a time (never held whole) to `path`: a regular file is
+    replaced by a rename (a crash mid-export never leaves a half-written file where a good one
+    was) and keeps its mode; a device, FIFO or /dev/stdout is written in place; a database or a
+    file SQLite keeps beside one is refused. `FormatError` if it cannot be written."""
     try:
         try:
-            existing = os.stat(path)
+            existing = os.stat(path)  # follows symlinks: what would be overwritten
         except FileNotFoundError:
             existing = None
         if existing is not None and stat.S_ISDIR(existing.st_mode):
@@ -463,7 +466,7 @@ def write_chunks_file(path: Path, chunks: Iterable[bytes]) -> None:
                 for chunk in chunks:
                     handle.write(chunk)
             return
-        target = Path(os.path.realpath(path))
+        target = Path(os.path.realpath(path))  # through a symlink: replace its file, keep it
         if existing is not None:
             _refuse_database(path, target)
         mode = None if existing is None else stat.S_IMODE(existing.st_mode)
@@ -474,7 +477,7 @@ def write_chunks_file(path: Path, chunks: Iterable[bytes]) -> None:
             with os.fdopen(fd, "wb") as handle:
                 for chunk in chunks:
                     handle.write(chunk)
-            if mode is None:
+            if mode is None:  # mkstemp makes the file private; an export is an ordinary file
                 umask = os.umask(0)
                 os.umask(umask)
                 mode = 0o666 & ~umask
@@ -496,25 +499,7 @@ _IN_PLACE_ROOTS = ("/dev/", "/proc/")
 
 def write_text_file(path: Path, text: str) -> None:
     """Write an export to `path` (see `write_document`); `FormatError` if it cannot be."""
-    try:
-        try:
-            existing = os.stat(path)  # follows symlinks: what would be overwritten
-        except FileNotFoundError:
-            existing = None
-        if existing is not None and stat.S_ISDIR(existing.st_mode):
-            raise FormatError(f"cannot write {path}: it is a directory")
-        if existing is not None and (
-            not stat.S_ISREG(existing.st_mode) or str(path.absolute()).startswith(_IN_PLACE_ROOTS)
-        ):
-            with open(path, "w", encoding="utf-8", newline="") as handle:
-                handle.write(text)
-            return
-        target = Path(os.path.realpath(path))  # through a symlink: replace its file, keep it
-        if existing is not None:
-            _refuse_database(path, target)
-        _write_atomic(target, text, None if existing is None else stat.S_IMODE(existing.st_mode))
-    except OSError as exc:
-        raise FormatError(f"cannot write {path}: {exc.strerror or exc}") from None
+    write_chunks_file(path, [text.encode("utf-8")])
 
 
 def _refuse_database(path: Path, target: Path) -> None:
@@ -540,22 +525,3 @@ def _is_database(path: Path) -> bool:
             return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
     except OSError:
         return False
-
-
-def _write_atomic(path: Path, text: str, mode: int | None = None) -> None:
-    """Replace (or create) `path` by a rename, with `mode` (default: what the umask gives)."""
-    # A crash mid-export must never leave a half-written file where a good one was.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        if mode is None:
-            # mkstemp makes the file private (0600); an export is an ordinary file for the user.
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
