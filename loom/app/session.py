@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from loom.app.census import (
+    UNDECIDED,
     CensusError,
     CensusOutcome,
     CensusResult,
@@ -654,6 +655,14 @@ class Session:
         )
         record.batch_index = r.batch_index
         record.from_empty_cache = settings.fresh
+        # What the census read it as comes with it (one step: no labelling run needed).
+        label = PersonaLabel(
+            label=None if r.label == UNDECIDED else r.label,
+            source="model",
+            posterior=dict(r.posterior),
+            collapse=r.collapse,
+            mode_collapse=r.repetition,
+        )
         return int(
             self.loom.add_child(
                 parent,
@@ -661,6 +670,7 @@ class Session:
                 author="model",
                 tokens=r.tokens,
                 generation=record,
+                persona=label,
                 meta={"from_census": result.seq, "rollout": rollout, "outcome": outcome},
             )
         )

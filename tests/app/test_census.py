@@ -220,6 +220,11 @@ def test_a_rollout_promoted_into_the_tree_is_a_model_node_that_remembers_its_cen
     assert promoted.parent == root and promoted.author == "model"
     assert promoted.text == rollout.text and list(promoted.tokens.ids) == list(rollout.tokens.ids)
     assert promoted.meta["from_census"] == result.seq and promoted.meta["rollout"] == 2
+    # the census's reading of it is its label (undecided: scored, no label)
+    assert promoted.persona is not None and promoted.persona.source == "model"
+    assert promoted.persona.posterior == rollout.posterior
+    assert promoted.persona.label == (None if rollout.label == UNDECIDED else rollout.label)
+    assert promoted.persona.mode_collapse == rollout.repetition
     gen = promoted.generation
     assert (gen.seed, gen.batch_index, gen.batch_size) == (
         rollout.batch_seed,
