@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from loom.engine.backend import Backend
-from loom.engine.results import Branch
+from loom.engine.results import Branch, StepUpdate
 from loom.engine.sampling import SamplerSettings, new_seed
 from loom.intervals import wilson
 from loom.personas.actions import label_of
@@ -226,6 +226,8 @@ def run_census(
         forced=[int(t) for t in forced],
     )
     total = settings.rollouts
+    units = progress_units(settings)
+    steps = settings.tokens + 1  # a rollout's units: its tokens, then its labelling
     batch_size = min(settings.batch, total)
     for number, start in enumerate(range(0, total, batch_size)):
         if cancel is not None and cancel.is_set():
@@ -239,6 +241,11 @@ def run_census(
             max_tokens=settings.tokens,
             seed=this_seed,
         )
+
+        def stepped(update: StepUpdate, start: int = start, n: int = n) -> None:
+            if progress is not None:
+                progress(start * steps + n * min(update.step + 1, settings.tokens), units)
+
         branches = backend.generate(
             context,
             n,
@@ -247,6 +254,7 @@ def run_census(
             forced=list(forced) or None,
             cancel=cancel,
             fresh=settings.fresh,
+            on_step=stepped,
         )
         if any(branch.finish_reason == "cancelled" for branch in branches):
             # A rollout cut short is not a sample of L tokens: only completed ones are kept.
@@ -256,8 +264,14 @@ def run_census(
             _label(scorer, context, branches, start, this_seed, before, b, settings, census.forced)
         )
         if progress is not None:
-            progress(len(census.rollouts), total)
+            progress(len(census.rollouts) * steps, units)
     return census
+
+
+def progress_units(settings: CensusSettings) -> int:
+    """The scale `run_census` reports progress on: a unit per token of every rollout, and one
+    per rollout for its labelling (so a bar moves while a batch is generated, not only after)."""
+    return settings.rollouts * (settings.tokens + 1)
 
 
 def _label(

@@ -30,6 +30,7 @@ from loom.app.census import (
     CensusResult,
     CensusSettings,
     batch_seed,
+    progress_units,
     run_census,
 )
 from loom.app.forks import ForkMap, fork_map
@@ -584,12 +585,12 @@ class Session:
             context = context[: len(context) - len(tokens) + token_index]
             places = [(a.id, a.text, math.exp(a.logprob)) for a in alternatives]
         outcomes = []
-        done_before = 0
+        units = progress_units(settings)
         for rank, (token, text, p) in enumerate(places):
 
-            def report(done: int, total: int, before: int = done_before) -> None:
+            def report(done: int, _total: int, before: int = rank * units) -> None:
                 if progress is not None:
-                    progress(before + done, total * len(places))
+                    progress(before + done, units * len(places))
 
             with self.engine_lock:
                 census = run_census(
@@ -604,7 +605,6 @@ class Session:
                     cancel=cancel,
                     progress=report,
                 )
-            done_before += len(census.rollouts)
             outcomes.append(CensusOutcome(census, token, text, p))
             if census.cancelled:
                 break

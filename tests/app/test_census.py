@@ -5,9 +5,21 @@ from __future__ import annotations
 import threading
 
 import pytest
+from support.engines import default_gguf, engine
 from support.personas import A, ToyWorld, planted_tokens, toy_set
 
-from loom.app.census import UNDECIDED, CensusError, CensusSettings, run_census, wilson
+from loom.app.census import (
+    UNDECIDED,
+    CensusError,
+    CensusSettings,
+    progress_units,
+    run_census,
+    wilson,
+)
+from loom.engine.engine import Engine
+from loom.personas.sets import load_persona_set
+
+__all__ = ["default_gguf", "engine"]  # fixtures
 
 
 def census(world: ToyWorld, seed: int, **kw: object) -> object:
@@ -75,11 +87,28 @@ def test_rollouts_come_in_batches_and_a_cancel_keeps_those_done() -> None:
 
     def progress(done: int, total: int) -> None:
         seen.append((done, total))
-        cancel.set()  # after the first batch
+        cancel.set()  # after the first batch (the toy world reports no steps within one)
 
     settings = CensusSettings(rollouts=40, tokens=4, batch=16, seed=1)
     result = run_census(world, toy_set(), 1, [ord("Q")], settings, cancel=cancel, progress=progress)
-    assert seen == [(16, 40)] and len(result.rollouts) == 16 and result.cancelled
+    # a unit per token of each rollout and one for its labelling: 16 × 5 of 40 × 5
+    assert seen == [(80, 200)] and len(result.rollouts) == 16 and result.cancelled
+
+
+@pytest.mark.model
+def test_progress_moves_while_a_batch_is_generated(engine: Engine) -> None:
+    """On the real model: the bar moves with every token step of a batch, then with its
+    labelling, and ends at its full scale (not one report per batch)."""
+    persona_set = load_persona_set("croissant")
+    settings = CensusSettings(rollouts=4, tokens=8, batch=4, seed=3)
+    seen: list[tuple[int, int]] = []
+    context = engine.tokenize(persona_set.prompt)
+    run_census(engine, persona_set, 1, context, settings, progress=lambda d, t: seen.append((d, t)))
+    units = progress_units(settings)
+    assert units == 4 * 9 and {t for _d, t in seen} == {units}
+    done = [d for d, _t in seen]
+    assert done == sorted(done) and done[-1] == units
+    assert len([d for d in done if 0 < d < units]) >= 4  # within the one batch
 
 
 def test_a_census_after_a_token_forces_it_first() -> None:

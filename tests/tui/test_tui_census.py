@@ -134,7 +134,9 @@ def test_esc_in_a_running_census_keeps_the_completed_rollouts(
         from textual.widgets import ProgressBar
 
         bar = screen.query_one(ProgressBar)
-        await wait_for(pilot, lambda: (bar.progress or 0) >= 8 or not screen.running, "batch")
+        # progress counts each rollout's tokens and its labelling: a batch is 8 × (tokens + 1)
+        batch = 8 * (app.config.census_tokens + 1)
+        await wait_for(pilot, lambda: (bar.progress or 0) >= batch or not screen.running, "batch")
         await pilot.press("escape")  # cancels; the panel stays, with what was done
         await wait_for(pilot, lambda: not screen.running, "cancel")
         await pilot.pause()
