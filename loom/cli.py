@@ -371,7 +371,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
             if node_id is not None:
                 print(
                     f"in effect after node {node_id}: "
-                    + (describe(memories_at(loom, node_id)) or "none")
+                    + (describe(memories_at(loom, node_id), node_id) or "none")
                 )
             return 0
         if args.clear:

@@ -117,13 +117,19 @@ def check_memory(memory: Memory, tokenize: Tokenize, n_ctx: int, reserve: int) -
     return n
 
 
-def describe(memories: Sequence[Memory]) -> str:
-    """One line saying which memories are in effect ("" when none): for a status bar or a CLI."""
+def describe(memories: Sequence[Memory], at: int | None = None) -> str:
+    """One line saying which memories are in effect after node `at` ("" when none): for the
+    status bar and the CLI. "loom (before) + inherited from #3 (note at 20)"."""
     parts = []
     for m in memories:
-        where = "loom" if m.node is None else f"node #{m.node}"
-        place_ = "before" if m.depth is None else f"note@{m.depth}"
-        parts.append(f"{where} ({place_})")
+        if m.node is None:
+            where = "loom"
+        elif m.node == at:
+            where = f"node #{m.node}"
+        else:
+            where = f"inherited from #{m.node}"
+        placed = "before" if m.depth is None else f"note at {m.depth}"
+        parts.append(f"{where} ({placed})")
     return " + ".join(parts)
 
 

@@ -31,7 +31,7 @@ from loom.app.census import (
     batch_seed,
     run_census,
 )
-from loom.app.context import Prompt, Prompts, fit, memories_at
+from loom.app.context import Prompt, Prompts, check_memory, describe, fit, memories_at
 from loom.app.forks import ForkMap, fork_map
 from loom.app.generation import (
     GenerationResult,
@@ -266,6 +266,23 @@ class Session:
     def memories_at(self, node_id: int) -> list[Memory]:
         """The memories in effect for continuing after `node_id` (loom's, then a node's)."""
         return memories_at(self.loom, node_id)
+
+    def memory_in_effect(self, node_id: int) -> tuple[str, int]:
+        """(which memories are in effect after `node_id`, as one line; how many tokens they
+        read, 0 when no model is loaded to count them): for the status bar."""
+        memories = self.memories_at(node_id)
+        if not memories:
+            return "", 0
+        n = 0 if self.backend is None else sum(len(self.prompts.tokenize(m.text)) for m in memories)
+        return describe(memories, node_id), n
+
+    def check_memory(self, memory: Memory, reserve: int) -> int | None:
+        """How many tokens `memory` reads as (None: no model to count them with);
+        `MemoryTooLongError` when it leaves the context no room for `reserve` more tokens."""
+        n_ctx = self.n_ctx
+        if self.backend is None or n_ctx is None:
+            return None
+        return check_memory(memory, self.prompts.tokenize, n_ctx, reserve)
 
     def set_memory(self, node_id: int | None, memory: Memory | None) -> None:
         """Keep (or with None clear) the memory of `node_id` or of the loom: one undo step."""
