@@ -44,17 +44,16 @@ class Prompt:
 
 
 class MemoryTooLongError(ContextOverflowError):
-    """The memory in effect leaves no room in the context for the generation."""
+    """The memory leaves no room in the context for the generation."""
 
     def __init__(self, memory_tokens: int, needed: int, n_ctx: int) -> None:
         self.n_tokens = needed
         self.n_ctx = n_ctx
-        over = needed - n_ctx
         Exception.__init__(
             self,
-            f"the memory in effect is {memory_tokens} tokens: with the generation it needs "
-            f"{needed} of the context's {n_ctx}, {over} too many (shorten or clear it, or "
-            "generate fewer tokens)",
+            f"the memory is {memory_tokens} tokens: with BOS and the tokens to generate it "
+            f"needs {needed} of the context's {n_ctx}, {needed - n_ctx} too many (shorten or "
+            "clear it, or generate fewer tokens)",
         )
 
 
