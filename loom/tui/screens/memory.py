@@ -32,7 +32,8 @@ class MemoryEdit:
 class MemoryScreen(ModalScreen[MemoryEdit | None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", "Keep", id="memory.save"),
-        Binding("ctrl+d", "clear", "Clear", id="memory.clear"),
+        # priority: the text area would take ctrl+d as "delete right"
+        Binding("ctrl+d", "clear", "Clear", id="memory.clear", priority=True),
         Binding("escape", "dismiss(None)", "Cancel", id="memory.cancel"),
     ]
     DEFAULT_CSS = (
