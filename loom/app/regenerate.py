@@ -321,7 +321,10 @@ def regenerate(
             f"the batch had {size} branches but the engine holds at most {limit} sequences"
         )
     # The memories the generation read, as its record keeps them (not as they are now).
-    prompt = assemble(_prompt(loom, origin, backend), settings.memory, backend.tokenize).ids
+    read = backend  # the memory texts are tokenized by the model that re-runs them
+    prompt = assemble(
+        _prompt(loom, origin, backend), settings.memory, lambda t: read.tokenize(t)
+    ).ids
     if settings.memory:
         notes.append(
             f"read with the hidden context it was generated with ({len(settings.memory)} "
