@@ -654,10 +654,16 @@ class Loom:
                 "bookmarked": prec["bookmarked"] or rec["bookmarked"],
                 "tags": list(dict.fromkeys([*prec["tags"], *rec["tags"]])),
             }
+            old_keys: tuple[str, ...] = keys
+            child_memory = (rec["meta"] or {}).get(MEMORY_KEY)
+            if child_memory is not None:
+                # The child's memory was what its descendants read: the merged node keeps it.
+                new["meta"] = {**(prec["meta"] or {}), MEMORY_KEY: child_memory}
+                old_keys = (*keys, "meta")
             payload = {
                 "id": node_id,
                 "parent": parent_id,
-                "old": {k: prec[k] for k in keys},
+                "old": {k: prec[k] for k in old_keys},
                 "new": new,
                 "child": rec,
                 "children": rows.child_ids(conn, node_id),

@@ -117,9 +117,24 @@ def test_memories_are_kept_inherited_and_undone_like_any_edit(tmp_path: Path) ->
             lm.set_memory(a, Memory("x", depth=-1))
         with pytest.raises(LoomError):
             lm.set_memory(999, Memory("x"))
-        # Edits, splits and moves keep a node's memory (it lives with the node).
+        # Edits and splits keep a node's memory (it lives with the node); a merge keeps the
+        # merged child's, which is what its descendants read.
         lm.edit(a, "gH")
         assert lm.memory(a) == Memory("A-memory", depth=3, node=a)
+        tail = lm.split(a, at_char=1)
+        assert lm.memory(a) == Memory("A-memory", depth=3, node=a) and lm.memory(tail) is None
+        lm.merge_into_parent(tail)
+        assert lm.memory(a) == Memory("A-memory", depth=3, node=a)
+        c = lm.add_child(b, "kl")
+        d = lm.add_child(c, "mn")
+        lm.set_memory(c, Memory("C memory"))
+        lm.merge_into_parent(c)
+        assert lm.memory(b) == Memory("C memory", node=b)
+        assert memories_at(lm, d)[1] == Memory("C memory", node=b)
+        lm.undo()
+        assert lm.memory(b) == Memory("B wins", node=b) and lm.memory(c) == Memory(
+            "C memory", node=c
+        )
 
 
 @pytest.mark.parametrize(
