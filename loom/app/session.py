@@ -267,6 +267,12 @@ class Session:
         """The memories in effect for continuing after `node_id` (loom's, then a node's)."""
         return memories_at(self.loom, node_id)
 
+    def inherited_memory(self, node_id: int) -> Memory | None:
+        """The memory `node_id` inherits from its nearest ancestor with one (None: none, or the
+        node has its own, which replaces it)."""
+        found = self.loom.memory_on_path(node_id)
+        return found if found is not None and found.node != node_id else None
+
     def memory_in_effect(self, node_id: int) -> tuple[str, int]:
         """(which memories are in effect after `node_id`, as one line; how many tokens they
         read, 0 when no model is loaded to count them): for the status bar."""

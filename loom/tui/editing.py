@@ -227,8 +227,9 @@ class EditActions(LoomAppBase):
             return
         node_id = self.current
         in_effect, _tokens = self.session.memory_in_effect(node_id)
+        inherited = self.session.inherited_memory(node_id)
         screen = MemoryScreen(
-            node_id, self.session.memory(node_id), self.session.memory(None), in_effect
+            node_id, self.session.memory(node_id), self.session.memory(None), in_effect, inherited
         )
         self.push_screen(screen, self._memory_chosen)
 

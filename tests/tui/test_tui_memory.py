@@ -161,3 +161,43 @@ def test_a_memory_too_long_for_the_context_is_refused_with_a_notice(
         assert loom.children(loom.root_id) == []
 
     run(app, body)
+
+
+def test_on_a_descendant_the_dialog_edits_the_inherited_memory_where_it_is_kept(
+    tmp_path: Path, engine: object
+) -> None:
+    path = tmp_path / "m.loom"
+    loom = new_loom(path, engine)
+    root = loom.root_id
+    child = loom.add_child(root, " dragon")
+    grandchild = loom.add_child(child, " who slept")
+    loom.set_memory(child, Memory("Dragons everywhere.\n"))
+    app = make_app(loom, engine)  # type: ignore[arg-type]
+
+    async def body(pilot: Pilot[int]) -> None:
+        app.go_to(grandchild)
+        await pilot.pause()
+        assert f"memory: inherited from #{child} (before)" in status(app)
+        await pilot.press("Y")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, MemoryScreen) and screen.scope == child
+        assert screen.query_one(TextArea).text == "Dragons everywhere.\n"
+        screen.query_one(TextArea).text = "Only one dragon.\n"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert loom.memory(child) == Memory("Only one dragon.\n", node=child)
+        assert loom.memory(grandchild) is None
+
+        await pilot.press("Y")  # the grandchild's own memory replaces the inherited one
+        await pilot.pause()
+        app.screen.query_one("#scope-node", RadioButton).value = True
+        await pilot.pause()
+        assert app.screen.scope == grandchild  # type: ignore[attr-defined]
+        app.screen.query_one(TextArea).text = "A mouse's tale.\n"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert f"memory: node #{grandchild} (before)" in status(app)
+        assert app.session.memories_at(grandchild) == [Memory("A mouse's tale.\n", node=grandchild)]
+
+    run(app, body)

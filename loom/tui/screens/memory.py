@@ -46,13 +46,27 @@ class MemoryScreen(ModalScreen[MemoryEdit | None]):
     )
 
     def __init__(
-        self, node_id: int, node_memory: Memory | None, loom_memory: Memory | None, in_effect: str
+        self,
+        node_id: int,
+        node_memory: Memory | None,
+        loom_memory: Memory | None,
+        in_effect: str,
+        inherited: Memory | None = None,
     ) -> None:
+        """`inherited`: the memory of the nearest ancestor that has one (its `node` says which),
+        offered for editing where it is kept."""
         super().__init__()
         self.node_id = node_id
-        self._kept = {node_id: node_memory, None: loom_memory}
-        # The node's own memory when it has one, else the loom's: the one a person came to edit.
-        self.scope: int | None = node_id if node_memory is not None or loom_memory is None else None
+        self._kept: dict[int | None, Memory | None] = {node_id: node_memory, None: loom_memory}
+        self._source = inherited.node if inherited is not None else None
+        if self._source is not None:
+            self._kept[self._source] = inherited
+        # The memory a person came to edit: the node's own, else the one it inherits, else the
+        # loom's; with none at all, the node's.
+        if node_memory is not None or (self._source is None and loom_memory is None):
+            self.scope: int | None = node_id
+        else:
+            self.scope = self._source if self._source is not None else None
         self._in_effect = in_effect
 
     def compose(self) -> ComposeResult:
@@ -63,9 +77,15 @@ class MemoryScreen(ModalScreen[MemoryEdit | None]):
             with RadioSet(id="memory-scope"):
                 yield RadioButton(
                     f"node #{self.node_id} and its descendants",
-                    value=self.scope is not None,
+                    value=self.scope == self.node_id,
                     id="scope-node",
                 )
+                if self._source is not None:
+                    yield RadioButton(
+                        f"node #{self._source}, whose memory this node inherits",
+                        value=self.scope == self._source,
+                        id="scope-inherited",
+                    )
                 yield RadioButton("the whole loom", value=self.scope is None, id="scope-loom")
             area = TextArea(
                 "" if memory is None else memory.text,
@@ -81,7 +101,7 @@ class MemoryScreen(ModalScreen[MemoryEdit | None]):
                 id="memory-depth",
             )
             yield Label(
-                "read exactly as written (end it with a newline to set it apart) · "
+                "read exactly as written: end it with a newline to set it apart\n"
                 "ctrl+s keep · ctrl+d clear · esc cancel",
                 classes="hint",
             )
@@ -93,7 +113,8 @@ class MemoryScreen(ModalScreen[MemoryEdit | None]):
 
     @on(RadioSet.Changed, "#memory-scope")
     def _scope_changed(self, event: RadioSet.Changed) -> None:
-        self.scope = self.node_id if event.pressed.id == "scope-node" else None
+        scopes = {"scope-node": self.node_id, "scope-inherited": self._source}
+        self.scope = scopes.get(event.pressed.id or "")
         memory = self._kept[self.scope]
         self.query_one(TextArea).text = "" if memory is None else memory.text
         depth = "" if memory is None or memory.depth is None else str(memory.depth)
