@@ -138,7 +138,8 @@ def test_memories_are_kept_inherited_and_undone_like_any_edit(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    ("fmt", "version"), [("loom-json", 1), ("loom-json", 2), ("openloom", None)]
+    ("fmt", "version"),
+    [("loom-json", 1), ("loom-json", 2), ("openloom", None), ("socketteer", None)],
 )
 def test_every_full_fidelity_format_carries_the_memories(
     tmp_path: Path, fmt: str, version: int | None
