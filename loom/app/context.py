@@ -140,6 +140,11 @@ class Prompts:
         self._tokenize = tokenize
         self._memory_ids: dict[str, list[int]] = {}
 
+    def cached(self, text: str) -> list[int] | None:
+        """The ids of a memory text tokenized already (None: not yet), without asking the model."""
+        ids = self._memory_ids.get(text)
+        return None if ids is None else list(ids)
+
     def tokenize(self, text: str) -> list[int]:
         if text not in self._memory_ids:
             if len(self._memory_ids) > 64:
@@ -155,7 +160,3 @@ class Prompts:
             own = len(self.loom.node(node_id).tokens)
             path = path[: len(path) - own + cut]
         return assemble(path, memories_at(self.loom, node_id), self.tokenize)
-
-    def with_memories(self, path_ids: Sequence[int], memories: Sequence[Memory]) -> Prompt:
-        """`path_ids` with the memories a generation record kept (a re-run reads what it read)."""
-        return assemble(path_ids, memories, self.tokenize)

@@ -275,11 +275,17 @@ class Session:
 
     def memory_in_effect(self, node_id: int) -> tuple[str, int]:
         """(which memories are in effect after `node_id`, as one line; how many tokens they
-        read, 0 when no model is loaded to count them): for the status bar."""
+        read, as far as a model can count them now): for the status bar."""
         memories = self.memories_at(node_id)
         if not memories:
             return "", 0
-        n = 0 if self.backend is None else sum(len(self.prompts.tokenize(m.text)) for m in memories)
+        n = 0
+        for memory in memories:
+            ids = self.prompts.cached(memory.text)
+            # The engine answers nothing while it generates: count then only what is known.
+            if ids is None and self.backend is not None and not self.engine_lock.locked():
+                ids = self.prompts.tokenize(memory.text)
+            n += len(ids or [])
         return describe(memories, node_id), n
 
     def check_memory(self, memory: Memory, reserve: int) -> int | None:
