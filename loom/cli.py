@@ -347,8 +347,19 @@ def cmd_memory(args: argparse.Namespace) -> int:
     from loom.store.model import Memory
 
     given = [x for x in (args.text, args.file) if x is not None]
-    if len(given) + bool(args.clear) > 1:
-        _fail("give one of --text, --file or --clear")
+    if len(given) + bool(args.clear) + bool(args.list) > 1:
+        _fail("give one of --text, --file, --clear or --list")
+    if args.list:
+        if args.node is not None:
+            _fail("--list shows every memory of the loom: give it without --node")
+        with _open_loom(args.path, readonly=True) as loom:
+            every = loom.memories()
+        for memory in every:
+            where = "loom" if memory.node is None else str(memory.node)
+            print(f"{where}\t{memory.placement}\t{one_line(memory.text)}")
+        if not every:
+            print("no memories", file=sys.stderr)
+        return 0
     if args.depth is not None and (args.depth < 0 or not given):
         _fail("--depth is a number of tokens >= 0, given with --text or --file")
     text = args.text
@@ -785,6 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="the memory's text, read exactly as written")
     p.add_argument("--file", help="read the memory's text from this file (UTF-8)")
     p.add_argument("--clear", action="store_true", help="remove the memory")
+    p.add_argument(
+        "--list", action="store_true", help="list every memory: the loom's and each node's"
+    )
     p.add_argument(
         "--depth",
         type=int,

@@ -808,6 +808,19 @@ class Loom:
                     return replace(_parse_memory(kept[MEMORY_KEY]), node=nid)
         return None
 
+    def memories(self) -> list[Memory]:
+        """Every memory kept: the loom's first (if any), then the nodes' by id (`node` says
+        which). The JSON text is filtered in SQL, so only nodes with a memory are parsed."""
+        with self._db.read() as conn:
+            found = [m for m in [_memory_of(conn, None)] if m is not None]
+            for nid, meta in conn.execute(
+                "SELECT id, meta FROM nodes WHERE meta LIKE ? ORDER BY id", (f'%"{MEMORY_KEY}"%',)
+            ):
+                kept = json.loads(meta) or {}
+                if isinstance(kept, dict) and kept.get(MEMORY_KEY) is not None:
+                    found.append(replace(_parse_memory(kept[MEMORY_KEY]), node=int(nid)))
+        return found
+
     def set_memory(self, node_id: int | None, memory: Memory | None) -> None:
         """Keep `memory` on `node_id` (None: the loom), or clear it (`memory` None); one undoable
         event, nothing logged when it does not change."""

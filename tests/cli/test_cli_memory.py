@@ -51,6 +51,11 @@ def test_memory_is_set_shown_read_by_generate_and_regenerated_identically(
         f"in effect after node {child}: loom (before) + inherited from #{dragon} (note at 3)"
         in (in_effect)
     )
+    listed = ok(run_loom("memory", path, "--list", cwd=work, env=env)).stdout.splitlines()
+    assert listed == [
+        "loom\tbefore the path\t" + DRAGON.replace("\n", "↵"),  # one line a memory
+        f"{dragon}\tauthor's note 3 tokens from the end\t [the tone is grim] ",
+    ]
     ok(run_loom("memory", path, "--clear", cwd=work, env=env))
     [plain] = ids_of(ok(run_loom("generate", path, "--node", "1", *greedy, cwd=work, env=env)))
 
@@ -104,6 +109,7 @@ def test_bad_memory_input_is_one_line_and_changes_nothing(env: dict[str, str], w
     failed(run_loom("memory", path, "--file", work / "missing.txt", cwd=work, env=env),
            "cannot read memory file")  # fmt: skip
     failed(run_loom("memory", path, "--text", "x", "--clear", cwd=work, env=env), "one of")
+    failed(run_loom("memory", path, "--list", "--node", "1", cwd=work, env=env), "--list")
     failed(run_loom("memory", path, "--depth", "3", cwd=work, env=env), "--depth")
     failed(run_loom("memory", path, "--text", "x", "--depth", "-1", cwd=work, env=env), "--depth")
     failed(run_loom("memory", path, "--text", "", cwd=work, env=env), "empty")
