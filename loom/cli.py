@@ -342,6 +342,66 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_memory(args: argparse.Namespace) -> int:
+    from loom.app.context import check_memory, describe, memories_at
+    from loom.store.model import Memory
+
+    given = [x for x in (args.text, args.file) if x is not None]
+    if len(given) + bool(args.clear) + bool(args.list) > 1:
+        _fail("give one of --text, --file, --clear or --list")
+    if args.list:
+        if args.node is not None:
+            _fail("--list shows every memory of the loom: give it without --node")
+        with _open_loom(args.path, readonly=True) as loom:
+            every = loom.memories()
+        for memory in every:
+            where = "loom" if memory.node is None else str(memory.node)
+            print(f"{where}\t{memory.placement}\t{one_line(memory.text)}")
+        if not every:
+            print("no memories", file=sys.stderr)
+        return 0
+    if args.depth is not None and (args.depth < 0 or not given):
+        _fail("--depth is a number of tokens >= 0, given with --text or --file")
+    text = args.text
+    if args.file is not None:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"cannot read memory file {args.file}: {exc}")
+    if text is not None and not text:
+        _fail("the memory text is empty (use --clear to remove a memory)")
+    readonly = text is None and not args.clear
+    with _open_loom(args.path, readonly=readonly) as loom:
+        node_id = None if args.node is None else _node_id(loom, args.node)
+        where = "the loom" if node_id is None else f"node {node_id}"
+        if readonly:  # show what is kept there and what is in effect
+            kept = loom.memory(node_id)
+            print(f"{where}: " + ("no memory" if kept is None else kept.placement))
+            if kept is not None:
+                print(inert(kept.text))
+            if node_id is not None:
+                print(
+                    f"in effect after node {node_id}: "
+                    + (describe(memories_at(loom, node_id), node_id) or "none")
+                )
+            return 0
+        if args.clear:
+            loom.set_memory(node_id, None)
+            print(f"cleared the memory of {where}")
+            return 0
+        assert text is not None
+        memory = Memory(text, depth=args.depth)
+        config = _config()
+        tokenizer = _tokenizer_for(args.model or (config.model or None))
+        try:
+            n = check_memory(memory, lambda t: tokenizer.ids(t), config.n_ctx, config.max_tokens)
+        finally:
+            tokenizer.close()
+        loom.set_memory(node_id, memory)
+    print(f"memory of {where} set: {n} tokens, {memory.placement}")
+    return 0
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     from loom.personas.actions import label_nodes, persona_set_from_loom
     from loom.personas.sets import load_persona_set
@@ -729,6 +789,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_flags(p, "GGUF model file (default: Gemma 3 270M)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("memory", help="hidden context the model reads but the tree does not show")
+    p.add_argument("path", type=Path)
+    p.add_argument("--node", help="the node whose memory (default: the loom's, for every path)")
+    p.add_argument("--text", help="the memory's text, read exactly as written")
+    p.add_argument("--file", help="read the memory's text from this file (UTF-8)")
+    p.add_argument("--clear", action="store_true", help="remove the memory")
+    p.add_argument(
+        "--list", action="store_true", help="list every memory: the loom's and each node's"
+    )
+    p.add_argument(
+        "--depth",
+        type=int,
+        help="an author's note this many tokens before the end of the path (default: before it)",
+    )
+    p.add_argument(
+        "--model", help="GGUF whose vocabulary counts the tokens (default: the config's)"
+    )
+    p.set_defaults(func=cmd_memory)
 
     p = sub.add_parser("label", help="label nodes with the persona they voice")
     p.add_argument("path", type=Path)

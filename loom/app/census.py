@@ -32,6 +32,7 @@ from loom.personas.actions import label_of
 from loom.personas.marks import DEFAULT_COLLAPSE_THRESHOLD
 from loom.personas.scoring import PersonaScorer
 from loom.personas.sets import PersonaSet
+from loom.store.model import Memory
 from loom.tokens import TokenArray, mean_logprob
 
 UNDECIDED = "undecided"
@@ -335,6 +336,7 @@ class CensusResult:
     model: str = ""
     model_sha256: str = ""
     seq: int | None = None  # the log's event, once stored
+    memory: list[Memory] = field(default_factory=list)  # the hidden context the rollouts read
 
     @property
     def settings(self) -> CensusSettings:
@@ -376,6 +378,7 @@ class CensusResult:
             "token_index": self.token_index,
             "model": self.model,
             "model_sha256": self.model_sha256,
+            **({"memory": [m.to_json() for m in self.memory]} if self.memory else {}),
             "names": list(self.outcomes[0].census.names),
             "calibration": self.outcomes[0].census.calibration,
             "settings": {
@@ -458,6 +461,7 @@ class CensusResult:
             model=str(payload.get("model", "")),
             model_sha256=str(payload.get("model_sha256", "")),
             seq=seq,
+            memory=[Memory.from_json(m) for m in payload.get("memory") or []],
         )
 
 

@@ -169,8 +169,11 @@ def fork_map(
     threshold: float = 0.6,
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
+    context_before: Callable[[int], list[int]] | None = None,
 ) -> ForkMap:
-    """The fork map of `path` (its tokens, `owners[i]` the node of token i) at `positions`."""
+    """The fork map of `path` (its tokens, `owners[i]` the node of token i) at `positions`;
+    `context_before(i)` is what a rollout at token i reads (default: the path's first i ids; the
+    session passes its prompts, which add the memory in effect)."""
     if budget <= 0:
         raise ForkMapError(f"the token budget must be above 0, not {budget}")
     if not 1 <= rollouts <= 64 or not 1 <= rollout_tokens <= 512:
@@ -199,8 +202,9 @@ def fork_map(
             fresh=False,  # the prefix is shared by the outcomes of a point: reuse its KV
         )
         rounds += 1
+        context = ids[: point.index] if context_before is None else context_before(point.index)
         census = run_census(
-            backend, persona_set, node_id, ids[: point.index], settings, bias=bias,
+            backend, persona_set, node_id, context, settings, bias=bias,
             forced=[outcome.token_id], top_logprobs=1,
         )  # fmt: skip
         for r in census.rollouts:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from loom.engine.results import Branch, StepUpdate
 from loom.engine.sampling import SamplerSettings
-from loom.store.model import GenerationSettings
+from loom.store.model import GenerationSettings, Memory
 
 BATCH_INTERVAL_S = 1 / 30
 
@@ -79,8 +79,10 @@ def generation_record(
     batch_id: str | None = None,
     batch_size: int | None = None,
     forced: Sequence[int] = (),
+    memory: Sequence[Memory] = (),
 ) -> GenerationSettings:
-    """What is kept with a generated node: enough to re-run it (`sampler_settings_of`)."""
+    """What is kept with a generated node: enough to re-run it (`sampler_settings_of`), with
+    the memories the model read."""
     return GenerationSettings(
         model=model,
         model_sha256=model_sha256,
@@ -97,6 +99,7 @@ def generation_record(
         forced_tokens=[int(t) for t in forced],
         cached_prefix=None if branch is None else branch.cached_prefix,
         from_empty_cache=None if branch is None else branch.from_empty_cache,
+        memory=list(memory),
     )
 
 

@@ -31,7 +31,7 @@ from loom.app.navigation import View
 from loom.engine.sampling import SamplerSettings
 from loom.personas.actions import label_of, stored_bias, stored_path_posterior
 from loom.personas.scoring import PersonaScorer
-from loom.store.model import PersonaLabel
+from loom.store.model import Memory, PersonaLabel
 
 if TYPE_CHECKING:
     from loom.app.session import Session
@@ -164,10 +164,8 @@ class Growth:
         persona_set = session.persona_set
         backend = session.require_generation()
         assert persona_set is not None
-        context = session.prefix_ids(plan.parent)
-        if plan.split_at is not None:
-            own = len(session.node(plan.parent).tokens)
-            context = context[: len(context) - own + plan.split_at]
+        prompt = session.prompt(plan.parent, cut=plan.split_at)
+        context = prompt.ids
         settings = self.settings
         if settings.seed is not None:  # one seed for the run, a seed of its own for each step
             settings = replace(settings, seed=batch_seed(settings.seed, self.steps))
@@ -189,7 +187,7 @@ class Growth:
             label, _marks, _after = label_of(0, score, before, [*context, *branch_ids])
             labels.append(label)
         result.branches = kept
-        return GrowthStep(plan, result, labels)
+        return GrowthStep(plan, result, labels, prompt.memory)
 
 
 @dataclass
@@ -197,6 +195,7 @@ class GrowthStep:
     plan: GrowthPlan
     result: GenerationResult
     labels: list[PersonaLabel | None]
+    memory: list[Memory] = field(default_factory=list)  # what the step's model read
 
     def save(self, growth: Growth) -> list[int]:
         """Write the step as one automatic undo step; the new children's ids."""
@@ -211,6 +210,7 @@ class GrowthStep:
                 growth.settings,
                 forced=list(self.plan.forced) or None,
                 labels=self.labels,
+                memory=self.memory,
             )
         growth.tokens += self.result.n_tokens
         growth.steps += 1

@@ -4,7 +4,8 @@ A node records how it was made (`GenerationSettings`): the model's name and sha2
 settings, the seed, the forced tokens it starts with, and the batch it was generated in. Batched
 decoding is deterministic only for the same batch (logits differ in the last digits across batch
 compositions; see loom.engine.engine), so the whole batch is re-run: the same number of branches,
-seed, settings and forced tokens, after the same prompt. The node's branch is then compared token by
+seed, settings and forced tokens, after the same prompt (with the hidden context the record says
+the model read, whatever the memories are now). The node's branch is then compared token by
 token with what was stored; its siblings of the batch are compared too.
 
 The prompt and the stored tokens come from the event log when it holds the `add` event of the
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loom.app.context import assemble
 from loom.app.generation import sampler_settings_of
 from loom.engine.backend import Backend
 from loom.store import events as ev
@@ -318,7 +320,16 @@ def regenerate(
         raise RegenerationError(
             f"the batch had {size} branches but the engine holds at most {limit} sequences"
         )
-    prompt = _prompt(loom, origin, backend)
+    # The memories the generation read, as its record keeps them (not as they are now).
+    read = backend  # the memory texts are tokenized by the model that re-runs them
+    prompt = assemble(
+        _prompt(loom, origin, backend), settings.memory, lambda t: read.tokenize(t)
+    ).ids
+    if settings.memory:
+        notes.append(
+            f"read with the hidden context it was generated with ({len(settings.memory)} "
+            "memory text(s), as recorded)"
+        )
     branches = backend.generate(
         prompt,
         size,

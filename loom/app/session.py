@@ -33,6 +33,7 @@ from loom.app.census import (
     progress_units,
     run_census,
 )
+from loom.app.context import Prompt, Prompts, check_memory, describe, fit, memories_at
 from loom.app.forks import ForkMap, fork_map
 from loom.app.generation import (
     GenerationResult,
@@ -46,7 +47,7 @@ from loom.app.navigation import Navigator, NodeSummary, View, sort_children, sum
 from loom.app.stats import BranchStats, branch_stats
 from loom.app.transfer import export_loom
 from loom.engine.backend import Backend
-from loom.engine.errors import ContextOverflowError, EngineError, GenerationInterrupted
+from loom.engine.errors import EngineError, GenerationInterrupted
 from loom.engine.sampling import SamplerSettings, new_seed
 from loom.personas.actions import (
     DEFAULT_LABEL_THRESHOLD,
@@ -61,7 +62,14 @@ from loom.personas.sets import PersonaSet
 from loom.personas.trajectory import Trajectory, stored_trajectory
 from loom.store.events import Event
 from loom.store.loom import Loom, NewNode
-from loom.store.model import GenerationSettings, LoomDocument, Node, Persona, PersonaLabel
+from loom.store.model import (
+    GenerationSettings,
+    LoomDocument,
+    Memory,
+    Node,
+    Persona,
+    PersonaLabel,
+)
 from loom.store.search import SearchHit
 from loom.store.tokenizer import FunctionTokenizer
 from loom.store.views import NodeHeader
@@ -85,6 +93,7 @@ class Session:
         # not the whole path. Forgotten by every write that changes existing nodes.
         self._pieces: dict[int, tuple[str, TokenArray]] = {}
         self.model_sha256 = ""
+        self.prompts = Prompts(loom, self._tokenize_memory)
         if backend is not None:
             self._adopt_tokenizer(backend)
 
@@ -94,8 +103,14 @@ class Session:
         self.backend = backend
         self.no_model_reason = reason or ("" if backend else "no model loaded")
         self.model_sha256 = ""
+        self.prompts = Prompts(self.loom, self._tokenize_memory)  # another model, other ids
         if backend is not None:
             self._adopt_tokenizer(backend)
+
+    def _tokenize_memory(self, text: str) -> list[int]:
+        if self.backend is None:
+            raise GenerationUnavailable(f"reading a memory needs a model: {self.no_model_reason}")
+        return self.backend.tokenize(text)
 
     def _adopt_tokenizer(self, backend: Backend) -> None:
         # The store tokenizes edited and imported text with the model's vocabulary.
@@ -229,8 +244,63 @@ class Session:
         )
 
     def prefix_ids(self, node_id: int) -> list[int]:
-        """The token ids the model reads to continue after `node_id` (without BOS)."""
-        return [int(i) for i in self.loom.path_tokens(node_id).ids]
+        """The token ids the model reads to continue after `node_id` (without BOS): its path with
+        the memory in effect there."""
+        return self.prompt(node_id).ids
+
+    def prompt(self, node_id: int, cut: int | None = None) -> Prompt:
+        """What the model reads after `node_id` (or after the first `cut` of its tokens)."""
+        return self.prompts.at(node_id, cut)
+
+    def generation_prompt(
+        self, node_id: int, reserve: int, *, keep_recent: bool = False, cut: int | None = None
+    ) -> Prompt:
+        """The prompt for generating `reserve` tokens after `node_id`, checked against the
+        context (`context.fit`: a memory that leaves no room says by how many tokens)."""
+        return fit(self.prompt(node_id, cut), self.n_ctx, reserve, keep_recent=keep_recent)
+
+    # ----------------------------------------------------------------- hidden context
+
+    def memory(self, node_id: int | None = None) -> Memory | None:
+        """The memory kept on `node_id` (None: the loom's own)."""
+        return self.loom.memory(node_id)
+
+    def memories_at(self, node_id: int) -> list[Memory]:
+        """The memories in effect for continuing after `node_id` (loom's, then a node's)."""
+        return memories_at(self.loom, node_id)
+
+    def inherited_memory(self, node_id: int) -> Memory | None:
+        """The memory `node_id` inherits from its nearest ancestor with one (None: none, or the
+        node has its own, which replaces it)."""
+        found = self.loom.memory_on_path(node_id)
+        return found if found is not None and found.node != node_id else None
+
+    def memory_in_effect(self, node_id: int) -> tuple[str, int]:
+        """(which memories are in effect after `node_id`, as one line; how many tokens they
+        read, as far as a model can count them now): for the status bar."""
+        memories = self.memories_at(node_id)
+        if not memories:
+            return "", 0
+        n = 0
+        for memory in memories:
+            ids = self.prompts.cached(memory.text)
+            # The engine answers nothing while it generates: count then only what is known.
+            if ids is None and self.backend is not None and not self.engine_lock.locked():
+                ids = self.prompts.tokenize(memory.text)
+            n += len(ids or [])
+        return describe(memories, node_id), n
+
+    def check_memory(self, memory: Memory, reserve: int) -> int | None:
+        """How many tokens `memory` reads as (None: no model to count them with);
+        `MemoryTooLongError` when it leaves the context no room for `reserve` more tokens."""
+        n_ctx = self.n_ctx
+        if self.backend is None or n_ctx is None:
+            return None
+        return check_memory(memory, self.prompts.tokenize, n_ctx, reserve)
+
+    def set_memory(self, node_id: int | None, memory: Memory | None) -> None:
+        """Keep (or with None clear) the memory of `node_id` or of the loom: one undo step."""
+        self.loom.set_memory(node_id, memory)
 
     def path_nodes(self, node_id: int) -> list[Node]:
         return list(self.loom.path_nodes(node_id))
@@ -410,9 +480,11 @@ class Session:
         *,
         forced: Sequence[int] | None = None,
         labels: Sequence[PersonaLabel | None] | None = None,
+        memory: Sequence[Memory] = (),
     ) -> list[int]:
         """Write a generation's branches as children of `parent_id`, in one transaction, with
-        their persona labels if they were scored already (`labels[i]` for branch i).
+        their persona labels if they were scored already (`labels[i]` for branch i) and the
+        memories the model read (`Prompt.memory`), so a re-run reads them too.
 
         Empty branches (cancelled before their first token) are dropped; partial ones are kept.
         """
@@ -431,6 +503,7 @@ class Session:
                     batch_id=batch_id,
                     batch_size=size,
                     forced=forced or (),
+                    memory=memory,
                 ),
                 persona=None if labels is None else labels[i],
             )
@@ -457,16 +530,9 @@ class Session:
         reproduces it. A generation that wrote nothing at all is an error, not an empty success."""
         if settings.seed is None:
             settings = replace(settings, seed=new_seed())
-        prefix = self.prefix_ids(parent_id)
-        n_ctx = self.n_ctx
-        if n_ctx is not None:
-            room = n_ctx - settings.max_tokens - 1  # one position for BOS
-            if len(prefix) > room:
-                if not keep_recent:
-                    raise ContextOverflowError(len(prefix) + 1 + settings.max_tokens, n_ctx)
-                prefix = prefix[-room:] if room > 0 else []
-        result = self.run_generation(prefix, n, settings, top_logprobs=top_logprobs)
-        saved = self.save_branches(parent_id, result, settings)
+        prompt = self.generation_prompt(parent_id, settings.max_tokens, keep_recent=keep_recent)
+        result = self.run_generation(prompt.ids, n, settings, top_logprobs=top_logprobs)
+        saved = self.save_branches(parent_id, result, settings, memory=prompt.memory)
         if result.error is not None:
             kept = f"kept {len(saved)} partial branch(es)" + (
                 f": nodes {', '.join(map(str, saved))}" if saved else ""
@@ -499,9 +565,14 @@ class Session:
         return root
 
     def save_multiverse_path(
-        self, parent_id: int, root: MultiverseNode, path: Sequence[MultiverseNode]
+        self,
+        parent_id: int,
+        root: MultiverseNode,
+        path: Sequence[MultiverseNode],
+        memory: Sequence[Memory] = (),
     ) -> int:
-        """Write a chosen multiverse path as one model-authored child of `parent_id`."""
+        """Write a chosen multiverse path as one model-authored child of `parent_id` (`memory`:
+        the memories the multiverse was built after)."""
         tokens = path_tokens_of(path, root.alternatives)
         record = GenerationSettings(
             model=self.model_name,
@@ -513,6 +584,7 @@ class Session:
             seed=None,
             max_tokens=len(path),
             forced_tokens=[int(t) for t in tokens.ids],
+            memory=list(memory),
         )
         return int(
             self.loom.add_child(
@@ -534,7 +606,14 @@ class Session:
         if backend is None:
             raise GenerationUnavailable(f"labelling needs a model: {self.no_model_reason}")
         with self.engine_lock:
-            return plan_labels(self.loom, backend, persona_set, node_ids, threshold)
+            return plan_labels(
+                self.loom,
+                backend,
+                persona_set,
+                node_ids,
+                threshold,
+                context_of=lambda parent: self.prompt(parent).ids,
+            )
 
     # ----------------------------------------------------------------- the census
 
@@ -568,7 +647,7 @@ class Session:
         settings.check()
         backend, persona_set, start, bias = self._census_inputs(node_id)
         seed = settings.seed if settings.seed is not None else new_seed()
-        context = self.prefix_ids(node_id)
+        prompt = self.prompt(node_id)
         places: list[tuple[int | None, str, float]] = [(None, "", 1.0)]
         if token_index is not None:
             tokens = self.loom.node(node_id).tokens
@@ -582,7 +661,7 @@ class Session:
                     f"token {token_index} of node {node_id} has no alternatives recorded (the "
                     "model did not write it): a census at a token needs model tokens"
                 )
-            context = context[: len(context) - len(tokens) + token_index]
+            prompt = self.prompt(node_id, cut=token_index)
             places = [(a.id, a.text, math.exp(a.logprob)) for a in alternatives]
         outcomes = []
         units = progress_units(settings)
@@ -597,7 +676,7 @@ class Session:
                     backend,
                     persona_set,
                     node_id,
-                    context,
+                    prompt.ids,
                     replace(settings, seed=batch_seed(seed, 1000 + rank)),
                     start_posterior=start,
                     bias=bias,
@@ -610,7 +689,13 @@ class Session:
                 break
         self.ensure_model_hash()
         return CensusResult(
-            node_id, outcomes, seed, token_index, self.model_name, self.model_sha256
+            node_id,
+            outcomes,
+            seed,
+            token_index,
+            self.model_name,
+            self.model_sha256,
+            memory=prompt.memory,
         )
 
     def save_census(self, result: CensusResult) -> int:
@@ -652,6 +737,7 @@ class Session:
             model_sha256=result.model_sha256,
             batch_size=min(settings.batch, settings.rollouts),
             forced=r.forced,
+            memory=result.memory,
         )
         record.batch_index = r.batch_index
         record.from_empty_cache = settings.fresh
@@ -728,15 +814,26 @@ class Session:
         owners = [node for node, _text, t in pieces for _ in range(len(t))]
         own = len(pieces[-1][2])
         positions = range(len(tokens)) if whole_path else range(len(tokens) - own, len(tokens))
+        starts: dict[int, int] = {}  # each node's first position in the path
+        for i, owner in enumerate(owners):
+            starts.setdefault(owner, i)
+
+        def context_before(position: int) -> list[int]:
+            # What a branch at that token reads: its node's memories, the path cut there.
+            owner = owners[position]
+            return self.prompt(owner, cut=position - starts[owner]).ids
+
         with self.engine_lock:
             return fork_map(
                 backend, persona_set, node_id, tokens, owners, list(positions), budget=budget,
-                seed=seed, bias=bias, cancel=cancel, progress=progress, **options,
+                seed=seed, bias=bias, cancel=cancel, progress=progress,
+                context_before=context_before, **options,
             )  # fmt: skip
 
     def switch_to(self, loom: Loom) -> None:
         """Show another loom in this session (a replay's state rebuilt from the start)."""
         self.loom = loom
+        self.prompts = Prompts(loom, self._tokenize_memory)
         self._forget_nodes()
 
     # ----------------------------------------------------------------- lifetime

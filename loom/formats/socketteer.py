@@ -17,9 +17,10 @@ anything else a human ("mixed" is model text a human edited). The tag "bookmark"
 attribute) is `bookmarked`; the tag "archived" (socketteer hides archived nodes) is `pruned`.
 Timestamps carry no zone: they are read and written as UTC, so they round-trip unchanged.
 
-loom's own data (tokens, generation settings, persona labels) rides along in a per-node `"loom"`
-object that socketteer keeps but ignores; tokens are restored only while they still spell the
-node's text (socketteer may have edited or split the node since).
+loom's own data (tokens, generation settings, persona labels, a node's memory) rides along in a
+per-node `"loom"` object that socketteer keeps but ignores (the loom's memory in the top-level
+one); tokens are restored only while they still spell the node's text (socketteer may have
+edited or split the node since).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from loom.formats.loomjson import (
     tokens_from_json,
 )
 from loom.formats.tree import depths, ordered_nodes
-from loom.store.model import Author, LoomDocument, Node
+from loom.store.model import MEMORY_KEY, Author, LoomDocument, Node
 
 _TIME_FORMAT = "%Y-%m-%d-%H.%M.%S"
 _OWN_KEYS = {"id", "text", "children", "parent_id", "tags", "bookmark", "loom"}
@@ -105,6 +106,8 @@ def read(data: Any, name: str = "") -> LoomDocument:
         meta["current"] = by_socketteer_id[selected]
     if warnings:
         meta["import_warnings"] = warnings
+    if loom_top.get("memory") is not None:  # checked with the rest of the document on import
+        meta[MEMORY_KEY] = loom_top["memory"]
     title = loom_top["title"] if isinstance(loom_top.get("title"), str) else name
     return LoomDocument(
         title=title,
@@ -160,6 +163,8 @@ def _apply_extension(node: Node, ext: dict[str, Any], where: str, warnings: list
     node.generation = generation_from_json(ext.get("generation"), f"{where}.generation")
     node.persona = persona_from_json(ext.get("persona"), f"{where}.persona")
     node.manual_persona = optional_string(ext.get("manual_persona"), f"{where}.manual_persona")
+    if ext.get("memory") is not None:  # checked with the rest of the document on import
+        node.meta[MEMORY_KEY] = ext["memory"]
     if ext.get("tokens"):
         tokens = tokens_from_json(ext["tokens"], f"{where}.tokens")
         if tokens.text == node.text:
@@ -205,6 +210,8 @@ def write(doc: LoomDocument, current: int | None) -> str:
         loom_top["title"] = doc.title
     if doc.personas:
         loom_top["personas"] = [p.to_json() for p in doc.personas]
+    if doc.meta.get(MEMORY_KEY) is not None:
+        loom_top["memory"] = doc.meta[MEMORY_KEY]
     if loom_top:
         out["loom"] = loom_top
     deep = max(depths(doc).values(), default=0) > _INDENT_DEPTH_LIMIT
@@ -285,6 +292,8 @@ def _extension(node: Node) -> dict[str, Any]:
         ext["persona"] = node.persona.to_json()
     if node.manual_persona is not None:
         ext["manual_persona"] = node.manual_persona
+    if node.meta.get(MEMORY_KEY) is not None:
+        ext["memory"] = node.meta[MEMORY_KEY]
     if ext:
         ext["created_at"] = node.created_at
     return ext

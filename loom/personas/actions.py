@@ -100,6 +100,7 @@ def plan_labels(
     collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
     calibration: Calibration = DEFAULT_CALIBRATION,
     progress: Progress | None = None,
+    context_of: Callable[[NodeId], Sequence[int]] | None = None,
 ) -> LabelRun:
     """Score nodes against `persona_set`: the labels to write, nothing written yet.
 
@@ -107,7 +108,9 @@ def plan_labels(
     Unlabelled ancestors of the targets are labelled too: the path posterior (trajectory) and the
     collapse mark of a node need its parent's. A node's label is the argmax persona when its
     posterior reaches `threshold`, else None ("scored, undecided"). Reads the loom (any thread may)
-    and calls the engine; writes nothing.
+    and calls the engine; writes nothing. `context_of(parent)` is what the model reads before a
+    child of `parent` (default: the parent's path; the application passes its prompts, which
+    hold the hidden context in effect).
     """
     started = time.perf_counter()
     names = persona_set.names
@@ -128,6 +131,7 @@ def plan_labels(
     done = 0
     for parent, members in groups.items():
         context = loom.path_tokens(parent)
+        read = [int(t) for t in context.ids] if context_of is None else list(context_of(parent))
         branch_ids: list[list[int]] = []
         nulls = []
         for h in members:
@@ -138,9 +142,7 @@ def plan_labels(
             nulls.append(own.logprobs)
             texts[h.id] = own.texts
             path_ids[h.id] = [int(t) for t in full.ids]
-        for h, ll in zip(
-            members, scorer.logliks(context.ids.tolist(), branch_ids, nulls), strict=True
-        ):
+        for h, ll in zip(members, scorer.logliks(read, branch_ids, nulls), strict=True):
             logliks[h.id] = ll
         done += len(members)
         if progress is not None:

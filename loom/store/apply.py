@@ -17,6 +17,7 @@ from loom.store import events as ev
 from loom.store import rows
 from loom.store.errors import LoomError
 from loom.store.events import Event
+from loom.store.model import MEMORY_KEY
 
 Handler = Callable[[sqlite3.Connection, dict[str, Any]], None]
 
@@ -239,6 +240,24 @@ def _title(conn: sqlite3.Connection, value: str) -> None:
     rows.set_meta(conn, "title", value)
 
 
+def _memory(conn: sqlite3.Connection, p: dict[str, Any], value: dict[str, Any] | None) -> None:
+    """Keep (or drop) hidden context in a node's meta, or the loom's (`events.MEMORY`)."""
+    node = p["node"]
+    if node is None:
+        meta = dict(rows.get_meta(conn, "doc_meta", {}) or {})
+    else:
+        rows.require(conn, int(node))
+        meta = dict(rows.read_records(conn, [int(node)])[0]["meta"] or {})
+    if value is None:
+        meta.pop(MEMORY_KEY, None)
+    else:
+        meta[MEMORY_KEY] = value
+    if node is None:
+        rows.set_meta(conn, "doc_meta", meta)
+    else:
+        rows.update_fields(conn, int(node), {"meta": meta or None})
+
+
 def _visit(conn: sqlite3.Connection, p: dict[str, Any]) -> None:
     rows.set_meta(conn, "current", p["new"])
 
@@ -281,6 +300,7 @@ _FORWARD: dict[str, Handler] = {
     ev.TITLE: lambda conn, p: _title(conn, p["new"]),
     ev.VISIT: _visit,
     ev.CENSUS: lambda conn, p: _check_census(conn, p),
+    ev.MEMORY: lambda conn, p: _memory(conn, p, p["new"]),
 }
 
 _BACKWARD: dict[str, Handler] = {
@@ -300,6 +320,7 @@ _BACKWARD: dict[str, Handler] = {
     ev.PERSONAS: lambda conn, p: _set_personas(conn, p["old"]),
     ev.TITLE: lambda conn, p: _title(conn, p["old"]),
     ev.CENSUS: lambda conn, p: None,  # a census changes no node: undone, it is simply not listed
+    ev.MEMORY: lambda conn, p: _memory(conn, p, p["old"]),
 }
 
 assert set(_BACKWARD) == set(ev.UNDOABLE), "every undoable kind needs a backward handler"

@@ -26,7 +26,7 @@ from loom.store import events as ev
 from loom.store.apply import apply_event, commit_event
 from loom.store.errors import LoomError, UnknownNodeError
 from loom.store.events import Event
-from loom.store.model import LoomDocument, Node, Persona
+from loom.store.model import MEMORY_KEY, LoomDocument, Memory, Node, Persona
 from loom.store.rows import Record
 from loom.store.stream import (
     DocumentHead,
@@ -478,6 +478,7 @@ class ImportSink:
         if self.respelled:
             warnings.append(_respelled_note(self.respelled))
         _check_json(doc_meta, "the document's meta", MAX_META_DEPTH)
+        _check_memory(doc_meta, "the loom")
         first = True
         last = -1
         while True:
@@ -619,6 +620,7 @@ def _record(
     meta.pop(PARTIAL_KEY, None)  # exports mark partial tokens; what they cover is what counts
     if ev.nesting_depth(meta, MAX_META_DEPTH) > MAX_META_DEPTH:
         raise LoomError(f"node {node.id}: meta is nested too deeply (over {MAX_META_DEPTH} levels)")
+    _check_memory(meta, f"node {node.id}")
     record: Record = {
         "id": node.id,
         "parent": node.parent,
@@ -639,6 +641,15 @@ def _record(
     # The import event logs the record: anything in it that strict JSON cannot hold (an infinite
     # posterior or temperature, a foreign object in meta) is named by node (by the caller).
     return record
+
+
+def _check_memory(meta: dict[str, Any], where: str) -> None:
+    """A memory an import carries must be one the prompts can read (the text and placement)."""
+    if MEMORY_KEY in meta:
+        try:
+            meta[MEMORY_KEY] = Memory.from_json(meta[MEMORY_KEY]).kept()
+        except ValueError as exc:
+            raise LoomError(f"{where}: {exc}") from None
 
 
 def check_text(text: str, where: str) -> None:

@@ -46,6 +46,9 @@ GROUP = "group"  # payload {"seqs": [seq, ...], "auto"?: policy}: these edits un
 # "outcomes": [{"forced": [id], "text", "p", "rollouts": [{"tokens": {"$tok": ref}, "label",
 # "posterior": {...}, "repetition", "collapse", "batch_seed", "batch_index"}]}]}.
 CENSUS = "census"
+# Hidden context set, changed or cleared: payload {"node": id | None (the loom's), "old": memory |
+# None, "new": memory | None}, a memory as `model.Memory.kept` writes it.
+MEMORY = "memory"
 
 UNDOABLE = frozenset(
     {
@@ -65,6 +68,7 @@ UNDOABLE = frozenset(
         PERSONAS,
         TITLE,
         CENSUS,
+        MEMORY,
     }
 )
 SNAPSHOTS = frozenset({CREATE, IMPORT})

@@ -231,7 +231,7 @@ class History:
             self.title = str(p["new" if forward else "old"])
         elif kind == ev.VISIT:
             self.current = p["new"]
-        elif kind in (ev.PERSONAS, ev.DISCARD_REDO, ev.GROUP, ev.CENSUS):
+        elif kind in (ev.PERSONAS, ev.DISCARD_REDO, ev.GROUP, ev.CENSUS, ev.MEMORY):
             # Nothing a tree row shows. A group only joins done edits into one undo step; its
             # undo is logged as one undo event per edit, which this reader applies one by one.
             pass
@@ -289,6 +289,11 @@ class History:
             return None, f"persona set: {names or 'none'}"
         if kind == ev.TITLE:
             return None, f"title {quoted(str(p['new']))}"
+        if kind == ev.MEMORY:
+            where = "loom memory" if p["node"] is None else "memory"
+            new = p["new"]
+            what = f"{quoted(str(new.get('text', '')), 24)}" if isinstance(new, dict) else "cleared"
+            return p["node"], f"{where} {what}"
         if kind == ev.VISIT:
             return p["new"], f"went to {self._text(p['new'])}"
         if kind in (ev.UNDO, ev.REDO):

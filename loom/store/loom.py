@@ -9,12 +9,13 @@ because what to tokenize depends on the text they must first read there.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,12 +30,15 @@ from loom.store.errors import (
     LoomError,
     TokensUnavailableError,
     UnknownNodeError,
+    damaged,
 )
 from loom.store.events import Event, ref_of, token_ref
 from loom.store.model import (
+    MEMORY_KEY,
     Author,
     GenerationSettings,
     LoomDocument,
+    Memory,
     Node,
     Persona,
     PersonaLabel,
@@ -650,10 +654,16 @@ class Loom:
                 "bookmarked": prec["bookmarked"] or rec["bookmarked"],
                 "tags": list(dict.fromkeys([*prec["tags"], *rec["tags"]])),
             }
+            old_keys: tuple[str, ...] = keys
+            child_memory = (rec["meta"] or {}).get(MEMORY_KEY)
+            if child_memory is not None:
+                # The child's memory was what its descendants read: the merged node keeps it.
+                new["meta"] = {**(prec["meta"] or {}), MEMORY_KEY: child_memory}
+                old_keys = (*keys, "meta")
             payload = {
                 "id": node_id,
                 "parent": parent_id,
-                "old": {k: prec[k] for k in keys},
+                "old": {k: prec[k] for k in old_keys},
                 "new": new,
                 "child": rec,
                 "children": rows.child_ids(conn, node_id),
@@ -770,6 +780,65 @@ class Loom:
             old = rows.get_meta(conn, "title", "")
             if old != title:
                 self._commit(conn, ev.TITLE, {"old": old, "new": title})
+
+    # --- hidden context ------------------------------------------------------------------------
+
+    def memory(self, node_id: int | None = None) -> Memory | None:
+        """The hidden context kept on `node_id` (None: the loom's own), if any."""
+        with self._db.read() as conn:
+            return _memory_of(conn, None if node_id is None else _nid(node_id))
+
+    def memory_on_path(self, node_id: int) -> Memory | None:
+        """The memory of `node_id` or of its nearest ancestor that has one (`node` says which):
+        what its descendants inherit. Reads the path's meta only, never a token blob."""
+        node_id = _nid(node_id)
+        with self._db.read() as conn:
+            rows.require(conn, node_id)
+            ids = rows.path_ids(conn, node_id)
+            found: dict[int, Any] = {}
+            for part in rows.chunks(ids):
+                for nid, meta in conn.execute(
+                    f"SELECT id, meta FROM nodes WHERE id IN ({rows.marks(len(part))}) "
+                    "AND meta IS NOT NULL",
+                    tuple(part),
+                ):
+                    found[int(nid)] = meta
+            for nid in reversed(ids):
+                if nid in found and MEMORY_KEY in (kept := json.loads(found[nid]) or {}):
+                    return replace(_parse_memory(kept[MEMORY_KEY]), node=nid)
+        return None
+
+    def memories(self) -> list[Memory]:
+        """Every memory kept: the loom's first (if any), then the nodes' by id (`node` says
+        which). The JSON text is filtered in SQL, so only nodes with a memory are parsed."""
+        with self._db.read() as conn:
+            found = [m for m in [_memory_of(conn, None)] if m is not None]
+            for nid, meta in conn.execute(
+                "SELECT id, meta FROM nodes WHERE meta LIKE ? ORDER BY id", (f'%"{MEMORY_KEY}"%',)
+            ):
+                kept = json.loads(meta) or {}
+                if isinstance(kept, dict) and kept.get(MEMORY_KEY) is not None:
+                    found.append(replace(_parse_memory(kept[MEMORY_KEY]), node=int(nid)))
+        return found
+
+    def set_memory(self, node_id: int | None, memory: Memory | None) -> None:
+        """Keep `memory` on `node_id` (None: the loom), or clear it (`memory` None); one undoable
+        event, nothing logged when it does not change."""
+        target = None if node_id is None else _nid(node_id)
+        new = None
+        if memory is not None:
+            _check_text(memory.text, "memory")
+            try:
+                new = Memory.from_json(memory.kept()).kept()  # the same checks an import makes
+            except ValueError as exc:
+                raise InvalidEditError(str(exc)) from None
+        with self._write() as conn:
+            if target is not None:
+                rows.require(conn, target)
+            old = _memory_of(conn, target)
+            old_kept = None if old is None else old.kept()
+            if old_kept != new:
+                self._commit(conn, ev.MEMORY, {"node": target, "old": old_kept, "new": new})
 
     # --- census records -----------------------------------------------------------------------
 
@@ -906,6 +975,26 @@ class Loom:
         if self._batch is not None and kind in ev.UNDOABLE:
             self._batch.append(event.seq)
         return event
+
+
+def _parse_memory(value: Any) -> Memory:
+    try:
+        return Memory.from_json(value)
+    except ValueError as exc:
+        raise damaged(f"a memory is malformed: {exc}") from None
+
+
+def _memory_of(conn: sqlite3.Connection, node_id: int | None) -> Memory | None:
+    if node_id is None:
+        meta = rows.get_meta(conn, "doc_meta", {}) or {}
+    else:
+        rows.require(conn, node_id)
+        meta = rows.read_records(conn, [node_id])[0]["meta"] or {}
+    value = meta.get(MEMORY_KEY) if isinstance(meta, dict) else None
+    if value is None:
+        return None
+    memory = _parse_memory(value)
+    return memory if node_id is None else replace(memory, node=node_id)
 
 
 def _root(conn: sqlite3.Connection) -> int:

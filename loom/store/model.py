@@ -15,6 +15,56 @@ Author = Literal["human", "model"]
 LabelSource = Literal["model", "human"]
 NodeId = int
 
+MEMORY_KEY = "memory"  # where a node's meta (or the loom's) keeps its hidden context
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Hidden context: text the model reads before continuing that the tree does not show.
+
+    Kept in a node's meta (inherited by its descendants) or in the loom's (for every path), under
+    `MEMORY_KEY`. `depth` None places it before the path; K places it as an author's note K tokens
+    before the end of the path. `node` says where it was set (None: the loom) in a generation
+    record, which keeps the memories a generation read; the memory kept on a node leaves it out.
+    """
+
+    text: str
+    depth: int | None = None
+    node: NodeId | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text, "depth": self.depth}
+        if self.node is not None:
+            out["node"] = self.node
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> Memory:
+        """ValueError unless `data` is a memory object."""
+        if not isinstance(data, dict):
+            raise ValueError("a memory must be an object with its text")
+        text, depth, node = data.get("text"), data.get("depth"), data.get("node")
+        if not isinstance(text, str) or not text:
+            raise ValueError("a memory's text must be a non-empty string")
+        if depth is not None and (
+            isinstance(depth, bool) or not isinstance(depth, int) or depth < 0
+        ):
+            raise ValueError(f"a memory's depth must be a number of tokens >= 0, not {depth!r}")
+        if node is not None and (isinstance(node, bool) or not isinstance(node, int)):
+            raise ValueError(f"a memory's node must be a node id, not {node!r}")
+        return cls(text=text, depth=depth, node=node)
+
+    def kept(self) -> dict[str, Any]:
+        """The form a node's (or the loom's) meta keeps: without `node`, which is where it is."""
+        return {"text": self.text, "depth": self.depth}
+
+    @property
+    def placement(self) -> str:
+        """How a person reads where it goes."""
+        if self.depth is None:
+            return "before the path"
+        return f"author's note {self.depth} tokens from the end"
+
 
 @dataclass
 class GenerationSettings:
@@ -38,9 +88,13 @@ class GenerationSettings:
     # empty cache is guaranteed to regenerate bit for bit.
     cached_prefix: int | None = None  # prompt tokens taken from the cache
     from_empty_cache: bool | None = None
+    # The hidden context the model read (loom's first, then a node's), so a re-run reads it too
+    # whatever the memories are now. Written only when there was some: older records stay as
+    # they were.
+    memory: list[Memory] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "model": self.model,
             "model_sha256": self.model_sha256,
             "temperature": self.temperature,
@@ -57,6 +111,9 @@ class GenerationSettings:
             "cached_prefix": self.cached_prefix,
             "from_empty_cache": self.from_empty_cache,
         }
+        if self.memory:
+            out["memory"] = [m.to_json() for m in self.memory]
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GenerationSettings:
@@ -78,6 +135,7 @@ class GenerationSettings:
             from_empty_cache=(
                 None if data.get("from_empty_cache") is None else bool(data["from_empty_cache"])
             ),
+            memory=[Memory.from_json(m) for m in data.get("memory") or []],
         )
 
 

@@ -509,7 +509,7 @@ def delete_nodes(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
 
 
 # Fields an event may set on an existing node, and how each is stored.
-_JSON_FIELDS = {"generation", "persona"}
+_JSON_FIELDS = {"generation", "persona", "meta"}
 _BOOL_FIELDS = {"tokens_partial", "bookmarked", "pruned"}
 _PLAIN_FIELDS = {"text", "author", "manual_persona", "parent", "position"}
 

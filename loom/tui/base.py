@@ -320,7 +320,22 @@ class LoomAppBase(App[int]):
         self._prev_path_for_tree = list(self.path_ids)
         path = PathText.from_nodes(pieces, node_id)
         self.reading.show(path)
-        self.status.show(context_used=len(path) + 1, context_total=self.session.n_ctx or 0)
+        self.show_memory_status(len(path))
+
+    def show_memory_status(self, path_tokens: int | None = None) -> None:
+        """Status bar: the memory in effect at the current node and the context the model
+        would read there (path, BOS and memory)."""
+        if path_tokens is None:
+            path_tokens = len(self.reading.path) if self.reading.path is not None else 0
+        try:
+            memory, memory_tokens = self.session.memory_in_effect(self.current)
+        except LoomError as exc:  # a damaged memory: said, not fatal
+            memory, memory_tokens = f"unreadable ({exc})", 0
+        self.status.show(
+            context_used=path_tokens + 1 + memory_tokens,
+            context_total=self.session.n_ctx or 0,
+            memory=memory,
+        )
 
     def _remember_current_soon(self) -> None:
         # The store records each visit as an event (a write): record where the user settles,

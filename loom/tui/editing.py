@@ -15,10 +15,12 @@ from rich.text import Text
 from loom.app.navigation import View
 from loom.app.stats import SpanStats
 from loom.config import ConfigError, save_preset
+from loom.engine.errors import ContextOverflowError
 from loom.text import one_line
 from loom.tui.base import LoomAppBase, reports_errors
 from loom.tui.display import percent, token_label
 from loom.tui.screens.dialogs import ChoiceScreen, MessageScreen, PromptScreen, TextEditScreen
+from loom.tui.screens.memory import MemoryEdit, MemoryScreen
 from loom.tui.screens.sampler import SamplerChoice, SamplerScreen
 from loom.tui.screens.search import SearchScreen
 
@@ -215,6 +217,37 @@ class EditActions(LoomAppBase):
         self.rebuild_tree()
         self.land_on([*reversed(self.path_ids)])
         self.notify(f"{'redid' if redo else 'undid'}: {event.kind}", timeout=2)
+
+    # ----------------------------------------------------------------- hidden context
+
+    def action_memory(self) -> None:
+        if not self.writable():
+            return
+        node_id = self.current
+        in_effect, _tokens = self.session.memory_in_effect(node_id)
+        inherited = self.session.inherited_memory(node_id)
+        screen = MemoryScreen(
+            node_id, self.session.memory(node_id), self.session.memory(None), in_effect, inherited
+        )
+        self.push_screen(screen, self._memory_chosen)
+
+    @reports_errors
+    def _memory_chosen(self, edit: MemoryEdit | None) -> None:
+        if edit is None:
+            return
+        where = "the loom" if edit.node is None else f"node #{edit.node}"
+        if edit.memory is not None:
+            try:  # a memory that cannot fit with a generation is refused, saying by how much
+                self.session.check_memory(edit.memory, self.sampler_settings().max_tokens)
+            except ContextOverflowError as exc:
+                self.notify(str(exc), severity="error", title="Memory not kept")
+                return
+        self.session.set_memory(edit.node, edit.memory)
+        self.show_memory_status()
+        if edit.memory is None:
+            self.notify(f"memory of {where} cleared", timeout=3)
+        else:
+            self.notify(f"memory of {where} kept: {edit.memory.placement}", timeout=3)
 
     # ----------------------------------------------------------------- statistics
 

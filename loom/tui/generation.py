@@ -18,8 +18,10 @@ from textual import work
 from textual.widgets import ProgressBar
 from textual.worker import get_current_worker
 
-from loom.app.generation import GenerationResult, StreamedToken
+from loom.app.generation import GenerationResult, GenerationUnavailable, StreamedToken
 from loom.app.multiverse import MultiverseNode
+from loom.engine.errors import ContextOverflowError
+from loom.store.model import Memory
 from loom.tui.base import LoomAppBase, reports_errors
 from loom.tui.display import percent, token_label
 from loom.tui.messages import (
@@ -64,19 +66,16 @@ class GenerationActions(LoomAppBase):
                         severity="warning")  # fmt: skip
             return False
         settings = self.sampler_settings()
-        prefix = self.session.prefix_ids(parent_id)
-        n_ctx = self.session.n_ctx
-        needed = len(prefix) + 1 + len(forced or []) + settings.max_tokens
-        if n_ctx is not None and needed > n_ctx:
-            self.notify(
-                f"the path is {len(prefix)} tokens: with {settings.max_tokens} more it does not "
-                f"fit the model's context of {n_ctx}",
-                severity="error",
-                title="Can't generate",
+        try:
+            prompt = self.session.generation_prompt(
+                parent_id, len(forced or []) + settings.max_tokens
             )
+        except (ContextOverflowError, GenerationUnavailable) as exc:
+            self.notify(str(exc), severity="error", title="Can't generate")
             return False
+        prefix = prompt.ids
         n = int(self.preset.n or self.config.n)
-        job = GenerationJob(parent_id, n, settings, forced, texts=[""] * n)
+        job = GenerationJob(parent_id, n, settings, forced, texts=[""] * n, memory=prompt.memory)
         job.pending = self.tree_pane.add_pending(parent_id, n)
         self.generation = job
         self.status.show(saved="generating… (esc cancels)")
@@ -162,7 +161,9 @@ class GenerationActions(LoomAppBase):
 
     @reports_errors
     def _save_generation(self, job: GenerationJob, result: GenerationResult) -> list[int]:
-        return self.session.save_branches(job.parent_id, result, job.settings, forced=job.forced)
+        return self.session.save_branches(
+            job.parent_id, result, job.settings, forced=job.forced, memory=job.memory
+        )
 
     # ----------------------------------------------------------------- counterfactual
 
@@ -220,7 +221,12 @@ class GenerationActions(LoomAppBase):
             self.notify("wait for the generation to finish (esc cancels it)")
             return
         parent = self.current
-        prefix = self.session.prefix_ids(parent)
+        try:
+            prompt = self.session.generation_prompt(parent, self.config.multiverse_depth)
+        except (ContextOverflowError, GenerationUnavailable) as exc:
+            self.notify(str(exc), severity="error", title="Can't build a multiverse")
+            return
+        prefix = prompt.ids
         depth, width = self.config.multiverse_depth, self.config.multiverse_width
 
         def build(cancel: threading.Event, progress: Callable[[int, int], None]) -> MultiverseNode:
@@ -231,15 +237,19 @@ class GenerationActions(LoomAppBase):
 
         def chosen(path: list[MultiverseNode] | None) -> None:
             if path and screen.root is not None:
-                self._save_multiverse(parent, screen.root, path)
+                self._save_multiverse(parent, screen.root, path, prompt.memory)
 
         self.push_screen(screen, chosen)
 
     @reports_errors
     def _save_multiverse(
-        self, parent: int, root: MultiverseNode, path: list[MultiverseNode]
+        self,
+        parent: int,
+        root: MultiverseNode,
+        path: list[MultiverseNode],
+        memory: list[Memory],
     ) -> None:
-        node_id = self.session.save_multiverse_path(parent, root, path)
+        node_id = self.session.save_multiverse_path(parent, root, path, memory)
         self.show_new_children(parent)
         self.go_to(node_id)
         self.notify(f"branch of {len(path)} token(s) created from the multiverse", timeout=3)

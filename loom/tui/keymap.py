@@ -78,6 +78,8 @@ APP_ACTIONS: tuple[LoomAction, ...] = (
     LoomAction("loom.prune", "d", "prune", "Prune",
                "Prune the current branch (hidden, never deleted)", EDIT),
     LoomAction("loom.unprune", "D", "unprune", "Unprune", "Unprune the current branch", EDIT),
+    LoomAction("loom.memory", "Y", "memory", "Memory",
+               "Memory: hidden context the model reads (this node's or the loom's)", EDIT),
     LoomAction("loom.undo", "u,ctrl+z", "undo", "Undo", "Undo the last change", EDIT),
     LoomAction("loom.redo", "ctrl+r,ctrl+y", "redo", "Redo", "Redo the last undone change",
                EDIT),

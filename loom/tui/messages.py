@@ -22,6 +22,7 @@ from loom.app.multiverse import MultiverseNode
 from loom.engine.backend import Backend
 from loom.engine.sampling import SamplerSettings
 from loom.personas.actions import LabelRun
+from loom.store.model import Memory
 
 
 @dataclass
@@ -34,6 +35,7 @@ class GenerationJob:
     pending: list[TreeNode[int]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    memory: list[Memory] = field(default_factory=list)  # the hidden context the model reads
 
 
 @dataclass

@@ -24,7 +24,7 @@ from loom.store import document
 from loom.store import events as ev
 from loom.store.history import read_history
 from loom.store.loom import Loom, NewNode
-from loom.store.model import Persona, PersonaLabel
+from loom.store.model import Memory, Persona, PersonaLabel
 from loom.store.replay import state_at
 
 Marks = list[tuple[int, dict[str, Any]]]
@@ -89,6 +89,8 @@ def every_kind_session(tmp_path: Path) -> tuple[Loom, Marks]:
     personas = [Persona("luigi", "kind", "green", 0.5), Persona("waluigi", "mean", "red", 0.5)]
     step(ev.PERSONAS, lambda: lm.set_personas(personas))
     step(ev.TITLE, lambda: lm.set_title("croissants"))
+    step(ev.MEMORY, lambda: lm.set_memory(a, Memory("Bob hates croissants.\n")))
+    step(ev.MEMORY, lambda: lm.set_memory(None, Memory("[A play]", depth=4)))
     census = {
         "node": a,
         "seed": 7,

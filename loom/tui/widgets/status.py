@@ -25,6 +25,7 @@ class StatusInfo:
     sort: str = "created"
     preset: str = ""
     job: str = ""  # model work under way (a fork map, guided growth …), shown first
+    memory: str = ""  # the hidden context in effect at the current node ("" none)
 
 
 def status_text(info: StatusInfo) -> Text:
@@ -44,6 +45,9 @@ def status_text(info: StatusInfo) -> Text:
     out.append("  ·  ctx ", dim)
     total = str(info.context_total) if info.context_total else "?"
     out.append(f"{info.context_used}/{total}")
+    if info.memory:
+        out.append("  ·  ", dim)
+        out.append(f"memory: {info.memory}", Style(bold=True, italic=True))
     if info.preset:
         out.append("  ·  preset ", dim)
         out.append(info.preset)
