@@ -57,6 +57,8 @@ class _Ranked:
 
     def _top(self, k: int) -> Any:
         n = len(self._array)
+        if k <= 0:
+            return np.arange(0)
         if k >= n:
             candidates = np.arange(n)
         else:  # everything tied with the k-th value too, so ties at the edge order as Python's
@@ -105,8 +107,22 @@ def _sorted(iterable: Any, /, *, key: Any = None, reverse: bool = False) -> Any:
     return builtins.sorted(iterable, key=key, reverse=reverse)
 
 
-def _list(iterable: Any = (), /) -> Any:
-    return iterable if isinstance(iterable, _Ranked) else builtins.list(iterable)
+class _ListType(type):
+    """`isinstance(x, list)` in the module still means the builtin list."""
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, builtins.list)
+
+    def __subclasscheck__(cls, sub: Any) -> bool:
+        return issubclass(sub, builtins.list)
+
+
+class _list(metaclass=_ListType):  # stands for the builtin `list` in the module
+    def __new__(cls, iterable: Any = (), /) -> Any:  # type: ignore[misc]
+        return iterable if isinstance(iterable, _Ranked) else builtins.list(iterable)
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        return builtins.list[item]
 
 
 llama_module.zip = _zip  # type: ignore[attr-defined]
