@@ -88,6 +88,6 @@ def breadcrumb(path_headers: Sequence[NodeHeader]) -> str:
     """'root › #4 The cat… › #9 sat on' — the way from the root to the hoisted node."""
     parts = []
     for h in path_headers:
-        name = "root" if h.parent is None else f"#{h.id} {one_line(h.text, CRUMB_CHARS)}"
+        name = "root" if h.parent is None else f"#{h.id} {one_line(h.text.strip(), CRUMB_CHARS)}"
         parts.append(name.rstrip())
     return " › ".join(parts)

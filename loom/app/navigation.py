@@ -164,15 +164,16 @@ class Navigator:
         pos = ids.index(node_id) + step
         return ids[pos] if 0 <= pos < len(ids) else None
 
-    def leaf_of(self, node_id: int, step: int, view: View) -> int | None:
+    def leaf_of(self, node_id: int, step: int, view: View, top: int | None = None) -> int | None:
         """The next (step=1) or previous (step=-1) leaf in depth-first display order: from the
-        nearest node that has a sibling that way, descend to its edge leaf."""
+        nearest node that has a sibling that way, descend to its edge leaf. With `top` (a
+        hoisted node) the walk stays in its subtree."""
         if step > 0:
             kids = self.tree.children(node_id, view)
             if kids:
                 return self._edge_leaf(kids[0].id, first=True, view=view)
         node: int | None = node_id
-        while node is not None:
+        while node is not None and node != top:
             sibling = self.sibling_of(node, step, view)
             if sibling is not None:
                 return self._edge_leaf(sibling, first=step > 0, view=view)
@@ -186,8 +187,9 @@ class Navigator:
                 return node_id
             node_id = kids[0].id if first else kids[-1].id
 
-    def bookmark_after(self, node_id: int, step: int) -> int | None:
-        marks = self.tree.bookmarks()
+    def bookmark_after(self, node_id: int, step: int, marks: list[int] | None = None) -> int | None:
+        """The next (or previous) bookmark, round the loom's (or `marks`, the ones in view)."""
+        marks = self.tree.bookmarks() if marks is None else marks
         if not marks:
             return None
         if node_id in marks:

@@ -143,3 +143,66 @@ def next_unread(
             if sibling in with_unread and (found := first_in(sibling)) is not None:
                 return found
     return first_in(top)  # wrap round
+
+
+# ----------------------------------------------------------------- the tree as lines
+
+
+@dataclass(frozen=True)
+class TreeLine:
+    depth: int  # below the top node (the top is 0)
+    node: NodeSummary
+
+
+def tree_lines(
+    top: NodeSummary, children: Children, max_depth: int | None = None
+) -> list[TreeLine]:
+    """`top` and what is below it, depth first in display order (`children` sorts and filters),
+    down to `max_depth` levels. Iterative: trees can be deep."""
+    out: list[TreeLine] = []
+    stack = [TreeLine(0, top)]
+    while stack:
+        line = stack.pop()
+        out.append(line)
+        if line.node.n_children and (max_depth is None or line.depth < max_depth):
+            kids = children(line.node.id)
+            stack.extend(TreeLine(line.depth + 1, k) for k in reversed(kids))
+    return out
+
+
+def line_json(line: TreeLine, *, blind: bool = False) -> dict[str, object]:
+    """One node of `loom tree --json`; blind: nothing of probabilities, entropy or personas."""
+    n = line.node
+    data: dict[str, object] = {
+        "id": n.id, "parent": n.parent, "depth": line.depth, "author": n.author,
+        "read": n.read, "bookmarked": n.bookmarked, "pruned": n.pruned, "tags": list(n.tags),
+        "text": n.preview,
+    }  # fmt: skip
+    if not blind:
+        data.update(
+            mean_logprob=n.mean_logprob, cum_logprob=n.cum_logprob,
+            mean_entropy=n.mean_entropy, persona=n.persona,
+        )  # fmt: skip
+    return data
+
+
+def line_text(line: TreeLine, *, blind: bool = False) -> str:
+    """One node of `loom tree`: '  #5  17% H3.08 • [luigi] ★ text'."""
+    n = line.node
+    parts = ["  " * line.depth + f"#{n.id}"]
+    if not blind:
+        p = n.mean_prob
+        parts.append("   ✎" if p is None else f"{100 * p:3.0f}%")
+        if n.mean_entropy is not None:
+            parts.append(f"H{n.mean_entropy:.2f}")
+    if not n.read:
+        parts.append("•")
+    if n.persona and not blind:
+        parts.append(f"[{n.persona}{'*' if n.persona_is_manual else ''}]")
+    if n.bookmarked:
+        parts.append("★")
+    if n.pruned:
+        parts.append("(pruned)")
+    parts.extend(f"#{t}" for t in n.tags[:3])
+    parts.append(one_line(n.preview.strip(), 60) or "∅")
+    return " ".join(parts)
