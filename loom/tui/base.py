@@ -412,6 +412,8 @@ class LoomAppBase(App[int]):
         fresh = self.session.mark_read(self.path_ids)
         with contextlib.suppress(LoomError):  # the place is a convenience, never an error
             self.session.set_place(self.current)
+        if not self.is_running:
+            return
         for node_id in fresh:  # their unread marks go
             if self.session.exists(node_id):
                 self.refresh_node(node_id)

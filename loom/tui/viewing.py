@@ -115,7 +115,7 @@ class ViewActions(LoomAppBase):
 
     def action_next_unread(self) -> None:
         """The next node never shown in the reading pane, depth first in the tree's order."""
-        self.session.mark_read(self.path_ids)
+        self.remember_current()  # leaving it: the node counts as read now, not only after a pause
         unread, with_unread = self.session.unread(include_pruned=self.show_pruned)
         top = self.tree_top
         target = next_unread(
