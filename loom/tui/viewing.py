@@ -8,10 +8,12 @@ without them, the actions that would show them are refused, and siblings come in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from textual.actions import ActionParseResult
 from textual.dom import DOMNode
+from textual.notifications import SeverityLevel
 
 from loom.app.hoist import HoistError
 from loom.app.navigation import NodeSummary
@@ -37,6 +39,8 @@ BLIND_REFUSED = frozenset(
     }
 )  # fmt: skip
 BLIND_NOTE = "blind reading hides probabilities, models and personas: B leaves it"
+HIDDEN = "(hidden)"  # what blind reading shows instead of a persona, a model or a percentage
+PERCENT = re.compile(r"-?\d+(?:\.\d+)?\s?%")
 
 
 class ViewActions(LoomAppBase):
@@ -158,6 +162,27 @@ class ViewActions(LoomAppBase):
             else "blind reading off",
             timeout=3,
         )
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """In blind reading a notice (a labelling's summary, "model ready: …") must not name a
+        persona or the model, nor give a probability."""
+        if self.blind:
+            message = self.blind_redacted(message)
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def blind_redacted(self, text: str) -> str:
+        names = [*self.persona_names(), self.session.model_name]
+        for name in sorted(filter(None, names), key=len, reverse=True):
+            text = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)", HIDDEN, text)
+        return PERCENT.sub(HIDDEN, text)
 
     def refresh_path_marks(self, *, recheck: bool = False) -> None:
         if self.blind:

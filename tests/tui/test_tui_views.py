@@ -300,6 +300,17 @@ def test_blind_reading_hides_every_cue_and_refuses_what_would_show_one(tmp_path:
             assert not isinstance(app.screen, MessageScreen | PromptScreen), key
         assert "blind reading hides" in notices(app)
         assert not app.query_one(PersonaPanel).display and not app.reading.shading
+        # a hand label works, and its notice names no persona
+        app.clear_notifications()
+        await pilot.press("a")
+        await pilot.pause()
+        await pilot.press("enter")  # the first persona
+        await pilot.pause()
+        assert app.session.header(app.current).manual_persona == "luigi"
+        assert "labelled (hidden) by hand" in notices(app) and "luigi" not in notices(app)
+        assert not any(leak in tree_line(app, app.current) for leak in LEAKS)
+        app.notify("model ready: fake-model, 42% sure")
+        assert "fake-model" not in notices(app) and "%" not in notices(app)
         # siblings come in a fixed shuffle, and navigation follows it
         shown = [n.data for n in app.tree_pane.root.children]
         kids = [ids["A"], ids["B"], ids["C"]]
