@@ -340,7 +340,8 @@ class LoomAppBase(App[int]):
         crumb.display = self.hoist.active
         if self.hoist.active:
             way = breadcrumb(self.session.path_headers(self.tree_top))
-            crumb.update(Text(f"⤒ {way}  · Z unhoists", no_wrap=True, overflow="ellipsis"))
+            crumb.update(Text(f"⤒ {way}  · Z or a click unhoists", no_wrap=True,
+                              overflow="ellipsis"))  # fmt: skip
             crumb.tooltip = way
         self.status.show(hoist=f"#{self.tree_top}" if self.hoist.active else "")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from textual import events
 from textual.actions import ActionParseResult
 from textual.dom import DOMNode
 from textual.notifications import SeverityLevel
@@ -64,6 +65,11 @@ class ViewActions(LoomAppBase):
         self._hoist_changed()
         where = f"#{self.tree_top}" if self.hoist.active else "the root"
         self.notify(f"unhoisted #{was}: the tree starts at {where}", timeout=2)
+
+    def on_click(self, event: events.Click) -> None:
+        # The breadcrumb is the way back: a click on it unhoists one level.
+        if event.widget is not None and event.widget.id == "breadcrumb":
+            self.action_unhoist()
 
     def _hoist_changed(self) -> None:
         self.save_hoist()
