@@ -100,6 +100,15 @@ def test_hoist_shows_the_subtree_as_the_tree_with_a_breadcrumb(loom_path: Path) 
         assert app.current == ids["A2"] and "no next leaf" in notices(app)
         await pilot.press("home")
         assert app.current == ids["A"]
+        # bookmarks: only those under the hoisted node
+        app.session.set_bookmark(ids["B"], True)
+        await pilot.press("n")
+        assert app.current == ids["A"] and "no bookmarks under the hoisted node" in notices(app)
+        app.session.set_bookmark(ids["A2"], True)
+        await pilot.press("n")
+        assert app.current == ids["A2"]
+        await pilot.press("n")
+        assert app.current == ids["A2"] and app.hoist.stack == [ids["A"]]
         # unhoist: the whole tree again, no breadcrumb
         await pilot.press("Z")
         await pilot.pause()
@@ -111,7 +120,8 @@ def test_hoist_shows_the_subtree_as_the_tree_with_a_breadcrumb(loom_path: Path) 
     run(app, body)
     with Loom.open(loom_path, readonly=True) as check:
         assert check.view_state("hoist") == []
-        assert not [e for e in check.events() if e.kind not in ("create", "add", "visit")]
+        assert not [e for e in check.events() if e.kind not in ("create", "add", "visit",
+                                                               "bookmark")]  # fmt: skip
 
 
 def test_nested_hoists_persist_and_a_jump_outside_unhoists(loom_path: Path) -> None:
@@ -276,7 +286,8 @@ def test_blind_reading_hides_every_cue_and_refuses_what_would_show_one(tmp_path:
         app.clear_notifications()
         await pilot.pause()
         text = screen_text(app)
-        assert "BLIND" in text and "blind reading" in text
+        assert "BLIND" in text and "blind reading" in text and "sort shuffled" in text
+        assert "model hidden" in text
         for leak in LEAKS:
             assert leak not in text, f"{leak!r} shows in blind reading:\n{text}"
         assert not app.query_one(PersonaPanel).display
