@@ -325,9 +325,9 @@ class LoomAppBase(App[int]):
         if not self.hoist.active:
             return
         exists = {i for i in self.hoist.stack if self.session.exists(i)}
-        pruned = set() if self.show_pruned else {
-            h.id for h in self.session.headers(sorted(exists)) if h.pruned
-        }  # fmt: skip
+        pruned: set[int] = set()
+        if not self.show_pruned:
+            pruned = {h.id for h in self.session.headers(sorted(exists)) if h.pruned}
         if self.hoist.settle(exists, pruned):
             self.save_hoist()
 
