@@ -321,8 +321,12 @@ def cmd_hoist(args: argparse.Namespace) -> int:
         session = _session(loom)
         hoist = session.hoist()
         if args.node is not None:
+            path = session.path_headers(_node_id(loom, args.node))
             try:
-                hoist.push(session.path_headers(_node_id(loom, args.node)))
+                # Hoisting a node outside the hoist first unhoists as far as it takes (as a jump
+                # outside does in the app), so every level lies inside the one before.
+                hoist.widen_to([h.id for h in path])
+                hoist.push(path)
             except HoistError as exc:
                 _fail(str(exc))
         elif args.up or args.clear:
@@ -826,7 +830,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("hoist", help="show or set the node the app opens hoisted on")
     p.add_argument("path", type=Path)
-    p.add_argument("--node", help="hoist this node (inside the current hoist: one level more)")
+    p.add_argument(
+        "--node", help="hoist this node (inside the hoist: one level more; outside: instead)"
+    )
     p.add_argument("--up", action="store_true", help="unhoist one level")
     p.add_argument("--clear", action="store_true", help="unhoist every level")
     p.set_defaults(func=cmd_hoist)

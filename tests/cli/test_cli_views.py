@@ -155,6 +155,10 @@ def test_hoist_sets_what_the_app_opens_on(grown: tuple[Path, list[int], list[int
     lines = tree(path, env, "--node", str(kids[0]))
     assert lines[0].startswith(f"hoisted: root › #{kids[0]}")
     assert first_ids(lines[1:]) == [kids[0], *grand]
+    # hoisting a node outside the hoist replaces it (every level lies inside the one before)
+    ok(run_loom("hoist", path, "--node", str(kids[1]), env=env))
+    with Loom.open(path, readonly=True) as loom:
+        assert loom.view_state("hoist") == [kids[1]]
     ok(run_loom("hoist", path, "--clear", env=env))
     with Loom.open(path, readonly=True) as loom:
         assert loom.view_state("hoist") == []
