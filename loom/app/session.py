@@ -68,6 +68,7 @@ from loom.store.views import NodeHeader
 from loom.tokens import TokenArray
 
 DEFAULT_VIEW = View()
+READ_KEY = "read"  # view setting: nodes read in passing, that no `visit` of the log covers
 PIECE_CACHE_SIZE = 5000  # nodes whose text and tokens are kept for the reading pane
 
 Piece = tuple[int, str, TokenArray]  # (node id, text, tokens)
@@ -86,6 +87,7 @@ class Session:
         self._pieces: dict[int, tuple[str, TokenArray]] = {}
         self._entropy: dict[int, float | None] = {}  # mean token entropy by node, once read
         self._read: set[int] | None = None  # nodes read (loaded from the log when first asked)
+        self._unsaved_reads: set[int] = set()  # read since the place was last kept
         self.model_sha256 = ""
         if backend is not None:
             self._adopt_tokenizer(backend)
@@ -211,19 +213,35 @@ class Session:
     def _read_ids(self) -> set[int]:
         if self._read is None:
             self._read = self.loom.visited_paths()
+            skimmed = self.loom.view_state(READ_KEY)
+            if isinstance(skimmed, list):
+                self._read.update(int(i) for i in skimmed if isinstance(i, int))
         return self._read
 
     def is_read(self, node_id: int) -> bool:
-        """Shown in the reading pane before: the reader stopped on it or below it."""
+        """Shown in the reading pane before: the reader was on it or below it."""
         return node_id in self._read_ids()
 
     def mark_read(self, path_ids: Sequence[int]) -> list[int]:
         """The reader is on the last node of `path_ids` (root first): the whole path is read.
-        Returns the nodes that were unread. Kept in the file by `set_place` (a `visit`)."""
+        Returns the nodes that were unread. `set_place` keeps them in the file."""
         read = self._read_ids()
         fresh = [i for i in path_ids if i not in read]
         read.update(fresh)
+        self._unsaved_reads.update(fresh)
         return fresh
+
+    def _save_reads(self, place_path: Sequence[int]) -> None:
+        # What the `visit` of the place covers (its path) is kept by the log; nodes read on the
+        # way there (passed through without stopping) are added to a view setting.
+        skimmed = self._unsaved_reads.difference(place_path)
+        self._unsaved_reads.clear()
+        if skimmed:
+            stored = self.loom.view_state(READ_KEY)
+            known = (
+                [int(i) for i in stored if isinstance(i, int)] if isinstance(stored, list) else []
+            )
+            self.loom.set_view_state(READ_KEY, sorted({*known, *skimmed}))
 
     def unread(self, *, include_pruned: bool = False) -> tuple[set[int], set[int]]:
         """(the unread nodes, those and every ancestor of one): for `reading.next_unread`."""
@@ -397,7 +415,9 @@ class Session:
         reading progress is kept too."""
         if self.loom.current != node_id:
             self.loom.set_current(node_id)
-        self.mark_read([h.id for h in self.loom.ancestors(node_id)] + [node_id])
+        path = [h.id for h in self.loom.ancestors(node_id)] + [node_id]
+        self.mark_read(path)
+        self._save_reads(path)
 
     def set_manual_persona(self, node_id: int, name: str | None) -> None:
         self.loom.set_manual_persona(node_id, name)

@@ -393,10 +393,13 @@ class LoomAppBase(App[int]):
         self.current = node_id
         self.path_ids = ids
         self.session.nav.visited(self.path_ids)
+        fresh = self.session.mark_read(self.path_ids)  # shown now: read (kept when it settles)
         self._remember_current_soon()
         shown = self.path_ids[self.path_ids.index(self.tree_top) :]
         self.tree_pane.show_path(shown, previous)
         self._prev_path_for_tree = shown
+        for read_now in fresh:  # their unread marks go
+            self.refresh_node(read_now)
         path = PathText.from_nodes(pieces, node_id)
         self.reading.show(path)
         self.status.show(context_used=len(path) + 1, context_total=self.session.n_ctx or 0)
@@ -409,15 +412,9 @@ class LoomAppBase(App[int]):
         self._visit_timer = self.set_timer(VISIT_SETTLE_S, self.remember_current)
 
     def remember_current(self) -> None:
-        """Store the current node as the loom's place (also on quit); the path is read now."""
-        fresh = self.session.mark_read(self.path_ids)
+        """Store the current node as the loom's place (also on quit), and what was read."""
         with contextlib.suppress(LoomError):  # the place is a convenience, never an error
             self.session.set_place(self.current)
-        if not self.is_running:
-            return
-        for node_id in fresh:  # their unread marks go
-            if self.session.exists(node_id):
-                self.refresh_node(node_id)
 
     def move(self, target: int | None, missing: str, path_ids: list[int] | None = None) -> None:
         if target is None:

@@ -155,10 +155,13 @@ class ViewActions(LoomAppBase):
         if label_style is not None:
             label_style.blind = on
         self.show_legend()
+        persona_filter, child_filter = self.persona_filter, self.child_filter
         self.status.show(
             blind=on,
             sort="shuffled" if on else self.sort_order,
-            filter="" if on or self.child_filter is None else self.child_filter.describe(),
+            filter="" if child_filter is None else child_filter.describe(),
+            # the persona filter shows where the saved state does (personas.py)
+            saved=f"filter: {persona_filter.describe()}" if persona_filter else "saved",
         )
         self.rebuild_tree()
         self.go_to(self.current)

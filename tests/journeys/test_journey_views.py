@@ -140,7 +140,10 @@ def test_reading_aids_in_the_app(tmp_path: Path, engine: Any, isolated_config: P
         await pilot.press("enter")
         await pilot.pause()
         kept = {n.data for n in app.tree_pane.root.children}
-        assert kept == {k for k in kids if (entropy[k] or 0.0) <= float(f"{cut:.6f}")}
+        on_path = set(app.path_ids)  # the branch the reader is in stays shown
+        assert kept == {
+            k for k in kids if (entropy[k] or 0.0) <= float(f"{cut:.6f}") or k in on_path
+        }
         await pilot.press("K")
         await pilot.pause()
         app.screen.query_one(Input).value = ""

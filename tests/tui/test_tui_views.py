@@ -26,6 +26,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from loom.app.navigation import shuffle_rank
+from loom.app.session import Session
 from loom.engine.fake import FakeBackend
 from loom.engine.sampling import SamplerSettings
 from loom.store.loom import Loom
@@ -348,12 +349,17 @@ def test_blind_reading_sets_filters_aside_and_restores_them(tmp_path: Path) -> N
         app.action_persona_filter_hide("luigi")
         await pilot.pause()
         assert ids["A"] not in tree_ids(app, expand=False)
+        assert "hiding luigi" in screen_text(app)
         await pilot.press("B")
         await pilot.pause()
         assert ids["A"] in tree_ids(app, expand=False)  # hiding would tell
+        app.clear_notifications()
+        await pilot.pause()
+        assert "luigi" not in screen_text(app)  # nor does the status bar name it
         await pilot.press("B")
         await pilot.pause()
         assert ids["A"] not in tree_ids(app, expand=False)
+        assert "luigi" in screen_text(app)
 
     run(app, body)
 
@@ -432,3 +438,25 @@ def test_sort_by_entropy_and_filter_children(tmp_path: Path, engine: object) -> 
         assert set(tree_ids(app, expand=False)) - {loom.root_id} == {best}
 
     run(app, body)
+
+
+def test_nodes_passed_through_are_read_and_kept(loom_path: Path) -> None:
+    app, ids = open_app(loom_path)
+
+    async def body(pilot: Pilot[int]) -> None:
+        await pilot.press("l", "j", "j")  # A, B, C without stopping: each was shown
+        for name in ("A", "B", "C"):
+            assert "•" not in tree_line(app, ids[name])
+        assert "•" in tree_line(app, ids["A1"])
+        await pilot.press("q")  # quitting keeps the place (C) and what was passed on the way
+
+    run(app, body)
+    with Loom.open(loom_path, readonly=True) as check:
+        assert check.current == ids["C"] and check.view_state("read") == sorted(
+            [ids["A"], ids["B"]]
+        )
+    assert Session(Loom.open(loom_path, readonly=True)).unread()[0] == {
+        ids["A1"],
+        ids["A2"],
+        ids["C1"],
+    }
