@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from loom.text import inert, one_line, quoted
 
 if TYPE_CHECKING:
-    from loom.config import Config
+    from loom.app.session import Session
+    from loom.config import Config, SortOrder
     from loom.engine.backend import Backend
     from loom.engine.engine import Engine
     from loom.engine.remote import RemoteBackend
@@ -253,6 +255,109 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not hits:
         print("no matches", file=sys.stderr)
         return 1
+    return 0
+
+
+def _session(loom: Loom) -> Session:
+    from loom.app.session import Session
+
+    return Session(loom)
+
+
+def cmd_tree(args: argparse.Namespace) -> int:
+    from loom.app.hoist import breadcrumb
+    from loom.app.navigation import View
+    from loom.app.reading import (
+        FilterError,
+        filter_children,
+        line_json,
+        line_text,
+        parse_filter,
+        tree_lines,
+    )
+
+    if args.depth is not None and args.depth < 0:
+        _fail(f"--depth must be 0 or more, not {args.depth}")
+    if args.blind and args.filter is not None:
+        _fail("--blind shows every branch: a --filter would tell by what it hides")
+    try:
+        child_filter = None if args.filter is None else parse_filter(args.filter)
+    except FilterError as exc:
+        _fail(str(exc))
+    order: SortOrder = "shuffled" if args.blind else args.sort
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    entropy = child_filter is not None and child_filter.needs_entropy
+    view = View(order, args.pruned, seed=seed, entropy=entropy)
+    with _open_loom(args.path, readonly=True) as loom:
+        session = _session(loom)
+        root = loom.root_id
+        top = root if args.node is None else _node_id(loom, args.node)
+        heads = session.path_headers(top)
+        lines = tree_lines(
+            session.summary(top),
+            lambda node_id: filter_children(session.children(node_id, view), child_filter),
+            args.depth,
+        )
+    if args.json:
+        data = {"top": top, "breadcrumb": [h.id for h in heads], "sort": order,
+                "filter": None if child_filter is None else child_filter.describe(),
+                "nodes": [line_json(line, blind=args.blind) for line in lines]}  # fmt: skip
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return 0
+    if top != root:
+        print(one_line(f"hoisted: {breadcrumb(heads)}", 200))
+    for line in lines:
+        print(line_text(line, blind=args.blind))
+    return 0
+
+
+def cmd_hoist(args: argparse.Namespace) -> int:
+    from loom.app.hoist import HoistError, breadcrumb
+
+    changing = args.node is not None or args.up or args.clear
+    if sum([args.node is not None, args.up, args.clear]) > 1:
+        _fail("give one of --node, --up and --clear")
+    with _open_loom(args.path, readonly=not changing) as loom:
+        session = _session(loom)
+        hoist = session.hoist()
+        if args.node is not None:
+            path = session.path_headers(_node_id(loom, args.node))
+            try:
+                # Hoisting a node outside the hoist first unhoists as far as it takes (as a jump
+                # outside does in the app), so every level lies inside the one before.
+                hoist.widen_to([h.id for h in path])
+                hoist.push(path)
+            except HoistError as exc:
+                _fail(str(exc))
+        elif args.up or args.clear:
+            hoist.pop(all_levels=args.clear)
+        if changing:
+            session.save_hoist(hoist)
+        top = hoist.top(loom.root_id)
+        crumb = breadcrumb(session.path_headers(top))
+    print(one_line(f"hoisted: {crumb}" if hoist.active else "nothing hoisted: the whole tree", 200))
+    return 0
+
+
+def cmd_unread(args: argparse.Namespace) -> int:
+    from loom.app.navigation import View
+    from loom.app.reading import TreeLine, line_json, tree_lines
+
+    with _open_loom(args.path, readonly=True) as loom:
+        session = _session(loom)
+        top = loom.root_id if args.node is None else _node_id(loom, args.node)
+        view = View(include_pruned=args.pruned)
+        unread = [
+            line.node
+            for line in tree_lines(session.summary(top), lambda i: session.children(i, view))
+            if not line.node.read
+        ]
+    if args.json:
+        print(json.dumps([line_json(TreeLine(0, n)) for n in unread], indent=2))
+        return 0
+    for node in unread:
+        print(f"{node.id}\t{one_line(node.preview.strip(), 70)}")
+    print(f"{len(unread)} unread" if unread else "nothing unread", file=sys.stderr)
     return 0
 
 
@@ -765,6 +870,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_search)
+
+    from loom.config import SORT_ORDERS
+
+    p = sub.add_parser("tree", help="print the tree (or a node's subtree) with probabilities")
+    p.add_argument("path", type=Path)
+    p.add_argument("--node", help="print this node's subtree as if it were the root (a hoist)")
+    p.add_argument("--sort", choices=SORT_ORDERS, default="created", help="sibling order")
+    p.add_argument("--filter", help="keep children by a number: 'mean >= 20%%', 'entropy <= 2'")
+    p.add_argument("--depth", type=int, help="levels below the top to print (default: all)")
+    p.add_argument("--pruned", action="store_true", help="print pruned branches too")
+    p.add_argument(
+        "--blind", action="store_true",
+        help="no probabilities, entropy or personas; siblings shuffled (--seed fixes it)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, help="the shuffle of --blind")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_tree)
+
+    p = sub.add_parser("hoist", help="show or set the node the app opens hoisted on")
+    p.add_argument("path", type=Path)
+    p.add_argument(
+        "--node", help="hoist this node (inside the hoist: one level more; outside: instead)"
+    )
+    p.add_argument("--up", action="store_true", help="unhoist one level")
+    p.add_argument("--clear", action="store_true", help="unhoist every level")
+    p.set_defaults(func=cmd_hoist)
+
+    p = sub.add_parser("unread", help="list the nodes never shown in the app's reading pane")
+    p.add_argument("path", type=Path)
+    p.add_argument("--node", help="only under this node")
+    p.add_argument("--pruned", action="store_true", help="list pruned ones too")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_unread)
 
     p = sub.add_parser("models", help="list available GGUF models")
     p.add_argument("--dir", action="append", default=[], help="also look in this folder")

@@ -14,8 +14,11 @@ from typing import Any, Literal, cast
 from loom.paths import config_path
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.toml")
-SortOrder = Literal["created", "mean", "cumulative"]  # siblings: as made, by mean or cumulative p
-SORT_ORDERS: tuple[SortOrder, ...] = ("created", "mean", "cumulative")
+# Siblings: as made, by mean or cumulative logprob (likeliest first), by mean token entropy (most
+# certain first); "shuffled" is blind reading's order (a fixed shuffle per session), never a
+# setting, so it is not in SORT_ORDERS (what `o` cycles through and the config accepts).
+SortOrder = Literal["created", "mean", "cumulative", "entropy", "shuffled"]
+SORT_ORDERS: tuple[SortOrder, ...] = ("created", "mean", "cumulative", "entropy")
 
 
 class ConfigError(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,6 +39,10 @@ class NodeSummary:
     persona_is_manual: bool
     collapse: bool = False  # the persona label marks a collapse here (path posterior jumped)
     mode_collapse: bool = False  # … or a repetition loop ending here
+    # Mean entropy (nats) of the node's known token distributions: read from the token arrays,
+    # so filled in only when a sort or filter needs it (None: not read, or nothing known).
+    mean_entropy: float | None = None
+    read: bool = True  # shown in the reading pane before (see loom.app.reading)
 
     @property
     def mean_prob(self) -> float | None:
@@ -51,7 +56,9 @@ def _finite(value: float | None) -> float | None:
     return None if math.isnan(value) else value
 
 
-def summary_from_header(header: NodeHeader) -> NodeSummary:
+def summary_from_header(
+    header: NodeHeader, *, read: bool = True, mean_entropy: float | None = None
+) -> NodeSummary:
     """The store's NodeHeader → NodeSummary (kept in one place: the store owns the names)."""
     return NodeSummary(
         id=int(header.id),
@@ -68,20 +75,39 @@ def summary_from_header(header: NodeHeader) -> NodeSummary:
         persona_is_manual=header.manual_persona is not None,
         collapse=bool(header.persona is not None and header.persona.collapse),
         mode_collapse=bool(header.persona is not None and header.persona.mode_collapse),
+        mean_entropy=mean_entropy,
+        read=read,
     )
 
 
-def sort_children(children: list[NodeSummary], order: SortOrder) -> list[NodeSummary]:
-    """Siblings in display order. Human nodes (no logprob) sort after scored ones, stably."""
+def sort_key(node: NodeSummary, order: SortOrder) -> float | None:
+    """What `order` sorts by, smaller first (None: the node has no such number)."""
+    if order == "mean":
+        return None if node.mean_logprob is None else -node.mean_logprob
+    if order == "cumulative":
+        return None if node.cum_logprob is None else -node.cum_logprob
+    if order == "entropy":
+        return node.mean_entropy
+    return None
+
+
+def shuffle_rank(node_id: int, seed: int) -> int:
+    """A node's place in a fixed shuffle: the same for a seed, unrelated to id order."""
+    return zlib.crc32(f"{seed}:{node_id}".encode())
+
+
+def sort_children(
+    children: list[NodeSummary], order: SortOrder, seed: int = 0
+) -> list[NodeSummary]:
+    """Siblings in display order. Nodes without the number (human text has no logprob or
+    entropy) sort after the others, stably. "shuffled" is a fixed shuffle for `seed`."""
     if order == "created":
         return children
-
-    def key_of(c: NodeSummary) -> float | None:
-        return c.mean_logprob if order == "mean" else c.cum_logprob
-
-    scored = [c for c in children if key_of(c) is not None]
-    unscored = [c for c in children if key_of(c) is None]
-    return sorted(scored, key=lambda c: -(key_of(c) or 0.0)) + unscored
+    if order == "shuffled":
+        return sorted(children, key=lambda c: shuffle_rank(c.id, seed))
+    known = [c for c in children if sort_key(c, order) is not None]
+    unknown = [c for c in children if sort_key(c, order) is None]
+    return sorted(known, key=lambda c: sort_key(c, order) or 0.0) + unknown
 
 
 @dataclass(frozen=True)
@@ -90,6 +116,12 @@ class View:
 
     order: SortOrder = "created"
     include_pruned: bool = False
+    seed: int = 0  # of the "shuffled" order
+    entropy: bool = False  # read each child's mean entropy (a filter needs it)
+
+    @property
+    def needs_entropy(self) -> bool:
+        return self.entropy or self.order == "entropy"
 
 
 class TreeReader(Protocol):
@@ -132,15 +164,16 @@ class Navigator:
         pos = ids.index(node_id) + step
         return ids[pos] if 0 <= pos < len(ids) else None
 
-    def leaf_of(self, node_id: int, step: int, view: View) -> int | None:
+    def leaf_of(self, node_id: int, step: int, view: View, top: int | None = None) -> int | None:
         """The next (step=1) or previous (step=-1) leaf in depth-first display order: from the
-        nearest node that has a sibling that way, descend to its edge leaf."""
+        nearest node that has a sibling that way, descend to its edge leaf. With `top` (a
+        hoisted node) the walk stays in its subtree."""
         if step > 0:
             kids = self.tree.children(node_id, view)
             if kids:
                 return self._edge_leaf(kids[0].id, first=True, view=view)
         node: int | None = node_id
-        while node is not None:
+        while node is not None and node != top:
             sibling = self.sibling_of(node, step, view)
             if sibling is not None:
                 return self._edge_leaf(sibling, first=step > 0, view=view)
@@ -154,8 +187,9 @@ class Navigator:
                 return node_id
             node_id = kids[0].id if first else kids[-1].id
 
-    def bookmark_after(self, node_id: int, step: int) -> int | None:
-        marks = self.tree.bookmarks()
+    def bookmark_after(self, node_id: int, step: int, marks: list[int] | None = None) -> int | None:
+        """The next (or previous) bookmark, round the loom's (or `marks`, the ones in view)."""
+        marks = self.tree.bookmarks() if marks is None else marks
         if not marks:
             return None
         if node_id in marks:

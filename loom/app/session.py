@@ -42,9 +42,11 @@ from loom.app.generation import (
     TokenBatcher,
     generation_record,
 )
+from loom.app.hoist import VIEW_KEY as HOIST_KEY
+from loom.app.hoist import Hoist
 from loom.app.multiverse import MultiverseNode, build_multiverse, path_tokens_of
 from loom.app.navigation import Navigator, NodeSummary, View, sort_children, summary_from_header
-from loom.app.stats import BranchStats, branch_stats
+from loom.app.stats import BranchStats, branch_stats, span_stats
 from loom.app.transfer import export_loom
 from loom.engine.backend import Backend
 from loom.engine.errors import EngineError, GenerationInterrupted
@@ -76,6 +78,7 @@ from loom.store.views import NodeHeader
 from loom.tokens import TokenArray
 
 DEFAULT_VIEW = View()
+READ_KEY = "read"  # view setting: nodes read in passing, that no `visit` of the log covers
 PIECE_CACHE_SIZE = 5000  # nodes whose text and tokens are kept for the reading pane
 
 Piece = tuple[int, str, TokenArray]  # (node id, text, tokens)
@@ -92,6 +95,9 @@ class Session:
         # (text, tokens) of nodes recently shown: walking among siblings re-reads one node,
         # not the whole path. Forgotten by every write that changes existing nodes.
         self._pieces: dict[int, tuple[str, TokenArray]] = {}
+        self._entropy: dict[int, float | None] = {}  # mean token entropy by node, once read
+        self._read: set[int] | None = None  # nodes read (loaded from the log when first asked)
+        self._unsaved_reads: set[int] = set()  # read since the place was last kept
         self.model_sha256 = ""
         self.prompts = Prompts(loom, self._tokenize_memory)
         if backend is not None:
@@ -199,11 +205,91 @@ class Session:
         return self.loom.node(node_id)
 
     def summary(self, node_id: int) -> NodeSummary:
-        return summary_from_header(self.loom.header(node_id))
+        return summary_from_header(self.loom.header(node_id), read=self.is_read(node_id))
 
     def children(self, node_id: int, view: View = DEFAULT_VIEW) -> list[NodeSummary]:
         headers = self.loom.children(node_id, include_pruned=view.include_pruned)
-        return sort_children([summary_from_header(h) for h in headers], view.order)
+        entropy = self.mean_entropies([h.id for h in headers]) if view.needs_entropy else {}
+        summaries = [
+            summary_from_header(h, read=self.is_read(h.id), mean_entropy=entropy.get(h.id))
+            for h in headers
+        ]
+        return sort_children(summaries, view.order, view.seed)
+
+    def mean_entropies(self, node_ids: Sequence[int]) -> dict[int, float | None]:
+        """Each node's mean token entropy (read from its token arrays: kept once read)."""
+        missing = [i for i in node_ids if i not in self._entropy]
+        for node in self.loom.nodes(missing) if missing else []:
+            self._entropy[node.id] = span_stats(
+                node.tokens, [node.id] * len(node.tokens)
+            ).mean_entropy
+        return {i: self._entropy[i] for i in node_ids}
+
+    # ----------------------------------------------------------------- reading progress
+
+    def _read_ids(self) -> set[int]:
+        if self._read is None:
+            self._read = self.loom.visited_paths()
+            skimmed = self.loom.view_state(READ_KEY)
+            if isinstance(skimmed, list):
+                self._read.update(int(i) for i in skimmed if isinstance(i, int))
+        return self._read
+
+    def is_read(self, node_id: int) -> bool:
+        """Shown in the reading pane before: the reader was on it or below it."""
+        return node_id in self._read_ids()
+
+    def mark_read(self, path_ids: Sequence[int]) -> list[int]:
+        """The reader is on the last node of `path_ids` (root first): the whole path is read.
+        Returns the nodes that were unread. `set_place` keeps them in the file."""
+        read = self._read_ids()
+        fresh = [i for i in path_ids if i not in read]
+        read.update(fresh)
+        self._unsaved_reads.update(fresh)
+        return fresh
+
+    def _save_reads(self, place_path: Sequence[int]) -> None:
+        # What the `visit` of the place covers (its path) is kept by the log; nodes read on the
+        # way there (passed through without stopping) are added to a view setting.
+        skimmed = self._unsaved_reads.difference(place_path)
+        self._unsaved_reads.clear()
+        if skimmed:
+            stored = self.loom.view_state(READ_KEY)
+            known = (
+                [int(i) for i in stored if isinstance(i, int)] if isinstance(stored, list) else []
+            )
+            self.loom.set_view_state(READ_KEY, sorted({*known, *skimmed}))
+
+    def unread(self, *, include_pruned: bool = False) -> tuple[set[int], set[int]]:
+        """(the unread nodes, those and every ancestor of one): for `reading.next_unread`."""
+        parents = self.loom.parent_map(include_pruned=include_pruned)
+        read = self._read_ids()
+        unread = {i for i in parents if i not in read}
+        with_unread: set[int] = set()
+        for node in unread:
+            walker: int | None = node
+            while walker is not None and walker not in with_unread:
+                with_unread.add(walker)
+                walker = parents.get(walker)
+        return unread, with_unread
+
+    # ----------------------------------------------------------------- hoisting
+
+    def hoist(self) -> Hoist:
+        """The hoist the loom was left with (stale entries dropped)."""
+        stored = self.loom.view_state(HOIST_KEY)
+        stack = [int(i) for i in stored] if isinstance(stored, list) else []
+        hoist = Hoist([i for i in stack if self.exists(i)])
+        return hoist
+
+    def save_hoist(self, hoist: Hoist) -> None:
+        """Keep the hoist with the loom (a view setting: not undoable, not exported)."""
+        if self.loom.view_state(HOIST_KEY) != hoist.stack:
+            self.loom.set_view_state(HOIST_KEY, list(hoist.stack))
+
+    def path_headers(self, node_id: int) -> list[NodeHeader]:
+        """Headers from the root down to `node_id` (included)."""
+        return [*self.loom.ancestors(node_id), self.loom.header(node_id)]
 
     def bookmarks(self) -> list[int]:
         return self.loom.bookmarks()
@@ -328,6 +414,7 @@ class Session:
 
     def _forget_nodes(self) -> None:
         self._pieces.clear()
+        self._entropy.clear()
 
     def branch_stats(self, node_id: int) -> BranchStats:
         return branch_stats(self.path_nodes(node_id))
@@ -396,9 +483,13 @@ class Session:
         return event
 
     def set_place(self, node_id: int) -> None:
-        """Remember where the user is (not an undoable edit)."""
+        """Remember where the user is (not an undoable edit): the log's `visit`, from which
+        reading progress is kept too."""
         if self.loom.current != node_id:
             self.loom.set_current(node_id)
+        path = [h.id for h in self.loom.ancestors(node_id)] + [node_id]
+        self.mark_read(path)
+        self._save_reads(path)
 
     def set_manual_persona(self, node_id: int, name: str | None) -> None:
         self.loom.set_manual_persona(node_id, name)
@@ -835,6 +926,7 @@ class Session:
         self.loom = loom
         self.prompts = Prompts(loom, self._tokenize_memory)
         self._forget_nodes()
+        self._read = None
 
     # ----------------------------------------------------------------- lifetime
 

@@ -163,6 +163,7 @@ class Loom:
         self._db = db
         self.tokenizer = tokenizer
         self._current: int | None = None  # read-only looms keep the cursor in memory
+        self._view: dict[str, Any] = {}  # … and their view settings
         self._batch: list[int] | None = None  # undoable seqs of the open batch
         self._batch_thread: int | None = None
         # Threads: any thread may read (the connection is guarded by a lock, each read is one
@@ -341,6 +342,12 @@ class Loom:
         with self._db.read() as conn:
             return views.nodes(conn, [node_id])[0]
 
+    def nodes(self, node_ids: Sequence[int]) -> list[Node]:
+        """Full nodes, tokens included, in the given order."""
+        ids = [_nid(i) for i in node_ids]
+        with self._db.read() as conn:
+            return views.nodes(conn, ids)
+
     def header(self, node_id: int) -> NodeHeader:
         node_id = _nid(node_id)
         with self._db.read() as conn:
@@ -501,6 +508,56 @@ class Loom:
             old = rows.get_meta(conn, "current")
             if old != node_id:
                 commit_event(conn, ev.VISIT, {"old": old, "new": node_id})
+
+    # --- the reader's view (in the file, outside the log's edits and undo) -------------------
+
+    def visited_paths(self) -> set[int]:
+        """Every node on the path to a node the reader has stopped on: the root, the current
+        node and every `visit` target in the log, with their ancestors (nodes since removed
+        are left out). Read once and kept by the caller: it scans the log."""
+        with self._db.read() as conn:
+            found = {
+                int(r[0])
+                for r in conn.execute(
+                    "WITH RECURSIVE seen(id) AS ("
+                    " SELECT json_extract(payload, '$.new') FROM events WHERE kind = ?"
+                    " UNION SELECT n.parent FROM nodes n JOIN seen ON n.id = seen.id"
+                    " WHERE n.parent IS NOT NULL)"
+                    " SELECT seen.id FROM seen JOIN nodes n ON n.id = seen.id",
+                    (ev.VISIT,),
+                )
+            }
+            found.add(_root(conn))
+        here = self.current
+        found.add(here)
+        with self._db.read() as conn:
+            found.update(rows.ancestor_ids(conn, here))
+        return found
+
+    def parent_map(self, *, include_pruned: bool = True) -> dict[int, int | None]:
+        """Every node's parent (the root's is None): one query, for walks over the whole tree."""
+        where = "" if include_pruned else " WHERE NOT pruned"
+        with self._db.read() as conn:
+            return {
+                int(i): None if p is None else int(p)
+                for i, p in conn.execute(f"SELECT id, parent FROM nodes{where}")
+            }
+
+    def view_state(self, key: str) -> Any:
+        """A view setting kept with the loom (the hoist, say): None if never set."""
+        if key in self._view:
+            return self._view[key]
+        with self._db.read() as conn:
+            return rows.get_meta(conn, f"view.{key}")
+
+    def set_view_state(self, key: str, value: Any) -> None:
+        """Keep a view setting (plain JSON) with the loom. Not an edit: it is not logged, not
+        undone and not exported; a read-only loom keeps it in memory."""
+        if self.readonly:
+            self._view[key] = value
+            return
+        with self._write() as conn:
+            rows.set_meta(conn, f"view.{key}", value)
 
     # --- tree edits (each one event, undoable) -------------------------------------------------
 

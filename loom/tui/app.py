@@ -18,9 +18,12 @@ from loom.tui.keymap import APP_ACTIONS, TOKEN_ACTIONS
 from loom.tui.personas import PersonaActions
 from loom.tui.screens.help import HelpScreen, help_text, live_keys
 from loom.tui.transfer import TransferActions
+from loom.tui.viewing import ViewActions
 
 
-class LoomApp(CensusActions, PersonaActions, GenerationActions, TransferActions, EditActions):
+class LoomApp(
+    ViewActions, CensusActions, PersonaActions, GenerationActions, TransferActions, EditActions
+):
     """`backend`: an engine already loaded (tests share one); otherwise, with `load_model`, the
     model (`model_path`, else the config's, else the default model) loads in a worker."""
 
@@ -71,6 +74,14 @@ class LoomApp(CensusActions, PersonaActions, GenerationActions, TransferActions,
                 partial(self.run_action, action.action),
             )
         yield from self._persona_commands()
+        yield SystemCommand(
+            "Unhoist all", "Tree: show the whole tree again, from the root",
+            partial(self.run_action, "unhoist(True)"),
+        )  # fmt: skip
+        yield SystemCommand(
+            "Clear child filter", "Tree: show every child again (K sets a filter)",
+            partial(self.run_action, "child_filter_clear"),
+        )  # fmt: skip
         yield SystemCommand(
             "Branch with an alternative token",
             "Token cursor: pick one of the alternatives at the cursor and branch",

@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import BindingType
 from textual.color import Color
 from textual.containers import Horizontal, Vertical
 from textual.notifications import SeverityLevel
 from textual.timer import Timer
-from textual.widgets import Footer, ProgressBar
+from textual.widgets import Footer, ProgressBar, Static
 
 from loom.app.forks import ForkMap, ForkPoint
 from loom.app.growth import Growth
+from loom.app.hoist import Hoist, breadcrumb
 from loom.app.navigation import NodeSummary, View
+from loom.app.reading import ChildFilter
 from loom.app.session import Session
 from loom.config import SORT_ORDERS, Config, SamplerPreset, SortOrder
 from loom.engine.sampling import SamplerSettings
@@ -99,6 +103,18 @@ class LoomAppBase(App[int]):
         # The last fork map, and the token ids of the path it was made on.
         self.fork_map: ForkMap | None = None
         self.fork_ids: npt.NDArray[np.int32] | None = None
+        # Reading aids (tui/viewing.py): the hoist (kept with the loom), the child filter, and
+        # blind reading with the seed of its shuffle (fixed for the session).
+        self.hoist: Hoist = session.hoist()
+        self.child_filter: ChildFilter | None = None
+        self.blind = False
+        self.blind_seed = random.randrange(1 << 30)
+        # What blind reading set aside: shading, the persona filter, the child filter.
+        self._blind_saved: tuple[bool, PersonaFilter | None, ChildFilter | None] = (
+            True,
+            None,
+            None,
+        )
         self._register_themes()
 
     # ----------------------------------------------------------------- set-up
@@ -141,7 +157,9 @@ class LoomAppBase(App[int]):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
-            yield LoomTree(id="tree")
+            with Vertical(id="left"):
+                yield Static(id="breadcrumb")
+                yield LoomTree(id="tree")
             with Vertical(id="right"):
                 yield ReadingPane(id="reading")
                 yield Legend(id="legend")
@@ -216,6 +234,15 @@ class LoomAppBase(App[int]):
     def after_generation(self, ids: list[int]) -> None:
         """For subclasses: new children were written (persona labelling hooks in here)."""
 
+    def refresh_path_marks(self, *, recheck: bool = False) -> None:
+        """For subclasses: the collapse marks of the path shown (personas.py)."""
+
+    def refresh_fork_marks(self) -> None:
+        """For subclasses: the forking tokens of the path shown (census.py)."""
+
+    def refresh_persona_panel(self) -> None:
+        """For subclasses: the persona panel of the current node (personas.py)."""
+
     def _existing(self, node_id: int | None) -> int | None:
         return node_id if node_id is not None and self.session.exists(node_id) else None
 
@@ -240,8 +267,9 @@ class LoomAppBase(App[int]):
             muted=Color.parse(css["foreground"]).blend(Color.parse(css["background"]), 0.4).hex,
             tag=Color.parse(css["accent"]).hex,
             background=Color.parse(css["surface"]),
+            blind=self.blind,
         )
-        self.query_one(Legend).show(self.scale, self.reading.shading, self.reading_background())
+        self.show_legend()
         if rebuild:
             self.rebuild_tree()
             self.go_to(self.current)
@@ -264,6 +292,11 @@ class LoomAppBase(App[int]):
         style = self.tree_pane.label_style
         return dict(style.personas) if style is not None else {}
 
+    def show_legend(self) -> None:
+        self.query_one(Legend).show(
+            self.scale, self.reading.shading, self.reading_background(), blind=self.blind
+        )
+
     def reading_background(self) -> Color:
         return Color.parse(self.get_css_variables().get("surface", "#202020"))
 
@@ -275,11 +308,43 @@ class LoomAppBase(App[int]):
     def _children_for_tree(self, node_id: int) -> list[NodeSummary]:
         return self.session.children(node_id, self.view)
 
+    @property
+    def tree_top(self) -> int:
+        """The node the tree pane shows as its root: the hoisted node, else the root."""
+        return self.hoist.top(self.session.root_id)
+
     def rebuild_tree(self) -> None:
         """Start the tree pane afresh (after edits that can move or remove nodes anywhere: the
         Session has already forgotten what it cached of them)."""
-        self.tree_pane.reset_to(self.session.summary(self.session.root_id))
+        self._settle_hoist()
+        self.tree_pane.reset_to(self.session.summary(self.tree_top), hoisted=self.hoist.active)
         self._prev_path_for_tree = []
+        self._show_breadcrumb()
+
+    def _settle_hoist(self) -> None:
+        # A hoisted node removed (undo) or pruned: the hoist falls back to what still stands.
+        if not self.hoist.active:
+            return
+        exists = {i for i in self.hoist.stack if self.session.exists(i)}
+        pruned: set[int] = set()
+        if not self.show_pruned:
+            pruned = {h.id for h in self.session.headers(sorted(exists)) if h.pruned}
+        if self.hoist.settle(exists, pruned):
+            self.save_hoist()
+
+    def save_hoist(self) -> None:
+        with contextlib.suppress(LoomError):  # a view setting, never an error
+            self.session.save_hoist(self.hoist)
+
+    def _show_breadcrumb(self) -> None:
+        crumb = self.query_one("#breadcrumb", Static)
+        crumb.display = self.hoist.active
+        if self.hoist.active:
+            way = breadcrumb(self.session.path_headers(self.tree_top))
+            crumb.update(Text(f"⤒ {way}  · Z or a click unhoists", no_wrap=True,
+                              overflow="ellipsis"))  # fmt: skip
+            crumb.tooltip = way
+        self.status.show(hoist=f"#{self.tree_top}" if self.hoist.active else "")
 
     def load_model(self, model_path: Path | None) -> None:
         raise NotImplementedError  # GenerationActions provides it
@@ -302,8 +367,14 @@ class LoomAppBase(App[int]):
 
     @property
     def view(self) -> View:
-        """Which children the tree shows, in which order."""
-        return View(self.sort_order, self.show_pruned)
+        """Which children the tree shows, in which order (blind reading: a fixed shuffle)."""
+        f = self.child_filter
+        return View(
+            "shuffled" if self.blind else self.sort_order,
+            self.show_pruned,
+            seed=self.blind_seed,
+            entropy=f is not None and f.needs_entropy,
+        )
 
     def go_to(self, node_id: int, path_ids: list[int] | None = None) -> None:
         """Make `node_id` the current node: tree, reading pane and status follow.
@@ -311,13 +382,25 @@ class LoomAppBase(App[int]):
         `path_ids` (root first, ending with `node_id`) saves a store query when the caller
         knows it: a step to a parent, child or sibling of the current node."""
         pieces = self.session.path_pieces(node_id, path_ids)
+        ids = [piece[0] for piece in pieces]
+        if not self.hoist.contains(ids):
+            # A jump out of the hoisted subtree (a search result, an undo): widen the hoist.
+            levels = self.hoist.widen_to(ids)
+            self.save_hoist()
+            self.rebuild_tree()
+            self.notify(f"unhoisted {levels} level{'s' * (levels > 1)} to show #{node_id}",
+                        timeout=3)  # fmt: skip
         previous = self._prev_path_for_tree
         self.current = node_id
-        self.path_ids = [piece[0] for piece in pieces]
+        self.path_ids = ids
         self.session.nav.visited(self.path_ids)
+        fresh = self.session.mark_read(self.path_ids)  # shown now: read (kept when it settles)
         self._remember_current_soon()
-        self.tree_pane.show_path(self.path_ids, previous)
-        self._prev_path_for_tree = list(self.path_ids)
+        shown = self.path_ids[self.path_ids.index(self.tree_top) :]
+        self.tree_pane.show_path(shown, previous)
+        self._prev_path_for_tree = shown
+        for read_now in fresh:  # their unread marks go
+            self.refresh_node(read_now)
         path = PathText.from_nodes(pieces, node_id)
         self.reading.show(path)
         self.show_memory_status(len(path))
@@ -345,7 +428,7 @@ class LoomAppBase(App[int]):
         self._visit_timer = self.set_timer(VISIT_SETTLE_S, self.remember_current)
 
     def remember_current(self) -> None:
-        """Store the current node as the loom's place (also on quit)."""
+        """Store the current node as the loom's place (also on quit), and what was read."""
         with contextlib.suppress(LoomError):  # the place is a convenience, never an error
             self.session.set_place(self.current)
 
@@ -357,6 +440,9 @@ class LoomAppBase(App[int]):
             self.go_to(target, path_ids)
 
     def action_parent(self) -> None:
+        if self.current == self.tree_top and self.hoist.active:
+            self.move(None, "the hoisted node is the top (Z unhoists)")
+            return
         parent = self.session.nav.parent_of(self.current)
         self.move(parent, "the root has no parent", self.path_ids[:-1])
 
@@ -365,7 +451,8 @@ class LoomAppBase(App[int]):
         self.move(child, "no children here", [*self.path_ids, child or 0])
 
     def action_sibling(self, step: int) -> None:
-        sibling = self.session.nav.sibling_of(self.current, step, self.view)
+        top = self.current == self.tree_top
+        sibling = None if top else self.session.nav.sibling_of(self.current, step, self.view)
         self.move(
             sibling,
             "no next sibling" if step > 0 else "no previous sibling",
@@ -374,15 +461,28 @@ class LoomAppBase(App[int]):
 
     def action_leaf(self, step: int) -> None:
         self.move(
-            self.session.nav.leaf_of(self.current, step, self.view),
+            self.session.nav.leaf_of(self.current, step, self.view, top=self.tree_top),
             "no next leaf" if step > 0 else "no previous leaf",
         )
 
     def action_go_root(self) -> None:
-        self.go_to(self.session.root_id)
+        """The root, or the hoisted node inside a hoist (it is the tree's root then)."""
+        self.go_to(self.tree_top)
 
     def action_bookmark_jump(self, step: int) -> None:
-        self.move(self.session.nav.bookmark_after(self.current, step), "no bookmarks yet (b)")
+        top = self.tree_top
+        if not self.hoist.active:
+            self.move(self.session.nav.bookmark_after(self.current, step), "no bookmarks yet (b)")
+            return
+        inside = [
+            b
+            for b in self.session.bookmarks()
+            if any(h.id == top for h in self.session.path_headers(b))
+        ]
+        self.move(
+            self.session.nav.bookmark_after(self.current, step, inside),
+            "no bookmarks under the hoisted node (Z unhoists)",
+        )
 
     def on_tree_node_selected(self, event: LoomTree.NodeSelected[int]) -> None:
         if event.node.data is not None and event.node.data != self.current:
@@ -396,12 +496,13 @@ class LoomAppBase(App[int]):
         self.go_to(self.current)
         self.status.show(sort=self.sort_order)
         labels = {"created": "creation order", "mean": "mean token logprob",
-                  "cumulative": "cumulative logprob"}  # fmt: skip
+                  "cumulative": "cumulative logprob",
+                  "entropy": "mean token entropy, most certain first"}  # fmt: skip
         self.notify(f"siblings sorted by {labels[self.sort_order]}", timeout=2)
 
     def action_toggle_shading(self) -> None:
         self.reading.shading = not self.reading.shading
-        self.query_one(Legend).show(self.scale, self.reading.shading, self.reading_background())
+        self.show_legend()
 
     def action_toggle_pruned(self) -> None:
         self.show_pruned = not self.show_pruned
@@ -422,5 +523,6 @@ class LoomAppBase(App[int]):
     def on_reading_pane_cursor_moved(self, event: ReadingPane.CursorMoved) -> None:
         fork = None if event.index is None else self.fork_outcomes_at(event.index)
         self.query_one(TokenInspector).show_token(
-            self.reading.path, event.index, self.scale, self.surface_colour(), fork
-        )
+            self.reading.path, event.index, self.scale, self.surface_colour(), fork,
+            blind=self.blind,
+        )  # fmt: skip

@@ -326,6 +326,11 @@ def test_sort_siblings_by_probability(loom_path: Path) -> None:
         assert order()[0] == ids["B"]
         await pilot.press("right", "down")  # navigation follows the shown order
         assert app.current == order()[1]
+        await pilot.press("o")  # mean entropy, most certain first; human text last
+        entropy = app.session.mean_entropies([ids["A"], ids["B"]])
+        expected = sorted(("A", "B"), key=lambda k: entropy[ids[k]] or 0.0)
+        assert order() == [ids[k] for k in expected] + [ids["C"]]
+        assert "sort entropy" in screen_text(app)
         await pilot.press("o")
         assert order() == [ids["A"], ids["B"], ids["C"]]
 

@@ -82,6 +82,19 @@ def inspector_text(path: PathText, index: int, scale: ProbabilityScale, backgrou
     return out
 
 
+def blind_inspector_text(path: PathText, index: int) -> Text:
+    """Blind reading: the token and where it is, nothing of its probability or alternatives."""
+    node_id = path.owners[index]
+    start, end = path.node_spans[node_id]
+    out = Text(no_wrap=True, overflow="ellipsis")
+    out.append("token ", Style(dim=True))
+    out.append(token_label(path.tokens.texts[index]), Style(bold=True))
+    out.append(f"   node #{node_id} token {index - start + 1}/{end - start}", Style(dim=True))
+    out.append("\nblind reading: probabilities and alternatives hidden (B shows them)",
+               Style(dim=True, italic=True))  # fmt: skip
+    return out
+
+
 class TokenInspector(Static):
     """Hidden unless the reading pane has focus; the app feeds it the cursor position."""
 
@@ -92,10 +105,16 @@ class TokenInspector(Static):
         scale: ProbabilityScale,
         background: Color,
         fork: tuple[ForkPoint, tuple[str, ...], dict[str, str]] | None = None,
+        *,
+        blind: bool = False,
     ) -> None:
         """`fork`: the fork map's point at this token, the persona names and their colours."""
         if path is None or index is None or index >= len(path):
             self.display = False
+            return
+        if blind:
+            self.update(blind_inspector_text(path, index))
+            self.display = True
             return
         text = inspector_text(path, index, scale, background)
         if fork is not None:

@@ -26,6 +26,9 @@ class StatusInfo:
     preset: str = ""
     job: str = ""  # model work under way (a fork map, guided growth …), shown first
     memory: str = ""  # the hidden context in effect at the current node ("" none)
+    blind: bool = False  # blind reading: the model's name is hidden
+    hoist: str = ""  # the hoisted node ("#9"), if any
+    filter: str = ""  # the child filter ("mean ≥ -1.50 (22%)"), if any
 
 
 def status_text(info: StatusInfo) -> Text:
@@ -34,10 +37,15 @@ def status_text(info: StatusInfo) -> Text:
     if info.job:
         out.append(f" {info.job} ", Style(bold=True, reverse=True))
         out.append("  ", dim)
+    if info.blind:
+        out.append(" BLIND ", Style(bold=True, reverse=True))
+        out.append("  ", dim)
     out.append("model ", dim)
-    if info.model:
+    if info.blind:
+        out.append("hidden", Style(italic=True))
+    elif info.model:
         out.append(info.model, Style(bold=True))
-    if info.model_note:
+    if info.model_note and not info.blind:
         out.append((" " if info.model else "") + info.model_note, Style(italic=True))
     out.append("  ·  ", dim)
     speed = "–" if info.tokens_per_second is None else f"{info.tokens_per_second:.0f}"
@@ -54,6 +62,12 @@ def status_text(info: StatusInfo) -> Text:
     if info.sort != "created":
         out.append("  ·  sort ", dim)
         out.append(info.sort)
+    if info.filter:
+        out.append("  ·  filter ", dim)
+        out.append(info.filter, Style(bold=True))
+    if info.hoist:
+        out.append("  ·  hoisted ", dim)
+        out.append(info.hoist, Style(bold=True))
     out.append("  ·  ", dim)
     out.append(info.loom_file)
     out.append("  ·  ", dim)
@@ -81,9 +95,14 @@ class StatusBar(Widget):
         return status_text(self.info)
 
 
-def legend_text(scale: ProbabilityScale, shading: bool, background: Color, width: int = 20) -> Text:
+def legend_text(
+    scale: ProbabilityScale, shading: bool, background: Color, width: int = 20, blind: bool = False
+) -> Text:
     """The colour scale as the reading pane draws it (blended into the pane's background)."""
     out = Text(no_wrap=True, overflow="ellipsis")
+    if blind:
+        out.append("blind reading: probabilities, models and personas hidden (B)", Style(dim=True))
+        return out
     if not shading:
         out.append("shading off (v)", Style(dim=True))
         return out
@@ -101,8 +120,10 @@ class Legend(Widget):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._text = Text()
 
-    def show(self, scale: ProbabilityScale, shading: bool, background: Color) -> None:
-        self._text = legend_text(scale, shading, background)
+    def show(
+        self, scale: ProbabilityScale, shading: bool, background: Color, *, blind: bool = False
+    ) -> None:
+        self._text = legend_text(scale, shading, background, blind=blind)
         self.refresh()
 
     def render(self) -> Text:

@@ -30,6 +30,7 @@ STRIP_CACHE_SIZE = 4000
 _LEVELS = "▁▂▃▄▅▆▇█"
 COLLAPSE_GLYPH = "⚡"  # the persona posterior jumped at this node
 MODE_COLLAPSE_GLYPH = "↻"  # the path fell into a repetition loop here
+UNREAD_GLYPH = "•"  # never shown in the reading pane yet
 
 
 class LabelStyle:
@@ -42,20 +43,30 @@ class LabelStyle:
         muted: str,
         tag: str,
         background: Color,
+        *,
+        blind: bool = False,
     ) -> None:
         self.scale = scale
+        # Blind reading: no probability, entropy, persona chip or persona mark in a label.
+        self.blind = blind
         self.background = background
         self.personas = personas  # persona name → colour
         self.muted = muted
         self.tag = tag
 
 
-def node_label(node: NodeSummary, style: LabelStyle, *, is_root: bool = False) -> Text:
-    """One line: probability glyph and %, persona chip, marks, then the text preview."""
+def node_label(
+    node: NodeSummary, style: LabelStyle, *, is_root: bool = False, hoisted: bool = False
+) -> Text:
+    """One line: probability glyph and %, persona chip, marks, then the text preview. The tree's
+    root line says "root", or the node's id when it is a hoisted node."""
     label = Text(no_wrap=True, overflow="ellipsis")
-    p = node.mean_prob
+    p = None if style.blind else node.mean_prob
     if is_root:
-        label.append("◆ root ", Style(bold=True))
+        label.append(f"⤒ #{node.id} " if hoisted else "◆ root ", Style(bold=True))
+    elif style.blind:
+        label.append("  " if node.author == "model" else "✎ ", Style(color=style.muted))
+        label.append("    ", Style())
     elif p is None:
         label.append("✎ ", Style(color=style.muted))
         label.append("    ", Style())
@@ -64,13 +75,18 @@ def node_label(node: NodeSummary, style: LabelStyle, *, is_root: bool = False) -
         label.append(_LEVELS[min(7, int(p * 8))] + " ", Style(color=prob_colour))
         label.append(percent(p), Style(color=prob_colour))
     label.append(" ")
-    if node.persona:
+    if node.mean_entropy is not None and not style.blind:
+        label.append(f"H{node.mean_entropy:.2f} ", Style(color=style.muted))
+    if not node.read:
+        label.append(UNREAD_GLYPH + " ", Style(color=style.tag, bold=True))
+    # Blind reading: nothing may tell which persona a branch voices.
+    if node.persona and not style.blind:
         chip = f"[{node.persona}{'*' if node.persona_is_manual else ''}]"
         label.append(chip, Style(color=style.personas.get(node.persona, style.tag), bold=True))
         label.append(" ")
-    if node.collapse:
+    if node.collapse and not style.blind:
         label.append(COLLAPSE_GLYPH + " ", Style(color=style.tag, bold=True))
-    if node.mode_collapse:
+    if node.mode_collapse and not style.blind:
         label.append(MODE_COLLAPSE_GLYPH + " ", Style(color=style.tag, bold=True))
     if node.bookmarked:
         label.append("★ ", Style(color=style.tag))
@@ -98,14 +114,17 @@ class LoomTree(Tree[int], inherit_bindings=False):
         # Set by the app: reads a node's children (already filtered and sorted) from the store.
         self.children_of: Callable[[int], list[NodeSummary]] = lambda _id: []
         self.label_style: LabelStyle | None = None
+        self.hoisted = False  # the root line is a hoisted node
         # Rendered lines by what they show, not by line number: moving through the tree
         # shifts lines up and down, and Tree's own cache (by line) would redraw them all.
         self._strips: dict[tuple[object, ...], Strip] = {}
 
     # ----------------------------------------------------------------- building
 
-    def reset_to(self, root: NodeSummary) -> None:
-        """Forget everything and start again from the root (theme change, undo, sort…)."""
+    def reset_to(self, root: NodeSummary, *, hoisted: bool = False) -> None:
+        """Forget everything and start again from the root (theme change, undo, sort…), or from
+        a hoisted node shown as the root."""
+        self.hoisted = hoisted
         self.clear()
         self._strips.clear()
         self._by_loom_id = {root.id: self.root}
@@ -116,7 +135,7 @@ class LoomTree(Tree[int], inherit_bindings=False):
 
     def _label(self, node: NodeSummary, *, is_root: bool = False) -> Text:
         assert self.label_style is not None
-        return node_label(node, self.label_style, is_root=is_root)
+        return node_label(node, self.label_style, is_root=is_root, hoisted=is_root and self.hoisted)
 
     def _add(self, parent: TreeNode[int], node: NodeSummary) -> TreeNode[int]:
         child = parent.add(self._label(node), node.id, allow_expand=node.n_children > 0)
