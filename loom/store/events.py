@@ -46,6 +46,10 @@ GROUP = "group"  # payload {"seqs": [seq, ...], "auto"?: policy}: these edits un
 # "outcomes": [{"forced": [id], "text", "p", "rollouts": [{"tokens": {"$tok": ref}, "label",
 # "posterior": {...}, "repetition", "collapse", "batch_seed", "batch_index"}]}]}.
 CENSUS = "census"
+# Models' readings of nodes they did not write (derived data, not undoable: undo restores text,
+# and a reading of text that is gone is simply not shown). Payload: {"model", "model_sha256",
+# "scored_at", "nodes": [{"node": id, "tokens": {"$tok": ref}}]}.
+SCORE = "score"
 
 UNDOABLE = frozenset(
     {
@@ -68,7 +72,7 @@ UNDOABLE = frozenset(
     }
 )
 SNAPSHOTS = frozenset({CREATE, IMPORT})
-KINDS = UNDOABLE | SNAPSHOTS | {IMPORT_NODES, VISIT, UNDO, REDO, DISCARD_REDO, GROUP}
+KINDS = UNDOABLE | SNAPSHOTS | {IMPORT_NODES, VISIT, UNDO, REDO, DISCARD_REDO, GROUP, SCORE}
 # Kinds whose payloads hold node records (and so grow with the nodes they carry): stored
 # compressed once large (`stored_payload`). The others stay plain JSON text, which SQL reads.
 _RECORD_KINDS = frozenset({CREATE, IMPORT, IMPORT_NODES, ADD, DELETE, SPLIT, MERGE})

@@ -306,6 +306,10 @@ class History:
             return None, f"{auto}{edits} ({span}) undo as one step"
         if kind == ev.CENSUS:
             return int(p["node"]), census_summary(p)
+        if kind == ev.SCORE:
+            n = len(p["nodes"])
+            first = int(p["nodes"][0]["node"]) if n else None
+            return first, f"{n} node{'s' if n != 1 else ''} read by {quoted(str(p['model']), 32)}"
         raise HistoryError(f"unknown event kind {kind!r}")
 
     def _describe_target(self, seq: int) -> tuple[int | None, str]:

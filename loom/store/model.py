@@ -158,6 +158,19 @@ class Persona:
 
 
 @dataclass
+class NodeScore:
+    """A model's reading of a node it did not write (human-written or imported text): the text's
+    tokens as that model tokenizes them, each with the logprob, entropy and alternatives the model
+    gave it — "read by the model", not sampled. `model`/`model_sha256` name the model as a
+    generation record does."""
+
+    model: str
+    model_sha256: str
+    tokens: TokenArray
+    scored_at: float  # unix seconds
+
+
+@dataclass
 class Node:
     id: NodeId
     parent: NodeId | None
@@ -172,6 +185,7 @@ class Node:
     pruned: bool = False
     tags: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)  # foreign fields kept by importers
+    scores: list[NodeScore] = field(default_factory=list)  # readings by models, oldest first
 
 
 @dataclass
