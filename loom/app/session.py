@@ -41,6 +41,14 @@ from loom.app.generation import (
 )
 from loom.app.multiverse import MultiverseNode, build_multiverse, path_tokens_of
 from loom.app.navigation import Navigator, NodeSummary, View, sort_children, summary_from_header
+from loom.app.scoring import (
+    ScorePlan,
+    ScoreRun,
+    ScoringUnavailable,
+    plan_scoring,
+    run_scoring,
+    shown_tokens,
+)
 from loom.app.stats import BranchStats, branch_stats
 from loom.app.transfer import export_loom
 from loom.engine.backend import Backend
@@ -82,6 +90,8 @@ class Session:
         # (text, tokens) of nodes recently shown: walking among siblings re-reads one node,
         # not the whole path. Forgotten by every write that changes existing nodes.
         self._pieces: dict[int, tuple[str, TokenArray]] = {}
+        # Of the nodes in `_pieces` whose tokens shown are a model's reading: which model read them.
+        self._readers: dict[int, str] = {}
         self.model_sha256 = ""
         if backend is not None:
             self._adopt_tokenizer(backend)
@@ -92,6 +102,7 @@ class Session:
         self.backend = backend
         self.no_model_reason = reason or ("" if backend else "no model loaded")
         self.model_sha256 = ""
+        self._forget_nodes()  # which reading a node shows depends on the model
         if backend is not None:
             self._adopt_tokenizer(backend)
 
@@ -242,20 +253,29 @@ class Session:
         missing = [i for i in path_ids if i not in self._pieces]
         if len(missing) > 4:  # one query for the whole path beats many single reads
             for node in self.path_nodes(node_id):
-                self._remember(node.id, node.text, node.tokens)
+                self._remember(node)
         else:
             for missing_id in missing:
-                node = self.loom.node(missing_id)
-                self._remember(node.id, node.text, node.tokens)
+                self._remember(self.loom.node(missing_id))
         return [(i, *self._pieces[i]) for i in path_ids]
 
-    def _remember(self, node_id: int, text: str, tokens: TokenArray) -> None:
+    def reader_of(self, node_id: int) -> str | None:
+        """The model whose reading of a node `path_pieces` gave (None: the node's own tokens)."""
+        return self._readers.get(node_id)
+
+    def _remember(self, node: Node) -> None:
         if len(self._pieces) >= PIECE_CACHE_SIZE:
-            self._pieces.clear()
-        self._pieces[node_id] = (text, tokens)
+            self._forget_nodes()
+        tokens, reading = shown_tokens(node, self.model_name, self.model_sha256)
+        self._pieces[node.id] = (node.text, tokens)
+        if reading is not None:
+            self._readers[node.id] = reading.model
+        else:
+            self._readers.pop(node.id, None)
 
     def _forget_nodes(self) -> None:
         self._pieces.clear()
+        self._readers.clear()
 
     def branch_stats(self, node_id: int) -> BranchStats:
         return branch_stats(self.path_nodes(node_id))
@@ -533,6 +553,40 @@ class Session:
             raise GenerationUnavailable(f"labelling needs a model: {self.no_model_reason}")
         with self.engine_lock:
             return plan_labels(self.loom, backend, persona_set, node_ids, threshold)
+
+    # ----------------------------------------------------------------- reading unscored text
+
+    def plan_scoring(
+        self, node_ids: Sequence[int], *, top_logprobs: int = 5, again: bool = False
+    ) -> ScorePlan:
+        """What the loaded model has yet to read among `node_ids` (see loom.app.scoring). Hashes
+        the model the first time (a second): call it from a worker."""
+        if self.backend is None:
+            raise ScoringUnavailable(f"scoring needs a model: {self.no_model_reason}")
+        if self.loom.readonly:
+            raise ScoringUnavailable("the loom is open read-only: scores could not be kept")
+        return plan_scoring(
+            self.loom, self.backend, node_ids, model_sha256=self.ensure_model_hash(),
+            top_logprobs=top_logprobs, again=again,
+        )  # fmt: skip
+
+    def run_scoring(
+        self,
+        plan: ScorePlan,
+        *,
+        cancel: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ScoreRun:
+        """Read a plan with the model (a worker's job); `save_scores` keeps the result."""
+        if self.backend is None:
+            raise ScoringUnavailable(f"scoring needs a model: {self.no_model_reason}")
+        with self.engine_lock:
+            return run_scoring(self.backend, plan, cancel=cancel, progress=progress)
+
+    def save_scores(self, run: ScoreRun) -> None:
+        """Keep what a scoring run read (one `score` event; not an undo step: derived data)."""
+        self.loom.add_scores(run.model, run.model_sha256, run.readings)
+        self._forget_nodes()
 
     # ----------------------------------------------------------------- the census
 

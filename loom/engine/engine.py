@@ -616,7 +616,8 @@ class Engine:
             prefix = self._with_bos(prefix_ids)
             out = []
             for c, r in zip(conts, readings, strict=True):
-                top_texts = {int(t): piece_text(self._rt.piece(int(t))) for t in np.unique(r.top_ids)}
+                top = np.unique(r.top_ids)
+                top_texts = {int(t): piece_text(self._rt.piece(int(t))) for t in top}
                 texts = stream_texts(
                     self._rt.pieces(c), incomplete_tail(b"".join(self._rt.pieces(prefix[-4:])))
                 )

@@ -10,11 +10,11 @@ Events name token arrays by `{"$tok": key}`: the `key` of a node's tokens, or of
 
 Beyond the §3 contract a file may carry, all optional: `"current"` (the node the loom was on),
 node `"manual_persona"` (the hand label, which always wins over `persona`), node `"meta"` and
-top-level `"meta"` (foreign fields kept by importers), node `"scored"` (a list of readings of a
-node's text by a model that did not write it: `model`, `model_sha256`, `scored_at` and `tokens`
-in the version's token encoding — read by the model, not sampled). Unknown logprobs are `null`; a token's
-`"entropy"` is written where known. Node ids (and `root`, `current`, `parent`) may be strings, as
-hand-written files and other tools have them: see `NodeIds`.
+top-level `"meta"` (foreign fields kept by importers), node `"scored"` (readings of the node's
+text by models that did not write it: `model`, `model_sha256`, `scored_at` and `tokens` in the
+version's token encoding — read by the model, not sampled). Unknown logprobs are `null`; a
+token's `"entropy"` is written where known. Node ids (and `root`, `current`, `parent`) may be
+strings, as hand-written files and other tools have them: see `NodeIds`.
 
 The file is written one node per line: flat, diffable, and never nested deeper than a node.
 """

@@ -270,11 +270,8 @@ def _score(conn: sqlite3.Connection, p: dict[str, Any]) -> None:
         if ev.ref_of(entry["tokens"]) is None:
             raise LoomError(f"a reading of node {node_id} without its tokens")
         if conn.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone():
-            rows.put_scores(
-                conn,
-                node_id,
-                [{"model": model, "model_sha256": sha, "tokens": entry["tokens"], "scored_at": stamp}],
-            )
+            reading = {"model": model, "model_sha256": sha, "tokens": entry["tokens"]}
+            rows.put_scores(conn, node_id, [{**reading, "scored_at": stamp}])
 
 
 _FORWARD: dict[str, Handler] = {

@@ -231,7 +231,7 @@ class History:
             self.title = str(p["new" if forward else "old"])
         elif kind == ev.VISIT:
             self.current = p["new"]
-        elif kind in (ev.PERSONAS, ev.DISCARD_REDO, ev.GROUP, ev.CENSUS):
+        elif kind in (ev.PERSONAS, ev.DISCARD_REDO, ev.GROUP, ev.CENSUS, ev.SCORE):
             # Nothing a tree row shows. A group only joins done edits into one undo step; its
             # undo is logged as one undo event per edit, which this reader applies one by one.
             pass

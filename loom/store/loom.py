@@ -377,6 +377,12 @@ class Loom:
             rows.require(conn, node_id)
             return views.nodes(conn, [*rows.ancestor_ids(conn, node_id), node_id])
 
+    def nodes(self, node_ids: Sequence[int]) -> list[Node]:
+        """Full nodes (with tokens) in the given order, read in one snapshot."""
+        ids = [_nid(i) for i in node_ids]
+        with self._db.read() as conn:
+            return views.nodes(conn, ids)
+
     def path_text(self, node_id: int) -> str:
         node_id = _nid(node_id)
         with self._db.read() as conn:
