@@ -45,7 +45,9 @@ from loom.app.scoring import (
     ScorePlan,
     ScoreRun,
     ScoringUnavailable,
+    needs_reading,
     plan_scoring,
+    reading_by,
     run_scoring,
     shown_tokens,
 )
@@ -92,6 +94,7 @@ class Session:
         self._pieces: dict[int, tuple[str, TokenArray]] = {}
         # Of the nodes in `_pieces` whose tokens shown are a model's reading: which model read them.
         self._readers: dict[int, str] = {}
+        self._unread: set[int] = set()  # of those nodes, the text the loaded model has not read
         self.model_sha256 = ""
         if backend is not None:
             self._adopt_tokenizer(backend)
@@ -259,6 +262,11 @@ class Session:
                 self._remember(self.loom.node(missing_id))
         return [(i, *self._pieces[i]) for i in path_ids]
 
+    def unread(self, node_ids: Sequence[int]) -> list[int]:
+        """Of `node_ids` shown by `path_pieces`, those whose text has no probabilities of its
+        own and no reading by the loaded model."""
+        return [i for i in node_ids if i in self._unread]
+
     def reader_of(self, node_id: int) -> str | None:
         """The model whose reading of a node `path_pieces` gave (None: the node's own tokens)."""
         return self._readers.get(node_id)
@@ -272,10 +280,15 @@ class Session:
             self._readers[node.id] = reading.model
         else:
             self._readers.pop(node.id, None)
+        if needs_reading(node) and reading_by(node, self.model_name, self.model_sha256) is None:
+            self._unread.add(node.id)
+        else:
+            self._unread.discard(node.id)
 
     def _forget_nodes(self) -> None:
         self._pieces.clear()
         self._readers.clear()
+        self._unread.clear()
 
     def branch_stats(self, node_id: int) -> BranchStats:
         return branch_stats(self.path_nodes(node_id))

@@ -16,10 +16,11 @@ from loom.tui.editing import EditActions
 from loom.tui.generation import GenerationActions
 from loom.tui.keymap import APP_ACTIONS, TOKEN_ACTIONS
 from loom.tui.personas import PersonaActions
+from loom.tui.scoring import ScoringActions
 from loom.tui.screens.help import HelpScreen, help_text, live_keys
 
 
-class LoomApp(CensusActions, PersonaActions, GenerationActions, EditActions):
+class LoomApp(CensusActions, PersonaActions, GenerationActions, EditActions, ScoringActions):
     """`backend`: an engine already loaded (tests share one); otherwise, with `load_model`, the
     model (`model_path`, else the config's, else the default model) loads in a worker."""
 

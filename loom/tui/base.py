@@ -98,6 +98,11 @@ class LoomAppBase(App[int]):
         # The last fork map, and the token ids of the path it was made on.
         self.fork_map: ForkMap | None = None
         self.fork_ids: npt.NDArray[np.int32] | None = None
+        # The model reading unscored text (S, or automatically for the path shown), if it runs.
+        self.score_job: ModelJob | None = None
+        # Nodes an automatic reading has been tried on this session (never tried twice: a node
+        # that cannot be read, too long for the context, must not start a reading per move).
+        self.score_tried: set[int] = set()
         self._register_themes()
 
     # ----------------------------------------------------------------- set-up
@@ -317,7 +322,8 @@ class LoomAppBase(App[int]):
         self._remember_current_soon()
         self.tree_pane.show_path(self.path_ids, previous)
         self._prev_path_for_tree = list(self.path_ids)
-        path = PathText.from_nodes(pieces, node_id)
+        readers = {i: r for i in self.path_ids if (r := self.session.reader_of(i)) is not None}
+        path = PathText.from_nodes(pieces, node_id, readers)
         self.reading.show(path)
         self.status.show(context_used=len(path) + 1, context_total=self.session.n_ctx or 0)
 
