@@ -95,8 +95,8 @@ APP_ACTIONS: tuple[LoomAction, ...] = (
     LoomAction("loom.sort", "o", "cycle_sort", "Sort",
                "Sort siblings: created / mean logprob / cumulative logprob", VIEW),
     LoomAction("loom.score", "S", "score", "Score",
-               "Have the model read the hand-written and imported text of this path and "
-               "subtree (probabilities on every token)", VIEW),
+               "Score hand-written and imported text (path and subtree) with the model",
+               VIEW),
     LoomAction("loom.shading", "v", "toggle_shading", "Shading",
                "Shade tokens by probability on/off", VIEW),
     LoomAction("loom.show_pruned", "P", "toggle_pruned", "Show pruned",
