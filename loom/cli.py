@@ -415,7 +415,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         "skipped": [*run.too_long, *run.unaligned],
     }
     lines = [
-        f"{n}\t{len(t)} tokens\tmean logprob {_mean_text(mean_logprob(t.logprobs))}"
+        f"{n}  {len(t)} tokens  mean logprob {_mean_text(mean_logprob(t.logprobs))}"
         for n, t in run.readings
     ]
     _print_result(args.json, data, lines)
