@@ -29,9 +29,12 @@ from loom.engine.engine import Engine
 from loom.engine.logits import log_softmax_rows
 from loom.engine.sampling import SamplerSettings
 from loom.formats import read_document, write_document
+from loom.personas.actions import plan_labels
+from loom.personas.sets import PersonaSet
 from loom.store import events as ev
 from loom.store.errors import InvalidEditError
 from loom.store.loom import Loom
+from loom.store.model import Persona
 from loom.store.tokenizer import FunctionTokenizer
 from loom.tokens import TokenArray
 
@@ -210,3 +213,23 @@ def test_an_old_file_migrates_and_keeps_readings(engine: Engine, tmp_path: Path)
     with Loom.open(path, readonly=True) as loom:
         (score,) = loom.node(loom.root_id).scores
         assert math.isclose(float(score.tokens.logprobs.mean()), -1.5)
+
+
+def test_personas_take_a_readings_logprobs_as_the_null(engine: Engine, tmp_path: Path) -> None:
+    """Persona evidence for hand-written text: the model's reading of it is the bare-context
+    likelihood the PMI compares against, so labelling it needs one engine call fewer."""
+    loom, a, _b = human_loom(tmp_path / "h.loom", engine)
+    personas = PersonaSet(personas=[
+        Persona("keeper", "A lighthouse keeper writes in her diary.", "green", 0.5),
+        Persona("pirate", "A pirate boasts about his plunder.", "red", 0.5),
+    ])  # fmt: skip
+    with loom:
+        unread = plan_labels(loom, engine, personas, [a])
+        run = run_scoring(engine, plan_scoring(loom, engine, [a]))
+        loom.add_scores(run.model, run.model_sha256, run.readings)
+        read = plan_labels(loom, engine, personas, [a])
+    assert read.engine_calls == unread.engine_calls - 1
+    before, after = unread.scores[a], read.scores[a]
+    assert after.evidence and all(math.isfinite(v) for v in after.pmi.values())
+    for name in ("keeper", "pirate"):  # the same quantity, up to the batch's rounding
+        assert abs(after.pmi[name] - before.pmi[name]) < 0.15
