@@ -176,8 +176,9 @@ def _null_logprobs(loom: Loom, engine: Backend, node_id: NodeId, own: TokenArray
     else NaN, and the scorer reads them in one more call."""
     if not np.isnan(own.logprobs).any():
         return own.logprobs
-    name = str(engine.info.name)
-    for score in reversed(loom.node(node_id).scores):
+    scores = loom.node(node_id).scores
+    name = str(engine.info.name) if scores else ""
+    for score in reversed(scores):
         if score.model == name and np.array_equal(score.tokens.ids, own.ids):
             return score.tokens.logprobs
     return own.logprobs
