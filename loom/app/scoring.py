@@ -29,8 +29,20 @@ from dataclasses import dataclass, field
 from loom.engine.backend import Backend
 from loom.engine.engine import keep_recent
 from loom.store.loom import Loom
-from loom.store.model import Node, NodeScore
-from loom.tokens import TokenArray, mean_logprob
+from loom.store.model import needs_reading, reading_by, shown_tokens
+from loom.tokens import TokenArray
+
+__all__ = [
+    "ScorePlan",
+    "ScoreRun",
+    "ScoringUnavailable",
+    "needs_reading",
+    "node_ids_in_scope",
+    "plan_scoring",
+    "reading_by",
+    "run_scoring",
+    "shown_tokens",
+]
 
 # Part of the context a chain of read text may fill (the rest is its context).
 CHAIN_SHARE = 0.5
@@ -38,35 +50,6 @@ CHAIN_SHARE = 0.5
 
 class ScoringUnavailable(Exception):
     """Scoring cannot run (no model, a read-only loom): the message is one line for the user."""
-
-
-def needs_reading(node: Node) -> bool:
-    """Whether the node's text has no probabilities of its own (the model never read it)."""
-    return bool(node.text) and mean_logprob(node.tokens.logprobs) is None
-
-
-def reading_by(node: Node, model: str, model_sha256: str = "") -> NodeScore | None:
-    """The reading of the node's current text by this model (by name, and by sha256 when both
-    are known), the newest if several."""
-    for score in reversed(node.scores):
-        if score.model == model and (
-            not model_sha256 or not score.model_sha256 or score.model_sha256 == model_sha256
-        ):
-            return score
-    return None
-
-
-def shown_tokens(
-    node: Node, model: str = "", model_sha256: str = ""
-) -> tuple[TokenArray, NodeScore | None]:
-    """The tokens a view shows for a node, and the reading they come from (None: the node's
-    own). A model-written node shows what it sampled; other text shows the loaded model's
-    reading of it, else the newest reading by any model, else its tokens without probabilities."""
-    if not needs_reading(node) or not node.scores:
-        return node.tokens, None
-    score = reading_by(node, model, model_sha256) if model else None
-    score = score or node.scores[-1]
-    return score.tokens, score
 
 
 @dataclass

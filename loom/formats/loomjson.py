@@ -157,11 +157,11 @@ def node_to_json(node: Node, *, with_tokens: bool = True) -> dict[str, Any]:
     if node.meta:
         out["meta"] = node.meta
     if node.scores and with_tokens:
-        out["scored"] = [_score_to_json(s, s.tokens.to_json()) for s in node.scores]
+        out["scored"] = [score_to_json(s, s.tokens.to_json()) for s in node.scores]
     return out
 
 
-def _score_to_json(score: NodeScore, tokens: Any) -> dict[str, Any]:
+def score_to_json(score: NodeScore, tokens: Any) -> dict[str, Any]:
     """A model's reading of a node: its tokens were read by that model, not sampled."""
     return {
         "model": score.model,
@@ -489,7 +489,7 @@ def _node_v2(node: Node, key: int | None, vocab: codec.VocabTable) -> dict[str, 
         tokens = {"key": key, **tokens}
     out["tokens"] = tokens
     if node.scores:
-        out["scored"] = [_score_to_json(s, columns_to_json(s.tokens, vocab)) for s in node.scores]
+        out["scored"] = [score_to_json(s, columns_to_json(s.tokens, vocab)) for s in node.scores]
     return out
 
 
