@@ -146,3 +146,25 @@ def test_without_a_model_s_is_one_notice(tmp_path: Path) -> None:
     run(app, body)
     with Loom.open(path, readonly=True) as loom:
         assert "score" not in [e.kind for e in loom.events()]
+
+
+def test_escape_stops_a_reading_and_keeps_what_was_read(
+    engine: Engine, tmp_path: Path, isolated_config: Path
+) -> None:
+    path = imported(tmp_path)
+    auto_score(isolated_config, False)
+    app = open_app(path, engine)
+
+    async def body(pilot: Pilot[int]) -> None:
+        await settle(pilot)
+        await pilot.press("home", "S")  # the whole loom: several calls, one per branching node
+        assert app.score_job is not None
+        await pilot.press("escape")
+        assert app.score_job.cancel.is_set()
+        await settle(pilot)
+        assert app.score_job is None and "stopped: read " in notices(app)
+
+    run(app, body)
+    with Loom.open(path, readonly=True) as loom:
+        (score,) = [e for e in loom.events() if e.kind == "score"]
+        assert 0 < len(score.payload["nodes"]) < loom.stats()["nodes"]
