@@ -200,11 +200,12 @@ def test_the_store_keeps_readings_per_model_outside_undo(engine: Engine, tmp_pat
                 assert [s.model_sha256 for s in kept] == ["a" * 64, "b" * 64]
                 assert np.array_equal(kept[0].tokens.top_ids, tokens.top_ids)
                 assert back.events()[-1].kind in (ev.IMPORT, ev.IMPORT_NODES)
-        out = tmp_path / "h.openloom.json"
-        write_document(loom.to_document(), "openloom", out)
-        (copy,) = [n for n in read_document(out).nodes if n.id == a]
-        assert [s.model for s in copy.scores] == ["model A", "model B"]
-        assert np.array_equal(copy.scores[0].tokens.top_logprobs, tokens.top_logprobs)
+        for fmt in ("openloom", "socketteer"):
+            out = tmp_path / f"h.{fmt}.json"
+            write_document(loom.to_document(), fmt, out)
+            (copy,) = [n for n in read_document(out).nodes if n.text == HUMAN]
+            assert [s.model for s in copy.scores] == ["model A", "model B"], fmt
+            assert np.array_equal(copy.scores[0].tokens.top_logprobs, tokens.top_logprobs)
         page = tmp_path / "h.html"
         write_document(loom.to_document(), "html", page)
         assert page.read_text().count('"rb":"model B"') == 1  # the node's shown reading
