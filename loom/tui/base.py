@@ -103,6 +103,8 @@ class LoomAppBase(App[int]):
         # Nodes an automatic reading has been tried on this session (never tried twice: a node
         # that cannot be read, too long for the context, must not start a reading per move).
         self.score_tried: set[int] = set()
+        # Why automatic reading stopped for this session (a model that cannot score), if it did.
+        self.auto_score_failed: str | None = None
         self._register_themes()
 
     # ----------------------------------------------------------------- set-up

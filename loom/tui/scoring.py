@@ -27,6 +27,8 @@ class ScoringActions(LoomAppBase):
     def on_model_loaded(self, _message: ModelLoaded) -> None:
         # GenerationActions' handler (earlier in the MRO) has installed the model by now; the
         # path shown is read again with it (which reading a node shows depends on the model).
+        self.auto_score_failed = None
+        self.score_tried.clear()
         self.go_to(self.current)
 
     def score_path_if_unread(self) -> None:
@@ -34,6 +36,7 @@ class ScoringActions(LoomAppBase):
         read (each node is tried once a session: one that cannot be read is not retried)."""
         if (
             not self.config.auto_score
+            or self.auto_score_failed is not None
             or self.session.backend is None
             or self.session.readonly
             or self.score_job is not None
@@ -91,6 +94,8 @@ class ScoringActions(LoomAppBase):
         self.score_job = None
         self.status.show(job="")
         if message.error is not None or message.run is None:
+            if message.quiet:  # said once: the path of every node visited would fail alike
+                self.auto_score_failed = str(message.error)
             self.notify(str(message.error), severity="error", title="Scoring failed")
             return
         self._save_scores(message.run, message.quiet)

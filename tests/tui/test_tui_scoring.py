@@ -15,8 +15,12 @@ from support.tui import engine, isolated_config, make_app, notices, run, settle,
 from textual.pilot import Pilot
 
 from loom.engine.engine import Engine
+from loom.engine.errors import RemoteError
+from loom.engine.fake import FakeBackend
+from loom.engine.remote import no_prompt_logprobs
 from loom.store.loom import Loom
 from loom.store.tokenizer import FunctionTokenizer
+from loom.tokens import TokenArray
 from loom.tui.app import LoomApp
 from loom.tui.widgets.inspector import TokenInspector
 
@@ -168,3 +172,33 @@ def test_escape_stops_a_reading_and_keeps_what_was_read(
     with Loom.open(path, readonly=True) as loom:
         (score,) = [e for e in loom.events() if e.kind == "score"]
         assert 0 < len(score.payload["nodes"]) < loom.stats()["nodes"]
+
+
+class NoPromptLogprobs(FakeBackend):
+    """A server like llama-server, which returns no logprobs for prompt tokens (a UI test of
+    the refusal: nothing is scored, so no real model is needed)."""
+
+    def read(self, *_args: object, **_kwargs: object) -> list[TokenArray]:
+        raise RemoteError(no_prompt_logprobs("http://127.0.0.1:9"))
+
+
+def test_a_server_that_cannot_score_is_said_once(tmp_path: Path) -> None:
+    path = imported(tmp_path)
+    backend = NoPromptLogprobs()
+    app = make_app(Loom.open(path, tokenizer=FunctionTokenizer(backend.tokens_for)), backend)
+
+    async def body(pilot: Pilot[int]) -> None:
+        await settle(pilot)
+        assert notices(app).count("no logprobs for prompt tokens") == 1
+        assert app.auto_score_failed is not None
+        await pilot.press("home", "right", "down")  # other paths: not tried again by itself
+        await settle(pilot)
+        assert notices(app).count("no logprobs for prompt tokens") == 1
+        await pilot.press("S")  # asked for, it is said again
+        await settle(pilot)
+        assert notices(app).count("no logprobs for prompt tokens") == 2
+        assert app.is_running
+
+    run(app, body)
+    with Loom.open(path, readonly=True) as loom:
+        assert "score" not in [e.kind for e in loom.events()]
