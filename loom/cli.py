@@ -544,6 +544,64 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from loom.app.scoring import node_ids_in_scope
+    from loom.app.session import Session
+    from loom.tokens import mean_logprob
+
+    if args.subtree and args.node is None:
+        _fail("--subtree needs --node ID")
+    with _open_loom(args.path, readonly=True) as loom:
+        if args.node is not None:
+            _node_id(loom, args.node)  # a bad node is said before a model loads
+    backend = _backend(args, scores=True)
+    top_logprobs = _config().top_logprobs
+    with _open_loom(args.path, readonly=False) as loom:
+        node = None if args.node is None else _node_id(loom, args.node)
+        session = Session(loom, backend)
+        plan = session.plan_scoring(
+            node_ids_in_scope(loom, node, subtree=args.subtree),
+            top_logprobs=top_logprobs,
+            again=args.again,
+        )
+        run = session.run_scoring(plan, progress=_progress_printer("scoring"))
+        session.save_scores(run)
+    rate = run.n_tokens / run.seconds if run.seconds > 0 else 0.0
+    data = {
+        "model": run.model,
+        "model_sha256": run.model_sha256,
+        "nodes": [
+            {"node": n, "tokens": len(t), "mean_logprob": mean_logprob(t.logprobs)}
+            for n, t in run.readings
+        ],
+        "n_nodes": len(run.readings),
+        "n_tokens": run.n_tokens,
+        "seconds": round(run.seconds, 3),
+        "skipped": [*run.too_long, *run.unaligned],
+    }
+    lines = [
+        f"{n}  {len(t)} tokens  mean logprob {_mean_text(mean_logprob(t.logprobs))}"
+        for n, t in run.readings
+    ]
+    _print_result(args.json, data, lines)
+    print(
+        f"read {len(run.readings)} node(s), {run.n_tokens} tokens, with "
+        f"{quoted(run.model, 60)} in {run.seconds:.2f} s ({rate:.0f} tok/s)",
+        file=sys.stderr,
+    )
+    if run.too_long:
+        print(
+            f"loom: warning: node(s) {', '.join(map(str, run.too_long))} are longer than the "
+            "model's context and were not read",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _mean_text(mean: float | None) -> str:
+    return "-" if mean is None else f"{mean:.3f}"
+
+
 def cmd_census(args: argparse.Namespace) -> int:
     from loom.app.census import CensusSettings, census_lines
     from loom.app.session import Session
@@ -966,6 +1024,21 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(p, "GGUF model file (default: Gemma 3 270M)")
     p.set_defaults(func=cmd_label)
 
+    p = sub.add_parser(
+        "score", help="have the model read human-written and imported text (token probabilities)"
+    )
+    p.add_argument("path", type=Path)
+    p.add_argument(
+        "--node", help="only the path from the root to this node (default: the whole loom)"
+    )
+    p.add_argument("--subtree", action="store_true", help="with --node: the node's subtree too")
+    p.add_argument(
+        "--again", action="store_true", help="read nodes this model has read already too"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _model_flags(p, "GGUF model file (default: Gemma 3 270M)")
+    p.set_defaults(func=cmd_score)
+
     p = sub.add_parser("replay", help="watch a loom grow again, event by event (no model needed)")
     p.add_argument("path", type=Path)
     p.add_argument("--headless", action="store_true", help="print the events as a timeline")
@@ -1063,6 +1136,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("loom.app.forks", "ForkMapError"),
         ("loom.app.growth", "GrowthError"),
         ("loom.app.generation", "GenerationUnavailable"),
+        ("loom.app.scoring", "ScoringUnavailable"),
     ):
         try:
             mod = __import__(module, fromlist=[name])

@@ -82,6 +82,7 @@ class Config:
     shading: bool = True
     show_pruned: bool = False
     sort: SortOrder = "created"
+    auto_score: bool = True  # the app reads unscored text on the path shown with the model
     persona_threshold: float = 0.6  # confidence a label, filter or prune by persona needs
     persona_auto_label: bool = True  # label new children when the loom has a persona set
     keymap: dict[str, str] = field(default_factory=dict)
@@ -188,6 +189,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         shading=bool(display.get("shading", True)),
         show_pruned=bool(display.get("show_pruned", False)),
         sort=cast(SortOrder, str(display.get("sort", "created"))),  # checked below
+        auto_score=_flag(display, "auto_score", "display"),
         persona_threshold=_number(personas, "threshold", float, "personas"),
         persona_auto_label=bool(personas.get("auto_label", True)),
         keymap={str(k): str(v) for k, v in keymap.items()},

@@ -46,6 +46,16 @@ from loom.app.hoist import VIEW_KEY as HOIST_KEY
 from loom.app.hoist import Hoist
 from loom.app.multiverse import MultiverseNode, build_multiverse, path_tokens_of
 from loom.app.navigation import Navigator, NodeSummary, View, sort_children, summary_from_header
+from loom.app.scoring import (
+    ScorePlan,
+    ScoreRun,
+    ScoringUnavailable,
+    needs_reading,
+    plan_scoring,
+    reading_by,
+    run_scoring,
+    shown_tokens,
+)
 from loom.app.stats import BranchStats, branch_stats, span_stats
 from loom.app.transfer import export_loom
 from loom.engine.backend import Backend
@@ -98,6 +108,9 @@ class Session:
         self._entropy: dict[int, float | None] = {}  # mean token entropy by node, once read
         self._read: set[int] | None = None  # nodes read (loaded from the log when first asked)
         self._unsaved_reads: set[int] = set()  # read since the place was last kept
+        # Of the nodes in `_pieces` whose tokens shown are a model's reading: which model read them.
+        self._readers: dict[int, str] = {}
+        self._unread: set[int] = set()  # of those nodes, the text the loaded model has not read
         self.model_sha256 = ""
         self.prompts = Prompts(loom, self._tokenize_memory)
         if backend is not None:
@@ -110,6 +123,7 @@ class Session:
         self.no_model_reason = reason or ("" if backend else "no model loaded")
         self.model_sha256 = ""
         self.prompts = Prompts(self.loom, self._tokenize_memory)  # another model, other ids
+        self._forget_nodes()  # which reading a node shows depends on the model
         if backend is not None:
             self._adopt_tokenizer(backend)
 
@@ -400,21 +414,40 @@ class Session:
         missing = [i for i in path_ids if i not in self._pieces]
         if len(missing) > 4:  # one query for the whole path beats many single reads
             for node in self.path_nodes(node_id):
-                self._remember(node.id, node.text, node.tokens)
+                self._remember(node)
         else:
             for missing_id in missing:
-                node = self.loom.node(missing_id)
-                self._remember(node.id, node.text, node.tokens)
+                self._remember(self.loom.node(missing_id))
         return [(i, *self._pieces[i]) for i in path_ids]
 
-    def _remember(self, node_id: int, text: str, tokens: TokenArray) -> None:
+    def unscored(self, node_ids: Sequence[int]) -> list[int]:
+        """Of `node_ids` shown by `path_pieces`, those whose text has no probabilities of its
+        own and no reading by the loaded model (not "unread" by the user: see `unread`)."""
+        return [i for i in node_ids if i in self._unread]
+
+    def reader_of(self, node_id: int) -> str | None:
+        """The model whose reading of a node `path_pieces` gave (None: the node's own tokens)."""
+        return self._readers.get(node_id)
+
+    def _remember(self, node: Node) -> None:
         if len(self._pieces) >= PIECE_CACHE_SIZE:
-            self._pieces.clear()
-        self._pieces[node_id] = (text, tokens)
+            self._forget_nodes()
+        tokens, reading = shown_tokens(node, self.model_name, self.model_sha256)
+        self._pieces[node.id] = (node.text, tokens)
+        if reading is not None:
+            self._readers[node.id] = reading.model
+        else:
+            self._readers.pop(node.id, None)
+        if needs_reading(node) and reading_by(node, self.model_name, self.model_sha256) is None:
+            self._unread.add(node.id)
+        else:
+            self._unread.discard(node.id)
 
     def _forget_nodes(self) -> None:
         self._pieces.clear()
         self._entropy.clear()
+        self._readers.clear()
+        self._unread.clear()
 
     def branch_stats(self, node_id: int) -> BranchStats:
         return branch_stats(self.path_nodes(node_id))
@@ -705,6 +738,40 @@ class Session:
                 threshold,
                 context_of=lambda parent: self.prompt(parent).ids,
             )
+
+    # ----------------------------------------------------------------- reading unscored text
+
+    def plan_scoring(
+        self, node_ids: Sequence[int], *, top_logprobs: int = 5, again: bool = False
+    ) -> ScorePlan:
+        """What the loaded model has yet to read among `node_ids` (see loom.app.scoring). Hashes
+        the model the first time (a second): call it from a worker."""
+        if self.backend is None:
+            raise ScoringUnavailable(f"scoring needs a model: {self.no_model_reason}")
+        if self.loom.readonly:
+            raise ScoringUnavailable("the loom is open read-only: scores could not be kept")
+        return plan_scoring(
+            self.loom, self.backend, node_ids, model_sha256=self.ensure_model_hash(),
+            top_logprobs=top_logprobs, again=again,
+        )  # fmt: skip
+
+    def run_scoring(
+        self,
+        plan: ScorePlan,
+        *,
+        cancel: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ScoreRun:
+        """Read a plan with the model (a worker's job); `save_scores` keeps the result."""
+        if self.backend is None:
+            raise ScoringUnavailable(f"scoring needs a model: {self.no_model_reason}")
+        with self.engine_lock:
+            return run_scoring(self.backend, plan, cancel=cancel, progress=progress)
+
+    def save_scores(self, run: ScoreRun) -> None:
+        """Keep what a scoring run read (one `score` event; not an undo step: derived data)."""
+        self.loom.add_scores(run.model, run.model_sha256, run.readings)
+        self._forget_nodes()
 
     # ----------------------------------------------------------------- the census
 

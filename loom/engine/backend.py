@@ -64,3 +64,10 @@ class Backend(Protocol):
     ) -> list[npt.NDArray[np.float32]]:
         """Per-token raw logprobs of each continuation after `prefix_ids`."""
         ...
+
+    def read(
+        self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]], top_logprobs: int
+    ) -> list[TokenArray]:
+        """Each continuation as the model reads it after `prefix_ids` (text it did not write):
+        per token the raw logprob and, where the backend can, the entropy and top alternatives."""
+        ...

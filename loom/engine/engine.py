@@ -85,6 +85,33 @@ class _BranchState:
 
 
 @dataclass
+class _Reading:
+    """What scoring learns of one continuation: per token its logprob, the entropy there and the
+    k most likely tokens (k may be 0)."""
+
+    logprobs: npt.NDArray[np.float32]
+    entropy: npt.NDArray[np.float32]
+    top_ids: npt.NDArray[np.int64]
+    top_logprobs: npt.NDArray[np.float32]
+
+    @classmethod
+    def zeros(cls, n: int, k: int) -> _Reading:
+        return cls(
+            np.zeros(n, np.float32),
+            np.zeros(n, np.float32),
+            np.zeros((n, k), np.int64),
+            np.zeros((n, k), np.float32),
+        )
+
+    def put(self, t: int, logprob: float, stats: RowStats, row: int) -> None:
+        self.logprobs[t] = logprob
+        self.entropy[t] = stats.entropy[row]
+        if self.top_ids.shape[1]:
+            self.top_ids[t] = stats.top_ids[row]
+            self.top_logprobs[t] = stats.top_logprobs[row]
+
+
+@dataclass
 class EngineStats:
     decode_seconds: float = 0.0
     decode_calls: int = 0
@@ -576,9 +603,43 @@ class Engine:
             self._check_open()
             return self._score(prefix_ids, [[int(t) for t in c] for c in continuations])
 
+    def read(
+        self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]], top_logprobs: int
+    ) -> list[TokenArray]:
+        """Each continuation as the model reads it after `prefix_ids`: per token its raw logprob,
+        the entropy there and the `top_logprobs` most likely tokens — what a sampled token
+        carries, for text the model did not write. The same batched pass as `score`."""
+        with self._lock:
+            self._check_open()
+            conts = [[int(t) for t in c] for c in continuations]
+            readings = self._read(prefix_ids, conts, max(0, int(top_logprobs)))
+            prefix = self._with_bos(prefix_ids)
+            out = []
+            for c, r in zip(conts, readings, strict=True):
+                top = np.unique(r.top_ids)
+                top_texts = {int(t): piece_text(self._rt.piece(int(t))) for t in top}
+                texts = stream_texts(
+                    self._rt.pieces(c), incomplete_tail(b"".join(self._rt.pieces(prefix[-4:])))
+                )
+                out.append(
+                    TokenArray(
+                        ids=np.asarray(c, np.int32),
+                        texts=texts,
+                        logprobs=r.logprobs,
+                        top_ids=r.top_ids.astype(np.int32),
+                        top_logprobs=r.top_logprobs,
+                        top_texts=top_texts,
+                        entropy=r.entropy,
+                    )
+                )
+            return out
+
     def _score(
         self, prefix_ids: Sequence[int], conts: list[list[int]]
     ) -> list[npt.NDArray[np.float32]]:
+        return [r.logprobs for r in self._read(prefix_ids, conts, 0)]
+
+    def _read(self, prefix_ids: Sequence[int], conts: list[list[int]], k: int) -> list[_Reading]:
         ctx = self._with_bos(prefix_ids)
         if not ctx:
             raise ValueError("empty prompt: the model adds no BOS, give at least one token")
@@ -587,14 +648,14 @@ class Engine:
         longest = max((len(c) for c in conts), default=0)
         if len(ctx) + longest - 1 > self.n_ctx:
             raise ContextOverflowError(len(ctx) + longest - 1, self.n_ctx)
-        out = [np.zeros(len(c), np.float32) for c in conts]
+        out = [_Reading.zeros(len(c), k) for c in conts]
         if longest == 0:
             return out
         pinned: set[int] = set()
-        base, _, row0, stats0, _ = self._prefill(ctx, len(ctx) - 1, 0, 1.0, pinned)
+        base, _, row0, stats0, _ = self._prefill(ctx, len(ctx) - 1, k, 1.0, pinned)
         for j, c in enumerate(conts):
             if c:
-                out[j][0] = row0[c[0]] - stats0.lse[0]
+                out[j].put(0, float(row0[c[0]] - stats0.lse[0]), stats0, 0)
         todo = [j for j, c in enumerate(conts) if len(c) > 1]
         group = max(1, self._rt.n_seq_max - 1)
         p0 = len(ctx)
@@ -625,10 +686,10 @@ class Engine:
                 x: npt.NDArray[np.float32],
                 target: list[tuple[int, int]] = target,
             ) -> None:
-                stats = self._analyzer.analyze(x, 0)
+                stats = self._analyzer.analyze(x, k)
                 for r, e in enumerate(rows):
                     j, t = target[e]
-                    out[j][t] = x[r, conts[j][t]] - stats.lse[r]
+                    out[j].put(t, float(x[r, conts[j][t]] - stats.lse[r]), stats, r)
 
             try:
                 self._run(

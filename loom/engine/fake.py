@@ -118,3 +118,9 @@ class FakeBackend:
     ) -> list[npt.NDArray[np.float32]]:
         """Made-up but stable logprobs: the same as `fake_tokens` gives the same ids."""
         return [fake_tokens(list(c)).logprobs for c in continuations]
+
+    def read(
+        self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]], top_logprobs: int
+    ) -> list[TokenArray]:
+        """Made-up but stable readings, as `fake_tokens` gives them."""
+        return [fake_tokens(list(c), top_logprobs) for c in continuations]

@@ -727,6 +727,19 @@ class RemoteBackend:
         with ThreadPoolExecutor(workers, thread_name_prefix="loom-score") as pool:
             return list(pool.map(lambda c: self._score_one(prefix, c), conts))
 
+    def read(
+        self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]], top_logprobs: int
+    ) -> list[TokenArray]:
+        """The continuations with the logprobs `score` reads from the server's echo; a completion
+        server reports no alternatives or entropy for prompt tokens, so those stay unknown."""
+        conts = [[int(t) for t in c] for c in continuations]
+        out = []
+        for c, logprobs in zip(conts, self.score(prefix_ids, conts), strict=True):
+            tokens = TokenArray.from_ids(c, [self.detokenize([t]) for t in c])
+            tokens.logprobs = np.asarray(logprobs, np.float32)
+            out.append(tokens)
+        return out
+
     def check_scoring(self) -> None:
         """Score two tokens once: RemoteError (one line) if this server cannot score."""
         if self._can_score:

@@ -10,9 +10,11 @@ Events name token arrays by `{"$tok": key}`: the `key` of a node's tokens, or of
 
 Beyond the §3 contract a file may carry, all optional: `"current"` (the node the loom was on),
 node `"manual_persona"` (the hand label, which always wins over `persona`), node `"meta"` and
-top-level `"meta"` (foreign fields kept by importers). Unknown logprobs are `null`; a token's
-`"entropy"` is written where known. Node ids (and `root`, `current`, `parent`) may be strings, as
-hand-written files and other tools have them: see `NodeIds`.
+top-level `"meta"` (foreign fields kept by importers), node `"scored"` (readings of the node's
+text by models that did not write it: `model`, `model_sha256`, `scored_at` and `tokens` in the
+version's token encoding — read by the model, not sampled). Unknown logprobs are `null`; a
+token's `"entropy"` is written where known. Node ids (and `root`, `current`, `parent`) may be
+strings, as hand-written files and other tools have them: see `NodeIds`.
 
 The file is written one node per line: flat, diffable, and never nested deeper than a node.
 """
@@ -33,7 +35,14 @@ from loom.formats.jsonstream import NeedsWholeDocument
 from loom.formats.tree import ordered_nodes
 from loom.store import codec
 from loom.store import events as ev
-from loom.store.model import GenerationSettings, LoomDocument, Node, Persona, PersonaLabel
+from loom.store.model import (
+    GenerationSettings,
+    LoomDocument,
+    Node,
+    NodeScore,
+    Persona,
+    PersonaLabel,
+)
 from loom.store.stream import (
     DocumentHead,
     DocumentSink,
@@ -147,6 +156,33 @@ def node_to_json(node: Node, *, with_tokens: bool = True) -> dict[str, Any]:
     }
     if node.meta:
         out["meta"] = node.meta
+    if node.scores and with_tokens:
+        out["scored"] = [score_to_json(s, s.tokens.to_json()) for s in node.scores]
+    return out
+
+
+def score_to_json(score: NodeScore, tokens: Any) -> dict[str, Any]:
+    """A model's reading of a node: its tokens were read by that model, not sampled."""
+    return {
+        "model": score.model,
+        "model_sha256": score.model_sha256,
+        "scored_at": score.scored_at,
+        "tokens": tokens,
+    }
+
+
+def scores_from_json(value: Any, where: str, read_tokens: TokensReader) -> list[NodeScore]:
+    out = []
+    for i, item in enumerate(f.array(value or [], where)):
+        data = f.obj(item, f"{where}[{i}]")
+        out.append(
+            NodeScore(
+                model=f.string(data.get("model"), f"{where}[{i}].model"),
+                model_sha256=f.string(data.get("model_sha256", ""), f"{where}[{i}].model_sha256"),
+                tokens=read_tokens(data.get("tokens"), f"{where}[{i}].tokens"),
+                scored_at=f.number(data.get("scored_at", 0.0), f"{where}[{i}].scored_at"),
+            )
+        )
     return out
 
 
@@ -243,6 +279,7 @@ def node_from_json(
         pruned=f.boolean(data.get("pruned", False), f"{where} pruned"),
         tags=f.strings(data.get("tags") or [], f"{where} tags"),
         meta=meta,
+        scores=scores_from_json(data.get("scored"), f"{where} scored", read_tokens),
     )
 
 
@@ -451,6 +488,8 @@ def _node_v2(node: Node, key: int | None, vocab: codec.VocabTable) -> dict[str, 
     if tokens is not None and key is not None:
         tokens = {"key": key, **tokens}
     out["tokens"] = tokens
+    if node.scores:
+        out["scored"] = [score_to_json(s, columns_to_json(s.tokens, vocab)) for s in node.scores]
     return out
 
 

@@ -13,7 +13,8 @@ a strict superset of 1.0 so a 1.0 reader still finds every field it expects:
 
     + "format": "open-loom", "version": 3
     + node "extensions": {"loom": {"id", "author": "human"|"model", "created_at" (exact unix
-      seconds), "tokens" (loom-json 2 columns), "generation", "persona", "manual_persona",
+      seconds), "tokens" (loom-json 2 columns), "scored" (readings by models, as loom-json's),
+      "generation", "persona", "manual_persona",
       "pruned", "tags", "meta"}}
     + tree "extensions": {"loom": {"root", "personas", "vocab", "token_arrays", "events",
       "meta"}}: the token encoding of loom-json 2 (one vocabulary, columns, `{"$tok": key}`)
@@ -43,6 +44,8 @@ from loom.formats.loomjson import (
     optional_string,
     persona_from_json,
     personas_from_json,
+    score_to_json,
+    scores_from_json,
     tokens_from_json,
     vocab_from_json,
 )
@@ -165,6 +168,8 @@ def _node_extension(node: Node, key: int | None, vocab: codec.VocabTable) -> dic
         del ext[name]
     tokens = columns_to_json(node.tokens, vocab)
     ext["tokens"] = tokens if tokens is None or key is None else {"key": key, **tokens}
+    if node.scores:  # read by a model that did not write the text, not sampled
+        ext["scored"] = [score_to_json(s, columns_to_json(s.tokens, vocab)) for s in node.scores]
     return ext
 
 
@@ -345,4 +350,7 @@ def _node(
         pruned=f.boolean(ext.get("pruned", False), f"{where} pruned"),
         tags=f.strings(ext.get("tags") or [], f"{where} tags"),
         meta=meta,
+        scores=scores_from_json(
+            ext.get("scored"), f"{where} scored", lambda v, w: _tokens(v, w, vocab)
+        ),
     )

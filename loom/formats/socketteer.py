@@ -17,10 +17,10 @@ anything else a human ("mixed" is model text a human edited). The tag "bookmark"
 attribute) is `bookmarked`; the tag "archived" (socketteer hides archived nodes) is `pruned`.
 Timestamps carry no zone: they are read and written as UTC, so they round-trip unchanged.
 
-loom's own data (tokens, generation settings, persona labels, a node's memory) rides along in a
-per-node `"loom"` object that socketteer keeps but ignores (the loom's memory in the top-level
-one); tokens are restored only while they still spell the node's text (socketteer may have
-edited or split the node since).
+loom's own data (tokens, generation settings, persona labels, a node's memory, models'
+readings) rides along in a per-node `"loom"` object that socketteer keeps but ignores (the
+loom's memory in the top-level one); tokens are restored only while they still spell the node's
+text (socketteer may have edited or split the node since).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from loom.formats.loomjson import (
     optional_string,
     persona_from_json,
     personas_from_json,
+    score_to_json,
+    scores_from_json,
     tokens_from_json,
 )
 from loom.formats.tree import depths, ordered_nodes
@@ -171,6 +173,8 @@ def _apply_extension(node: Node, ext: dict[str, Any], where: str, warnings: list
             node.tokens = tokens
         else:
             warnings.append(f"{where}: tokens dropped, the text was edited outside loom")
+    # A reading of other text than the node's (edited outside loom) is dropped on import.
+    node.scores = scores_from_json(ext.get("scored"), f"{where}.scored", tokens_from_json)
 
 
 def write(doc: LoomDocument, current: int | None) -> str:
@@ -294,6 +298,8 @@ def _extension(node: Node) -> dict[str, Any]:
         ext["manual_persona"] = node.manual_persona
     if node.meta.get(MEMORY_KEY) is not None:
         ext["memory"] = node.meta[MEMORY_KEY]
+    if node.scores:  # readings by models that did not write the text (not sampled)
+        ext["scored"] = [score_to_json(s, s.tokens.to_json()) for s in node.scores]
     if ext:
         ext["created_at"] = node.created_at
     return ext

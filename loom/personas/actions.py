@@ -35,6 +35,7 @@ from loom.store.loom import Loom
 from loom.store.model import NodeId, PersonaLabel
 from loom.store.tokenizer import FunctionTokenizer
 from loom.store.views import NodeHeader
+from loom.tokens import TokenArray
 
 DEFAULT_LABEL_THRESHOLD = 0.6
 # Prior-matching calibration needs a mixed set; below this many branches a bias fitted on
@@ -139,7 +140,7 @@ def plan_labels(
             full = loom.path_tokens(h.id)
             own = full.slice(len(context), len(full))
             branch_ids.append([int(t) for t in own.ids])
-            nulls.append(own.logprobs)
+            nulls.append(_null_logprobs(loom, engine, h.id, own))
             texts[h.id] = own.texts
             path_ids[h.id] = [int(t) for t in full.ids]
         for h, ll in zip(members, scorer.logliks(read, branch_ids, nulls), strict=True):
@@ -169,6 +170,20 @@ def plan_labels(
     run.engine_calls = scorer.engine_calls
     run.seconds = time.perf_counter() - started
     return run
+
+
+def _null_logprobs(loom: Loom, engine: Backend, node_id: NodeId, own: TokenArray) -> Any:
+    """A node's logprobs under the bare context: its own (sampled) ones, or for text the model
+    did not write, this model's reading of it (`loom score`) when it read these very tokens;
+    else NaN, and the scorer reads them in one more call."""
+    if not np.isnan(own.logprobs).any():
+        return own.logprobs
+    scores = loom.node(node_id).scores
+    name = str(engine.info.name) if scores else ""
+    for score in reversed(scores):
+        if score.model == name and np.array_equal(score.tokens.ids, own.ids):
+            return score.tokens.logprobs
+    return own.logprobs
 
 
 def label_of(

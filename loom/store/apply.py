@@ -115,6 +115,7 @@ def _snapshot(conn: sqlite3.Connection, p: dict[str, Any]) -> None:
     conn.execute("DELETE FROM tags")
     conn.execute("DELETE FROM nodes")
     conn.execute("DELETE FROM personas")
+    conn.execute("DELETE FROM scores")
     # Nothing before a snapshot can be undone: it described a tree that is gone.
     conn.execute("UPDATE history SET state = ?", (ev.DISCARDED,))
     records = p["nodes"]
@@ -279,6 +280,19 @@ def _check_census(conn: sqlite3.Connection, p: dict[str, Any]) -> None:
                 raise LoomError("a census rollout without its tokens")
 
 
+def _score(conn: sqlite3.Connection, p: dict[str, Any]) -> None:
+    """Keep a model's readings of nodes; a node deleted since is skipped (its reading would
+    describe nothing), so a log replays whatever happened after it was scored."""
+    model, sha, stamp = str(p["model"]), str(p.get("model_sha256") or ""), float(p["scored_at"])
+    for entry in p["nodes"]:
+        node_id = int(entry["node"])
+        if ev.ref_of(entry["tokens"]) is None:
+            raise LoomError(f"a reading of node {node_id} without its tokens")
+        if conn.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone():
+            reading = {"model": model, "model_sha256": sha, "tokens": entry["tokens"]}
+            rows.put_scores(conn, node_id, [{**reading, "scored_at": stamp}])
+
+
 _FORWARD: dict[str, Handler] = {
     ev.CREATE: _snapshot,
     ev.IMPORT: _snapshot,
@@ -301,6 +315,7 @@ _FORWARD: dict[str, Handler] = {
     ev.VISIT: _visit,
     ev.CENSUS: lambda conn, p: _check_census(conn, p),
     ev.MEMORY: lambda conn, p: _memory(conn, p, p["new"]),
+    ev.SCORE: _score,
 }
 
 _BACKWARD: dict[str, Handler] = {

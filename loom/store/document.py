@@ -36,7 +36,7 @@ from loom.store.stream import (
     Throttle,
     token_keys,
 )
-from loom.store.views import PARTIAL_KEY, record_to_node
+from loom.store.views import PARTIAL_KEY, node_scores, record_to_node
 from loom.tokens import TokenArray
 
 _NODE_COLUMNS = (
@@ -133,6 +133,9 @@ class StoreExport:
         for item in self.nodes():
             used.update(item.node.tokens.ids.tolist())
             used.update(int(i) for i in item.node.tokens.top_texts)
+            for score in item.node.scores:
+                used.update(score.tokens.ids.tolist())
+                used.update(int(i) for i in score.tokens.top_texts)
         yield from ((i, t) for i, t in self._vocab.items() if i in used)
 
     def current_path(self) -> list[int]:
@@ -153,6 +156,7 @@ class StoreExport:
                 )
             }
             tags = rows.tags_of(conn, part)
+            scores = rows.scores_of(conn, part)
             children: dict[int, list[int]] = {i: [] for i in part}
             for parent, child in conn.execute(
                 f"SELECT parent, id FROM nodes WHERE parent IN ({marks}) ORDER BY position, id",
@@ -164,9 +168,12 @@ class StoreExport:
                 row = found.get(node_id)
                 if row is None:
                     raise UnknownNodeError(node_id)
-                yield StreamNode(self._node(row, tags.get(node_id, [])), row[6], children[node_id])
+                node = self._node(row, tags.get(node_id, []), scores.get(node_id, []))
+                yield StreamNode(node, row[6], children[node_id])
 
-    def _node(self, row: Sequence[Any], tags: list[str]) -> Node:
+    def _node(
+        self, row: Sequence[Any], tags: list[str], scores: list[dict[str, Any]] | None = None
+    ) -> Node:
         node_id = int(row[0])
         rec: Record = {
             "id": node_id,
@@ -189,7 +196,8 @@ class StoreExport:
             raise LookupError(f"token data {row[6]} is missing")
         else:
             tokens = rows.decode_stored(self.conn, int(row[6]), row[14:19], self._vocab)
-        return record_to_node(rec, tokens)
+        rec["scores"] = scores or []
+        return record_to_node(rec, tokens, node_scores(self.conn, rec))
 
     def _payloads(self) -> Iterator[tuple[int, float, str, dict[str, Any]]]:
         last = 0
@@ -638,6 +646,23 @@ def _record(
         "tags": tags,
         "meta": meta or None,
     }
+    scores = []
+    for score in node.scores:
+        # A reading is of the node's text; one that spells something else would shade other text.
+        if score.tokens.text != node.text:
+            continue
+        if not _finite_tokens(score.tokens):
+            raise LoomError(f"node {node.id}: a token probability of its reading is infinite")
+        scores.append(
+            {
+                "model": str(score.model),
+                "model_sha256": str(score.model_sha256),
+                "tokens": ev.token_ref(rows.store_tokens(conn, score.tokens, vocab)),
+                "scored_at": float(score.scored_at),
+            }
+        )
+    if scores:
+        record["scores"] = scores
     # The import event logs the record: anything in it that strict JSON cannot hold (an infinite
     # posterior or temperature, a foreign object in meta) is named by node (by the caller).
     return record

@@ -50,6 +50,11 @@ CENSUS = "census"
 # None, "new": memory | None}, a memory as `model.Memory.kept` writes it.
 MEMORY = "memory"
 
+# Models' readings of nodes they did not write (derived data, not undoable: undo restores text,
+# and a reading of text that is gone is simply not shown). Payload: {"model", "model_sha256",
+# "scored_at", "nodes": [{"node": id, "tokens": {"$tok": ref}}]}.
+SCORE = "score"
+
 UNDOABLE = frozenset(
     {
         ADD,
@@ -72,7 +77,7 @@ UNDOABLE = frozenset(
     }
 )
 SNAPSHOTS = frozenset({CREATE, IMPORT})
-KINDS = UNDOABLE | SNAPSHOTS | {IMPORT_NODES, VISIT, UNDO, REDO, DISCARD_REDO, GROUP}
+KINDS = UNDOABLE | SNAPSHOTS | {IMPORT_NODES, VISIT, UNDO, REDO, DISCARD_REDO, GROUP, SCORE}
 # Kinds whose payloads hold node records (and so grow with the nodes they carry): stored
 # compressed once large (`stored_payload`). The others stay plain JSON text, which SQL reads.
 _RECORD_KINDS = frozenset({CREATE, IMPORT, IMPORT_NODES, ADD, DELETE, SPLIT, MERGE})

@@ -231,7 +231,7 @@ class History:
             self.title = str(p["new" if forward else "old"])
         elif kind == ev.VISIT:
             self.current = p["new"]
-        elif kind in (ev.PERSONAS, ev.DISCARD_REDO, ev.GROUP, ev.CENSUS, ev.MEMORY):
+        elif kind in (ev.PERSONAS, ev.DISCARD_REDO, ev.GROUP, ev.CENSUS, ev.MEMORY, ev.SCORE):
             # Nothing a tree row shows. A group only joins done edits into one undo step; its
             # undo is logged as one undo event per edit, which this reader applies one by one.
             pass
@@ -311,6 +311,10 @@ class History:
             return None, f"{auto}{edits} ({span}) undo as one step"
         if kind == ev.CENSUS:
             return int(p["node"]), census_summary(p)
+        if kind == ev.SCORE:
+            n = len(p["nodes"])
+            first = int(p["nodes"][0]["node"]) if n else None
+            return first, f"{n} node{'s' if n != 1 else ''} read by {quoted(str(p['model']), 32)}"
         raise HistoryError(f"unknown event kind {kind!r}")
 
     def _describe_target(self, seq: int) -> tuple[int | None, str]:

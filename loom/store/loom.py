@@ -954,6 +954,37 @@ class Loom:
                 out.append(StoredCensus(int(seq), float(ts), int(payload["node"]), payload))
             return out
 
+    # --- the models' readings of nodes --------------------------------------------------------
+
+    def add_scores(
+        self, model: str, model_sha256: str, readings: Sequence[tuple[int, TokenArray]]
+    ) -> int | None:
+        """Keep a model's readings of nodes it did not write (one `score` event; not an undo
+        step: it is derived data, and undo of an edit leaves a reading that no longer spells the
+        text unshown). Each reading must spell its node's text. Returns the event's seq (None
+        when there is nothing to keep)."""
+        if not readings:
+            return None
+        with self._write() as conn:
+            entries = []
+            for node_id, tokens in readings:
+                node_id = _nid(node_id)
+                rows.require(conn, node_id)
+                text = rows.texts_of(conn, [node_id])[node_id]
+                if tokens.text != text:
+                    raise InvalidEditError(f"the reading of node {node_id} does not spell its text")
+                entries.append(
+                    {"node": node_id, "tokens": token_ref(rows.store_tokens(conn, tokens))}
+                )
+            payload = {
+                "model": model,
+                "model_sha256": model_sha256,
+                "scored_at": time.time(),
+                "nodes": entries,
+            }
+            event = commit_event(conn, ev.SCORE, payload)
+        return event.seq
+
     # --- batches, undo and redo -----------------------------------------------------------------
 
     @contextlib.contextmanager

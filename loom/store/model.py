@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from loom.tokens import TokenArray
+from loom.tokens import TokenArray, mean_logprob
 
 Author = Literal["human", "model"]
 LabelSource = Literal["model", "human"]
@@ -216,6 +216,19 @@ class Persona:
 
 
 @dataclass
+class NodeScore:
+    """A model's reading of a node it did not write (human-written or imported text): the text's
+    tokens as that model tokenizes them, each with the logprob, entropy and alternatives the model
+    gave it — "read by the model", not sampled. `model`/`model_sha256` name the model as a
+    generation record does."""
+
+    model: str
+    model_sha256: str
+    tokens: TokenArray
+    scored_at: float  # unix seconds
+
+
+@dataclass
 class Node:
     id: NodeId
     parent: NodeId | None
@@ -230,6 +243,36 @@ class Node:
     pruned: bool = False
     tags: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)  # foreign fields kept by importers
+    scores: list[NodeScore] = field(default_factory=list)  # readings by models, oldest first
+
+
+def needs_reading(node: Node) -> bool:
+    """Whether the node's text has no probabilities of its own (the model never read it)."""
+    return bool(node.text) and mean_logprob(node.tokens.logprobs) is None
+
+
+def reading_by(node: Node, model: str, model_sha256: str = "") -> NodeScore | None:
+    """The reading of the node's current text by this model (by name, and by sha256 when both
+    are known), the newest if several."""
+    for score in reversed(node.scores):
+        if score.model == model and (
+            not model_sha256 or not score.model_sha256 or score.model_sha256 == model_sha256
+        ):
+            return score
+    return None
+
+
+def shown_tokens(
+    node: Node, model: str = "", model_sha256: str = ""
+) -> tuple[TokenArray, NodeScore | None]:
+    """The tokens a view shows for a node, and the reading they come from (None: the node's
+    own). A model-written node shows what it sampled; other text shows `model`'s reading of it,
+    else the newest reading by any model, else its tokens without probabilities."""
+    if not needs_reading(node) or not node.scores:
+        return node.tokens, None
+    score = reading_by(node, model, model_sha256) if model else None
+    score = score or node.scores[-1]
+    return score.tokens, score
 
 
 @dataclass

@@ -438,12 +438,70 @@ def read_records(conn: sqlite3.Connection, ids: Sequence[int]) -> list[Record]:
         ):
             found[int(row[0])] = row
     tags = tags_of(conn, ids)
+    scores = scores_of(conn, ids)
     out = []
     for node_id in ids:
         if node_id not in found:
             raise UnknownNodeError(node_id)
-        out.append(_record(found[node_id], tags.get(node_id, [])))
+        rec = _record(found[node_id], tags.get(node_id, []))
+        if node_id in scores:
+            rec["scores"] = scores[node_id]
+        out.append(rec)
     return out
+
+
+# --- the models' readings of nodes (the `scores` table) ------------------------------------------
+
+
+def has_scores_table(conn: sqlite3.Connection) -> bool:
+    """False for a file of an older schema read without migrating it (read-only)."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scores'"
+        ).fetchone()
+        is not None
+    )
+
+
+def scores_of(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """The readings of `ids` as records carry them: {"model", "model_sha256", "tokens": ref,
+    "scored_at"}, oldest first (whether they still spell the node's text is the reader's check)."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    if not ids or not has_scores_table(conn):
+        return out
+    for part in chunks(ids):
+        for node_id, model, sha, ref, scored_at in conn.execute(
+            "SELECT node_id, model, model_sha256, tokens_id, scored_at FROM scores"
+            f" WHERE node_id IN ({marks(len(part))}) ORDER BY node_id, scored_at",
+            tuple(part),
+        ):
+            out.setdefault(int(node_id), []).append(
+                {
+                    "model": model,
+                    "model_sha256": sha,
+                    "tokens": token_ref(int(ref)),
+                    "scored_at": float(scored_at),
+                }
+            )
+    return out
+
+
+def put_scores(conn: sqlite3.Connection, node_id: int, scores: Sequence[dict[str, Any]]) -> None:
+    """Keep readings of a node (a newer reading by the same model replaces the older)."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO scores (node_id, model, model_sha256, tokens_id, scored_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [
+            (
+                node_id,
+                str(s["model"]),
+                str(s.get("model_sha256") or ""),
+                ref_of(s["tokens"]),
+                float(s["scored_at"]),
+            )
+            for s in scores
+        ],
+    )
 
 
 def read_record(conn: sqlite3.Connection, node_id: int) -> Record:
@@ -492,6 +550,8 @@ def insert_records(conn: sqlite3.Connection, records: Sequence[Record]) -> None:
             )
         )
         tag_rows.extend((node_id, tag, i) for i, tag in enumerate(rec.get("tags") or []))
+        if rec.get("scores"):
+            put_scores(conn, node_id, rec["scores"])
     conn.executemany(
         "INSERT INTO nodes (id, parent, position, depth, author, text, created_at, tokens_id,"
         " tokens_partial, n_tokens, sum_logprob, n_logprob, generation, persona, manual_persona,"
@@ -505,6 +565,7 @@ def delete_nodes(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
     for part in chunks(ids):
         params = tuple(part)
         conn.execute(f"DELETE FROM tags WHERE node_id IN ({marks(len(part))})", params)
+        conn.execute(f"DELETE FROM scores WHERE node_id IN ({marks(len(part))})", params)
         conn.execute(f"DELETE FROM nodes WHERE id IN ({marks(len(part))})", params)
 
 

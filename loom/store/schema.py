@@ -25,7 +25,12 @@ def _tokens_to_vocabulary(conn: sqlite3.Connection) -> None:
     migrations.tokens_to_vocabulary(conn)
 
 
-MIGRATIONS: list[Migration] = [_tokens_to_vocabulary]
+def _scores_table(conn: sqlite3.Connection) -> None:
+    """2 -> 3: a table for the models' readings of text they did not write (`scores`)."""
+    conn.execute(SCORES_DDL)
+
+
+MIGRATIONS: list[Migration] = [_tokens_to_vocabulary, _scores_table]
 
 
 def schema_version() -> int:
@@ -35,6 +40,20 @@ def schema_version() -> int:
 
 # What every version has; a version-2 file also has `vocab` (checked after any migration).
 REQUIRED_TABLES = frozenset({"meta", "nodes", "tokens", "tags", "personas", "events", "history"})
+
+# How a model reads a node it did not write (human-written or imported text): its tokens as that
+# model tokenizes them, with logprobs, entropy and top-k — "read by the model", never sampled. One
+# row per node and model (the model's name and sha256 as generation records hold them), so a loom
+# read by two models keeps both. Written by `score` events; a row whose tokens no longer spell the
+# node's text (it was edited since) is ignored by the readers, not deleted.
+SCORES_DDL = """CREATE TABLE scores (
+    node_id INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    tokens_id INTEGER NOT NULL,
+    scored_at REAL NOT NULL,
+    PRIMARY KEY (node_id, model, model_sha256)
+) WITHOUT ROWID"""
 
 # The newest schema, created directly (a new file does not replay the migrations).
 DDL = """
@@ -126,6 +145,7 @@ CREATE TRIGGER nodes_fts_update AFTER UPDATE OF text ON nodes BEGIN
     INSERT INTO nodes_fts (rowid, text) VALUES (new.id, new.text);
 END;
 """
+DDL += SCORES_DDL + ";\n"
 
 
 def create_schema(conn: sqlite3.Connection) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from loom.store import codec, rows
 from loom.store.errors import UnknownNodeError
 from loom.store.events import ref_of
-from loom.store.model import Author, GenerationSettings, Node, PersonaLabel
+from loom.store.model import Author, GenerationSettings, Node, NodeScore, PersonaLabel
 from loom.store.rows import Record
 from loom.tokens import TokenArray
 
@@ -114,7 +114,7 @@ def children(conn: sqlite3.Connection, node_id: int, include_pruned: bool) -> li
 PARTIAL_KEY = "tokens_partial"
 
 
-def record_to_node(rec: Record, tokens: TokenArray) -> Node:
+def record_to_node(rec: Record, tokens: TokenArray, scores: list[NodeScore] | None = None) -> Node:
     meta = dict(rec["meta"] or {})
     if rec["tokens_partial"]:
         meta[PARTIAL_KEY] = True
@@ -134,12 +134,24 @@ def record_to_node(rec: Record, tokens: TokenArray) -> Node:
         pruned=rec["pruned"],
         tags=list(rec["tags"]),
         meta=meta,
+        scores=list(scores or []),
     )
+
+
+def node_scores(conn: sqlite3.Connection, rec: Record) -> list[NodeScore]:
+    """The readings a record carries that still spell the node's text (an edit since makes a
+    reading stale: it is kept in the file, as the log is, but no longer shown)."""
+    out = []
+    for s in rec.get("scores") or []:
+        tokens = rows.load_tokens(conn, ref_of(s["tokens"]))
+        if tokens.text == rec["text"]:
+            out.append(NodeScore(s["model"], s["model_sha256"], tokens, s["scored_at"]))
+    return out
 
 
 def nodes(conn: sqlite3.Connection, ids: Sequence[int]) -> list[Node]:
     """Full nodes (with tokens) in the given order."""
     return [
-        record_to_node(rec, rows.load_tokens(conn, ref_of(rec["tokens"])))
+        record_to_node(rec, rows.load_tokens(conn, ref_of(rec["tokens"])), node_scores(conn, rec))
         for rec in rows.read_records(conn, ids)
     ]

@@ -16,13 +16,15 @@ from loom.tui.editing import EditActions
 from loom.tui.generation import GenerationActions
 from loom.tui.keymap import APP_ACTIONS, TOKEN_ACTIONS
 from loom.tui.personas import PersonaActions
+from loom.tui.scoring import ScoringActions
 from loom.tui.screens.help import HelpScreen, help_text, live_keys
 from loom.tui.transfer import TransferActions
 from loom.tui.viewing import ViewActions
 
 
 class LoomApp(
-    ViewActions, CensusActions, PersonaActions, GenerationActions, TransferActions, EditActions
+    ViewActions, CensusActions, PersonaActions, GenerationActions, TransferActions, EditActions,
+    ScoringActions,
 ):
     """`backend`: an engine already loaded (tests share one); otherwise, with `load_model`, the
     model (`model_path`, else the config's, else the default model) loads in a worker."""

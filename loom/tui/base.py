@@ -115,6 +115,13 @@ class LoomAppBase(App[int]):
             None,
             None,
         )
+        # The model reading unscored text (S, or automatically for the path shown), if it runs.
+        self.score_job: ModelJob | None = None
+        # Nodes an automatic reading has been tried on this session (never tried twice: a node
+        # that cannot be read, too long for the context, must not start a reading per move).
+        self.score_tried: set[int] = set()
+        # Why automatic reading stopped for this session (a model that cannot score), if it did.
+        self.auto_score_failed: str | None = None
         self._register_themes()
 
     # ----------------------------------------------------------------- set-up
@@ -401,7 +408,8 @@ class LoomAppBase(App[int]):
         self._prev_path_for_tree = shown
         for read_now in fresh:  # their unread marks go
             self.refresh_node(read_now)
-        path = PathText.from_nodes(pieces, node_id)
+        readers = {i: r for i in self.path_ids if (r := self.session.reader_of(i)) is not None}
+        path = PathText.from_nodes(pieces, node_id, readers)
         self.reading.show(path)
         self.show_memory_status(len(path))
 

@@ -127,6 +127,9 @@ class GenerationActions(LoomAppBase):
         elif self.model_job is not None:
             self.model_job.cancel.set()
             self.status.show(job=f"stopping the {self.model_job.what}…")
+        elif self.score_job is not None:  # the model reading unscored text (tui/scoring.py)
+            self.score_job.cancel.set()
+            self.status.show(job="stopping the reading…")
         elif isinstance(self.focused, ReadingPane):
             self.tree_pane.focus()
 

@@ -19,6 +19,7 @@ from loom.app.forks import ForkMap
 from loom.app.generation import GenerationResult, StreamedToken
 from loom.app.growth import GrowthStep
 from loom.app.multiverse import MultiverseNode
+from loom.app.scoring import ScoreRun
 from loom.engine.backend import Backend
 from loom.engine.sampling import SamplerSettings
 from loom.personas.actions import LabelRun
@@ -79,6 +80,20 @@ class LabelsDone(Message):
     def __init__(self, run: LabelRun | None, error: Exception | None, quiet: bool) -> None:
         super().__init__()
         self.run, self.error, self.quiet = run, error, quiet
+
+
+class ScoresDone(Message):
+    """A reading of unscored text finished (`run` None: it failed with `error`)."""
+
+    def __init__(self, run: ScoreRun | None, error: Exception | None, quiet: bool) -> None:
+        super().__init__()
+        self.run, self.error, self.quiet = run, error, quiet
+
+
+class ScoreProgress(Message):
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__()
+        self.done, self.total = done, total
 
 
 class MultiverseProgress(Message):

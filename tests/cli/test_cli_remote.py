@@ -89,7 +89,8 @@ def test_bad_remote_input_is_one_line_and_writes_nothing(
     # llama-server gives no logprobs for prompt tokens: nothing that scores runs on it
     for cmd in (("label", "s.loom", "--personas", "croissant"), ("census", "s.loom"),
                 ("forks", "s.loom"), ("transitions", "s.loom"),
-                ("grow", "s.loom", "--policy", "explore", "--budget", "8")):  # fmt: skip
+                ("grow", "s.loom", "--policy", "explore", "--budget", "8"),
+                ("score", "s.loom")):  # fmt: skip
         failed(run_loom(*cmd, "--remote", url, cwd=work, env=keyed), "no logprobs for prompt")
     assert snapshot(work) == before
 

@@ -127,6 +127,10 @@ def every_kind_session(tmp_path: Path) -> tuple[Loom, Marks]:
     assert lm.events()[-1].kind == ev.VISIT
     _mark(lm, marks)
 
+    lm.add_scores("toy", "", [(b, model_tokens(lm.node(b).text))])  # score: a model's reading
+    assert lm.events()[-1].kind == ev.SCORE and lm.node(b).scores[0].model == "toy"
+    _mark(lm, marks)
+
     with lm.batch():  # group: one undo step of several edits
         lm.add_tag(a, "hero")
         lm.set_bookmark(a, True)

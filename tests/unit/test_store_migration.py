@@ -40,7 +40,7 @@ def _version(path: Path) -> int:
 
 def test_the_fixture_is_schema_1() -> None:
     assert _version(OLD) == 1
-    assert schema.schema_version() == 2
+    assert schema.schema_version() > 1  # so opening it for writing migrates it
 
 
 def test_opening_migrates_and_the_loom_is_unchanged(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_opening_migrates_and_the_loom_is_unchanged(tmp_path: Path) -> None:
     with Loom.open(path) as lm:
         doc = lm.to_document()
         census = lm.censuses()
-    assert _version(path) == 2
+    assert _version(path) == schema.schema_version()
     expected = read_document(EXPORT)
     assert differences(expected, doc) == []
     assert [c.node_id for c in census] == [2]

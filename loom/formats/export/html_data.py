@@ -18,7 +18,7 @@ from loom.intervals import wilson
 from loom.store import codec
 from loom.store import events as ev
 from loom.store.history import HistoryError, NodeView, read_history
-from loom.store.model import LoomDocument, Node
+from loom.store.model import LoomDocument, Node, shown_tokens
 from loom.text import inert, one_line
 from loom.tokens import mean_logprob
 
@@ -48,8 +48,9 @@ def _floats(values: Any, digits: int) -> list[float | None]:
 
 
 def _tokens(node: Node, strings: Strings) -> dict[str, Any] | None:
-    """The node's tokens, if they spell (a prefix of) its text; the rest of the text in `rest`."""
-    tokens = node.tokens
+    """The node's tokens (or, for text a model read but did not write, the newest reading), if
+    they spell (a prefix of) its text; the rest of the text in `rest`."""
+    tokens, _reading = shown_tokens(node)
     joined = "".join(tokens.texts)
     if not len(tokens) or not node.text.startswith(joined):
         return None
@@ -93,9 +94,12 @@ def _node(node: Node, strings: Strings) -> dict[str, Any]:
     }
     if node.tags:
         out["g"] = [one_line(t) for t in node.tags]
-    mean = mean_logprob(node.tokens.logprobs)
+    shown, reading = shown_tokens(node)
+    mean = mean_logprob(shown.logprobs)
     if mean is not None:
         out["m"] = round(mean, 4)
+    if reading is not None:  # read by that model, not sampled
+        out["rb"] = one_line(reading.model)
     tokens = _tokens(node, strings)
     if tokens is not None:
         out["t"] = tokens

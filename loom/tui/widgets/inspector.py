@@ -51,8 +51,9 @@ def inspector_text(path: PathText, index: int, scale: ProbabilityScale, backgrou
     out.append(token_label(tokens.texts[index]), Style(bold=True))
     out.append(f"  id {int(tokens.ids[index])}", Style(dim=True))
     out.append("   p ")
+    reader = path.reader_at(index)
     if p is None:
-        out.append("— (written by hand)", Style(italic=True))
+        out.append("— (not read by a model yet: S reads it)", Style(italic=True))
     else:
         colour = scale.text_colour(p, background).rich_color
         out.append(percent(p).strip(), Style(color=colour, bold=True))
@@ -61,6 +62,8 @@ def inspector_text(path: PathText, index: int, scale: ProbabilityScale, backgrou
     if entropy is not None and not math.isnan(entropy):
         out.append(f"   entropy {entropy:.2f} nats")
     out.append(f"   node #{node_id} token {index - start + 1}/{end - start}", Style(dim=True))
+    if reader is not None:
+        out.append(f"\nread by the model {reader}, not sampled", Style(italic=True))
     alternatives = tokens.top(index)
     if not alternatives:
         out.append("\nno alternatives recorded for this token", Style(dim=True, italic=True))

@@ -34,6 +34,9 @@ SHADE_ALPHA = 0.6  # how strongly the probability colour tints the background
 UNTOKENIZED_ID = -1  # the id shown for text that has no tokens yet
 # A forking token: under the token, apart from the current node's single underline.
 FORK_MARK = Style(underline2=True, bold=True)
+# Tokens the model read but did not write (human or imported text it scored): shaded like the
+# others, drawn in italics so read text is told apart from sampled text.
+READ_MARK = Style(italic=True)
 
 
 class PathText:
@@ -44,9 +47,16 @@ class PathText:
     inspector), not on every move.
     """
 
-    def __init__(self, parts: list[tuple[int, TokenArray]], current: int) -> None:
+    def __init__(
+        self,
+        parts: list[tuple[int, TokenArray]],
+        current: int,
+        readers: dict[int, str] | None = None,
+    ) -> None:
         self.parts = parts
         self.current = current
+        # Nodes whose tokens are a model's reading, not sampled: node id -> the model's name.
+        self.readers = dict(readers or {})
         self.node_spans: dict[int, tuple[int, int]] = {}
         self.owners: list[int] = []
         for node_id, tokens in parts:
@@ -73,10 +83,20 @@ class PathText:
     def text(self) -> str:
         return "".join(self.texts)
 
+    def reader_at(self, index: int) -> str | None:
+        """The model that read token `index` (None: the token was sampled, or never read)."""
+        return self.readers.get(self.owners[index]) if self.readers else None
+
     @classmethod
-    def from_nodes(cls, nodes: list[tuple[int, str, TokenArray]], current: int) -> PathText:
+    def from_nodes(
+        cls,
+        nodes: list[tuple[int, str, TokenArray]],
+        current: int,
+        readers: dict[int, str] | None = None,
+    ) -> PathText:
         """From (node id, text, tokens) root-first. Text the tokens don't cover (written without
-        a model) is shown as one extra token without probabilities, so no text goes missing."""
+        a model) is shown as one extra token without probabilities, so no text goes missing.
+        `readers`: the nodes whose tokens a model read rather than wrote, and which model."""
         parts: list[tuple[int, TokenArray]] = []
         for node_id, text, tokens in nodes:
             covered = tokens.text
@@ -85,7 +105,7 @@ class PathText:
                     [tokens, TokenArray.from_ids([UNTOKENIZED_ID], [text[len(covered) :]])]
                 )
             parts.append((node_id, tokens))
-        return cls(parts, current)
+        return cls(parts, current, readers)
 
 
 def shared_token_count(old: PathText, new: PathText) -> int:
@@ -369,6 +389,8 @@ class ReadingPane(ScrollView, can_focus=True):
             style = self._shade_cache.get(bucket) or self._shade_cache.setdefault(
                 bucket, self._shade(bucket / 100)
             )
+            if path.reader_at(index) is not None:
+                style = style + READ_MARK
         start, end = path.node_spans.get(path.current, (0, 0))
         if start <= index < end:
             style = style + (

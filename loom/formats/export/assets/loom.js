@@ -239,6 +239,8 @@ function renderReading() {
   for (let j = path.length - 1; j >= 0; j--) {
     const n = path[j];
     const seg = el("span", "seg" + (n.a === "h" ? " human" : ""));
+    const read = byId.get(n.i);
+    if (read && read.rb) seg.classList.add("read");
     seg.dataset.id = n.i;
     if (n.i === selected) seg.classList.add("mine"); else seg.classList.add("before");
     const f = tokensFor(n);
@@ -291,6 +293,7 @@ function renderCard(n, path) {
     for (const lp of q.t.lp) if (lp !== null) { lps += lp; cnt++; }
   }
   if (cnt) kv(g, "path", cnt + " scored tokens, cumulative logprob " + lps.toFixed(2));
+  if (f && f.rb) kv(g, "probabilities", "read by " + f.rb + " (scored, not sampled)");
   if (f) kv(g, "created", stamp(f.c));
   if (f && f.gen) {
     const x = f.gen;
@@ -369,7 +372,8 @@ function showTip(span) {
   const lp = T.lp[j];
   const bits = [];
   if (lp !== null) bits.push("p " + pct(Math.exp(lp)), "logprob " + lp.toFixed(3));
-  else bits.push("written by hand: no probability");
+  else bits.push("not read by a model: no probability");
+  if (f.rb) bits.push("read by " + f.rb + ", not sampled");
   if (T.e && T.e[j] !== null) bits.push("entropy " + T.e[j].toFixed(3) + " nats");
   tip.append(el("div", "meta", bits.join("   ")));
   if (T.k) {
