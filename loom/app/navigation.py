@@ -38,6 +38,7 @@ class NodeSummary:
     persona_is_manual: bool
     collapse: bool = False  # the persona label marks a collapse here (path posterior jumped)
     mode_collapse: bool = False  # … or a repetition loop ending here
+    model: str | None = None  # the model that wrote it (None: human-written or imported)
 
     @property
     def mean_prob(self) -> float | None:
@@ -68,6 +69,7 @@ def summary_from_header(header: NodeHeader) -> NodeSummary:
         persona_is_manual=header.manual_persona is not None,
         collapse=bool(header.persona is not None and header.persona.collapse),
         mode_collapse=bool(header.persona is not None and header.persona.mode_collapse),
+        model=header.model,
     )
 
 

@@ -39,6 +39,14 @@ from loom.app.generation import (
     TokenBatcher,
     generation_record,
 )
+from loom.app.models import (
+    LegendEntry,
+    PersonaComparison,
+    SecondModelError,
+    model_legend,
+    persona_comparison,
+    subtree_headers,
+)
 from loom.app.multiverse import MultiverseNode, build_multiverse, path_tokens_of
 from loom.app.navigation import Navigator, NodeSummary, View, sort_children, summary_from_header
 from loom.app.stats import BranchStats, branch_stats
@@ -46,6 +54,7 @@ from loom.app.transfer import export_loom
 from loom.engine.backend import Backend
 from loom.engine.errors import ContextOverflowError, EngineError, GenerationInterrupted
 from loom.engine.sampling import SamplerSettings, new_seed
+from loom.engine.vocabulary import ids_for, owns_tokens
 from loom.personas.actions import (
     DEFAULT_LABEL_THRESHOLD,
     LabelRun,
@@ -71,6 +80,14 @@ PIECE_CACHE_SIZE = 5000  # nodes whose text and tokens are kept for the reading 
 Piece = tuple[int, str, TokenArray]  # (node id, text, tokens)
 
 
+def _hash_of(backend: Backend) -> str:
+    """A model's sha256, or "" when it cannot be computed (that must not lose a generation)."""
+    try:
+        return str(backend.info.sha256 or "")
+    except OSError:
+        return ""
+
+
 class Session:
     def __init__(self, loom: Loom, backend: Backend | None = None, *, reason: str = "") -> None:
         self.loom = loom  # the application layer's; the app goes through the methods below
@@ -83,6 +100,9 @@ class Session:
         # not the whole path. Forgotten by every write that changes existing nodes.
         self._pieces: dict[int, tuple[str, TokenArray]] = {}
         self.model_sha256 = ""
+        # The second model (see loom.app.models): generates on request, never tokenizes or labels.
+        self.second: Backend | None = None
+        self.second_reason = "no second model loaded"
         if backend is not None:
             self._adopt_tokenizer(backend)
 
@@ -103,6 +123,40 @@ class Session:
     @property
     def model_name(self) -> str:
         return "" if self.backend is None else str(self.backend.info.name)
+
+    @property
+    def second_name(self) -> str:
+        return "" if self.second is None else str(self.second.info.name)
+
+    def set_second_backend(self, backend: Backend | None, reason: str = "") -> None:
+        """Hold (or, with None, drop) a second model beside the primary one."""
+        self.second = backend
+        self.second_reason = reason or ("" if backend else "no second model loaded")
+
+    def swap_models(self) -> None:
+        """Make the second model the primary one and the primary the second (a session state,
+        not a change to the loom: nothing is written)."""
+        if self.second is None:
+            raise SecondModelError(self.second_reason)
+        primary, second = self.backend, self.second
+        self.set_backend(second)
+        self.second = primary
+        self.second_reason = "" if primary else "no second model loaded"
+
+    def require_second(self) -> Backend:
+        if self.second is None:
+            raise SecondModelError(f"generating with a second model: {self.second_reason}")
+        return self.second
+
+    def model_legend(self) -> list[LegendEntry]:
+        """The loaded models and every model that wrote this loom, each with its colour index."""
+        return model_legend(self.loom.models_used(), self.model_name, self.second_name)
+
+    def persona_comparison(self, root: int | None = None) -> PersonaComparison:
+        """How each model's branches under `root` (default: the root) split among personas."""
+        root = self.root_id if root is None else root
+        loaded = [m for m in (self.model_name, self.second_name) if m]
+        return persona_comparison(subtree_headers(self.loom, root), root, self.model_name, loaded)
 
     @property
     def n_ctx(self) -> int | None:
@@ -226,9 +280,14 @@ class Session:
             whole_tree=whole_tree,
         )
 
-    def prefix_ids(self, node_id: int) -> list[int]:
-        """The token ids the model reads to continue after `node_id` (without BOS)."""
-        return [int(i) for i in self.loom.path_tokens(node_id).ids]
+    def prefix_ids(self, node_id: int, backend: Backend | None = None) -> list[int]:
+        """The token ids a model (default: the primary) reads to continue after `node_id`
+        (without BOS): each node's stored ids where they are that model's, the text of the others
+        re-tokenized by it (another model wrote them: see loom.engine.vocabulary)."""
+        backend = backend or self.backend
+        if backend is None:
+            return [int(i) for i in self.loom.path_tokens(node_id).ids]
+        return ids_for(backend, [(n.text, n.tokens) for n in self.path_nodes(node_id)])
 
     def path_nodes(self, node_id: int) -> list[Node]:
         return list(self.loom.path_nodes(node_id))
@@ -368,12 +427,17 @@ class Session:
         on_batch: Callable[[list[StreamedToken]], None] | None = None,
         cancel: threading.Event | None = None,
         fresh: bool = False,
+        second: bool = False,
     ) -> GenerationResult:
-        """Generate `n` continuations of `prefix_ids` (a worker's job: the engine only).
+        """Generate `n` continuations of `prefix_ids` (a worker's job: the engine only), with the
+        primary model or (`second`) the second one; `prefix_ids` must be that model's
+        (`prefix_ids(node, backend)`).
 
         Returns the branches as they stand: on cancel they hold the tokens generated so far.
         """
         backend = self.require_generation()
+        if second:
+            backend = self.require_second()
         batcher = TokenBatcher(on_batch or (lambda _batch: None))
         cancel = cancel or threading.Event()
         error: str | None = None
@@ -394,10 +458,16 @@ class Session:
                 branches, error = exc.partial, str(exc)
             elapsed = time.perf_counter() - started
         batcher.flush()
-        self.ensure_model_hash()
+        sha = self.ensure_model_hash() if backend is self.backend else _hash_of(backend)
         n_tokens = sum(len(b.tokens) for b in branches)
         return GenerationResult(
-            branches, elapsed, n_tokens, cancel.is_set() or error is not None, error
+            branches,
+            elapsed,
+            n_tokens,
+            cancel.is_set() or error is not None,
+            error,
+            model=str(backend.info.name),
+            model_sha256=sha,
         )
 
     def save_branches(
@@ -423,8 +493,8 @@ class Session:
                 tokens=branch.tokens,
                 generation=generation_record(
                     settings,
-                    model=self.model_name,
-                    model_sha256=self.model_sha256,
+                    model=result.model or self.model_name,
+                    model_sha256=result.model_sha256 if result.model else self.model_sha256,
                     branch=branch,
                     batch_id=batch_id,
                     batch_size=size,
@@ -447,23 +517,26 @@ class Session:
         *,
         keep_recent: bool = False,
         top_logprobs: int = 5,
+        second: bool = False,
     ) -> list[int]:
-        """Generate `n` children of `parent_id` and save them, in this thread (the CLI's way).
+        """Generate `n` children of `parent_id` and save them, in this thread (the CLI's way),
+        with the primary model or (`second`) the second one.
 
         A path longer than the context is refused, unless `keep_recent` keeps only its most recent
         tokens. Without a seed in `settings` one is drawn, so every branch records the seed that
         reproduces it. A generation that wrote nothing at all is an error, not an empty success."""
         if settings.seed is None:
             settings = replace(settings, seed=new_seed())
-        prefix = self.prefix_ids(parent_id)
-        n_ctx = self.n_ctx
+        backend = self.require_second() if second else self.require_generation()
+        prefix = self.prefix_ids(parent_id, backend)
+        n_ctx = backend.n_ctx
         if n_ctx is not None:
             room = n_ctx - settings.max_tokens - 1  # one position for BOS
             if len(prefix) > room:
                 if not keep_recent:
                     raise ContextOverflowError(len(prefix) + 1 + settings.max_tokens, n_ctx)
                 prefix = prefix[-room:] if room > 0 else []
-        result = self.run_generation(prefix, n, settings, top_logprobs=top_logprobs)
+        result = self.run_generation(prefix, n, settings, top_logprobs=top_logprobs, second=second)
         saved = self.save_branches(parent_id, result, settings)
         if result.error is not None:
             kept = f"kept {len(saved)} partial branch(es)" + (
@@ -569,7 +642,13 @@ class Session:
         context = self.prefix_ids(node_id)
         places: list[tuple[int | None, str, float]] = [(None, "", 1.0)]
         if token_index is not None:
-            tokens = self.loom.node(node_id).tokens
+            node = self.loom.node(node_id)
+            tokens = node.tokens
+            if not owns_tokens(backend, node.text, tokens):
+                raise CensusError(
+                    f"node {node_id}'s tokens are another model's: a census at one of its tokens "
+                    f"needs the model that wrote it ({backend.info.name} is loaded)"
+                )
             if not 0 <= token_index < len(tokens):
                 raise CensusError(
                     f"node {node_id} has {len(tokens)} tokens: no token {token_index}"

@@ -47,9 +47,18 @@ from loom.store.tokenizer import Tokenizer
 from loom.store.views import NodeHeader
 from loom.tokens import TokenArray
 
-__all__ = ["Loom", "NewNode", "NodeHeader", "SearchHit", "StoredCensus"]
+__all__ = ["Loom", "ModelUse", "NewNode", "NodeHeader", "SearchHit", "StoredCensus"]
 
 ROOT_ID = 1
+
+
+@dataclass(frozen=True)
+class ModelUse:
+    """A model that wrote nodes of a loom, as its generation records name it."""
+
+    name: str
+    sha256: str  # "" when it was not hashed (a remote model)
+    nodes: int
 
 
 @dataclass
@@ -308,6 +317,18 @@ class Loom:
     def personas(self) -> list[Persona]:
         with self._db.read() as conn:
             return document.personas(conn)
+
+    def models_used(self) -> list[ModelUse]:
+        """The models that wrote this loom's nodes (from their generation records), the one that
+        wrote the most first; pruned nodes count too (they are still in the file)."""
+        with self._db.read() as conn:
+            found = conn.execute(
+                "SELECT json_extract(generation, '$.model'), "
+                "COALESCE(json_extract(generation, '$.model_sha256'), ''), COUNT(*) FROM nodes "
+                "WHERE generation IS NOT NULL AND json_extract(generation, '$.model') IS NOT NULL "
+                "GROUP BY 1, 2 ORDER BY 3 DESC, 1"
+            ).fetchall()
+        return [ModelUse(str(name), str(sha), int(n)) for name, sha, n in found]
 
     @property
     def can_undo(self) -> bool:
