@@ -14,13 +14,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from loom.personas.labels import effective_label
-from loom.store.loom import Loom, ModelUse
-from loom.store.views import NodeHeader
+from loom.engine.models import ModelInfo
+from loom.store.loom import ModelLabelCount, ModelUse
 from loom.text import cut
 
 Role = Literal["primary", "second", ""]
-SHORT_NAME_CHARS = 24  # a model name in a tree row or a chip
+SHORT_NAME_CHARS = 24  # a model name in the legend or the persona panel
+CHIP_CHARS = 12  # a model's chip on a tree row
 UNDECIDED = "undecided"  # scored, but no persona reached the threshold
 UNLABELLED = "unlabelled"  # not scored yet
 
@@ -32,6 +32,18 @@ class SecondModelError(Exception):
 def short_name(model: str) -> str:
     """A model's name cut for a row or a chip (the full name is in the inspector and legend)."""
     return cut(model, SHORT_NAME_CHARS)
+
+
+def chip_names(models: Sequence[str]) -> dict[str, str]:
+    """A short chip per model for the tree rows: the fewest leading words of each name that
+    still tell the models apart ("Gemma", "Smollm2"), cut to CHIP_CHARS."""
+    words = {m: m.split() or [m] for m in models}
+    longest = max((len(w) for w in words.values()), default=1)
+    for n in range(1, longest + 1):
+        chips = {m: cut(" ".join(w[:n]), CHIP_CHARS) for m, w in words.items()}
+        if len(set(chips.values())) == len(chips):
+            return chips
+    return {m: cut(m, CHIP_CHARS) for m in models}
 
 
 @dataclass(frozen=True)
@@ -98,32 +110,64 @@ class PersonaComparison:
 
 
 def persona_comparison(
-    headers: Iterable[NodeHeader], root: int, scorer: str, models: Sequence[str] = ()
+    counts: Iterable[ModelLabelCount], root: int, scorer: str, models: Sequence[str] = ()
 ) -> PersonaComparison:
-    """Count, per writing model, the personas of the model-written nodes among `headers` but
-    `root` (pruned ones too: what a model wrote does not change when the user hides it). `models`
-    come first in that order (the loaded ones), the rest by name."""
+    """Each writing model's persona split from the store's counts (`Loom.model_label_counts`):
+    a hand label wins over the model's, as everywhere. Pruned nodes count too: what a model wrote
+    does not change when the user hides it. `models` come first in that order (the loaded ones),
+    the rest by name."""
     splits: dict[str, ModelPersonaSplit] = {m: ModelPersonaSplit(m) for m in models}
-    for h in headers:
-        if h.model is None or h.id == root:
-            continue
-        split = splits.setdefault(h.model, ModelPersonaSplit(h.model))
-        if h.persona is None and h.manual_persona is None:
+    for row in counts:
+        split = splits.setdefault(row.model, ModelPersonaSplit(row.model))
+        if row.manual_persona is not None:
+            key = row.manual_persona
+        elif not row.scored:
             key = UNLABELLED
         else:
-            key = effective_label(h).name or UNDECIDED
-        split.counts[key] = split.counts.get(key, 0) + 1
+            key = row.label or UNDECIDED
+        split.counts[key] = split.counts.get(key, 0) + row.nodes
     ordered = [splits[m] for m in models] + [
         splits[m] for m in sorted(splits) if m not in set(models)
     ]
     return PersonaComparison(root, ordered, scorer)
 
 
-def subtree_headers(loom: Loom, root: int) -> list[NodeHeader]:
-    """`root` and every node under it (pruned ones too), read a level at a time."""
-    out: list[NodeHeader] = []
-    level = [loom.header(root)]
-    while level:
-        out.extend(level)
-        level = [c for h in level for c in loom.children(h.id, include_pruned=True)]
-    return out
+@dataclass(frozen=True)
+class ModelRow:
+    """One line of `loom models`: a model found on disk, a model a loom used, or both."""
+
+    info: ModelInfo | None  # None: the loom used it, but no such file is here
+    used: ModelUse | None  # None: the loom did not use it (or no loom was asked about)
+
+    @property
+    def name(self) -> str:
+        return self.info.name if self.info is not None else self.used.name if self.used else ""
+
+
+def models_table(found: Sequence[ModelInfo], used: Sequence[ModelUse] = ()) -> list[ModelRow]:
+    """The models found, each with its use by a loom (matched by sha256 when the loom recorded
+    one, else by name), then the models the loom used that are not found here."""
+    rows = [ModelRow(info, None) for info in found]
+    for use in used:
+        match = next(
+            (
+                i
+                for i, row in enumerate(rows)
+                if row.info is not None
+                and row.used is None
+                and (use.sha256 == _sha_of(row.info) if use.sha256 else use.name == row.info.name)
+            ),
+            None,
+        )
+        if match is None:
+            rows.append(ModelRow(None, use))
+        else:
+            rows[match] = ModelRow(rows[match].info, use)
+    return rows
+
+
+def _sha_of(info: ModelInfo) -> str:
+    try:
+        return info.sha256  # remembered across runs by path, size and mtime
+    except OSError:
+        return ""

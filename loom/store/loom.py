@@ -47,7 +47,15 @@ from loom.store.tokenizer import Tokenizer
 from loom.store.views import NodeHeader
 from loom.tokens import TokenArray
 
-__all__ = ["Loom", "ModelUse", "NewNode", "NodeHeader", "SearchHit", "StoredCensus"]
+__all__ = [
+    "Loom",
+    "ModelLabelCount",
+    "ModelUse",
+    "NewNode",
+    "NodeHeader",
+    "SearchHit",
+    "StoredCensus",
+]
 
 ROOT_ID = 1
 
@@ -58,6 +66,17 @@ class ModelUse:
 
     name: str
     sha256: str  # "" when it was not hashed (a remote model)
+    nodes: int
+
+
+@dataclass(frozen=True)
+class ModelLabelCount:
+    """How many nodes a model wrote that carry one combination of stored labels."""
+
+    model: str
+    manual_persona: str | None
+    scored: bool  # a model label is stored (None below: scored, but undecided)
+    label: str | None
     nodes: int
 
 
@@ -329,6 +348,27 @@ class Loom:
                 "GROUP BY 1, 2 ORDER BY 3 DESC, 1"
             ).fetchall()
         return [ModelUse(str(name), str(sha), int(n)) for name, sha, n in found]
+
+    def model_label_counts(self, root: int) -> list[ModelLabelCount]:
+        """Under `root` (not counting it): how many nodes each model wrote with each stored
+        label, one row per (model, hand label, model label) — counted in SQL, so a subtree of
+        any size costs one query."""
+        root = _nid(root)
+        with self._db.read() as conn:
+            rows.require(conn, root)
+            found = conn.execute(
+                "WITH RECURSIVE sub(id) AS (SELECT id FROM nodes WHERE parent = ? UNION ALL "
+                "SELECT n.id FROM nodes n JOIN sub ON n.parent = sub.id) "
+                "SELECT json_extract(generation, '$.model'), manual_persona, persona IS NOT NULL, "
+                "json_extract(persona, '$.label'), COUNT(*) FROM nodes "
+                "WHERE id IN sub AND json_extract(generation, '$.model') IS NOT NULL "
+                "GROUP BY 1, 2, 3, 4",
+                (root,),
+            ).fetchall()
+        return [
+            ModelLabelCount(str(model), manual, bool(scored), label, int(n))
+            for model, manual, scored, label, n in found
+        ]
 
     @property
     def can_undo(self) -> bool:

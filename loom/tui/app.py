@@ -42,7 +42,7 @@ class LoomApp(CensusActions, PersonaActions, GenerationActions, EditActions):
         for notice in self._notices:
             self.notify(notice, timeout=8)
         if self.session.backend is not None:
-            self.status.show(model=self.session.model_name, context_total=self.session.n_ctx or 0)
+            self.show_models()
         elif self._load_model_on_mount and not self.session.readonly:
             self.load_model(self._model_path)
         else:

@@ -24,6 +24,8 @@ from loom.tui.screens.dialogs import ChoiceScreen, MessageScreen, PromptScreen, 
 from loom.tui.screens.sampler import SamplerChoice, SamplerScreen
 from loom.tui.screens.search import SearchScreen
 
+DROP = "\x00drop"  # the model picker's "drop the second model" (no path is named this)
+
 
 class EditActions(LoomAppBase):
     def land_on(self, candidates: list[int]) -> None:
@@ -337,9 +339,11 @@ class EditActions(LoomAppBase):
             return
         found = []
         folders = [Path(self.config.models_dir)] if self.config.models_dir else model_dirs()
+        with_default = True  # the default model and the packaged ones once, not per folder
         for folder in folders:
             try:
-                found.extend(discover_models(folder))
+                found.extend(discover_models(folder, include_default=with_default))
+                with_default = False
             except Exception as exc:  # an unreadable folder must not hide the others
                 self.notify(f"{folder}: {exc}", severity="warning")
         # Values are path strings; "" is the default model (None is reserved for "cancelled").
@@ -348,12 +352,37 @@ class EditActions(LoomAppBase):
             label = Text(f"{info.name}  ")
             label.append(f"{info.size_bytes / 1e6:.0f} MB · {info.looks_like}", Style(dim=True))
             options.append((label, str(info.path)))
+        if self.session.second is not None:
+            options.append((Text(f"drop the second model ({self.session.second_name})"), DROP))
 
         def done(choice: str | None) -> None:
-            if choice is not None:
-                self.load_model(Path(choice) if choice else None)
+            if choice == DROP:
+                self.session.set_second_backend(None)
+                self.show_models()
+                self.notify("second model dropped", timeout=3)
+            elif choice is not None:
+                self._choose_role(Path(choice) if choice else None)
 
         self.push_screen(ChoiceScreen[str]("Switch model", options), done)
+
+    def _choose_role(self, model: Path | None) -> None:
+        """Load the chosen model as the primary one (replacing it) or as the second one (beside
+        it, for W). Without a primary model there is nothing to be beside."""
+        primary = self.session.model_name
+        if not primary:
+            self.load_model(model)
+            return
+        name = model.name if model is not None else "the default model"
+        options = [
+            (Text(f"primary: replaces {primary}"), "primary"),
+            (Text(f"second model: beside {primary} (W generates with it)"), "second"),
+        ]
+
+        def done(role: str | None) -> None:
+            if role is not None:
+                self.load_model(model, second=role == "second")
+
+        self.push_screen(ChoiceScreen[str](f"Load {name} as", options), done)
 
 
 def stats_text(span: SpanStats) -> Text:

@@ -47,6 +47,11 @@ APP_ACTIONS: tuple[LoomAction, ...] = (
                GENERATE),
     LoomAction("loom.sampler", "c", "sampler", "Sampler",
                "Sampler settings and named presets", GENERATE),
+    LoomAction("loom.generate_second", "W", "generate_second", "Generate with 2nd model",
+               "Generate N children with the second model (M loads one)", GENERATE),
+    LoomAction("loom.swap_models", "I", "swap_models", "Swap models",
+               "Swap the primary and the second model (g, labels and scoring use the primary)",
+               GENERATE),
     # navigation
     LoomAction("loom.parent", "left,h", "parent", "Parent", "Go to the parent", NAVIGATE),
     LoomAction("loom.child", "right,l", "child", "Child",
@@ -131,7 +136,8 @@ APP_ACTIONS: tuple[LoomAction, ...] = (
     # app
     LoomAction("loom.export", "E", "export", "Export",
                "Export the loom (every format of the store)", APP),
-    LoomAction("loom.model", "M", "switch_model", "Model", "Switch the model", APP),
+    LoomAction("loom.model", "M", "switch_model", "Model",
+               "Switch the model, or load (or drop) a second one beside it", APP),
     LoomAction("loom.help", "f1", "help", "Help", "Show every key (this screen)", APP,
                show=True),
     LoomAction("loom.palette", "ctrl+p", "command_palette", "Palette",

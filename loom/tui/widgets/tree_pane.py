@@ -48,10 +48,13 @@ class LabelStyle:
         self.personas = personas  # persona name → colour
         self.muted = muted
         self.tag = tag
+        # model name → (chip, colour); empty while the loom knows one model (no chip needed)
+        self.models: dict[str, tuple[str, str]] = {}
 
 
 def node_label(node: NodeSummary, style: LabelStyle, *, is_root: bool = False) -> Text:
-    """One line: probability glyph and %, persona chip, marks, then the text preview."""
+    """One line: probability glyph and %, the writing model's chip (when the loom has several
+    models), persona chip, marks, then the text preview."""
     label = Text(no_wrap=True, overflow="ellipsis")
     p = node.mean_prob
     if is_root:
@@ -64,6 +67,9 @@ def node_label(node: NodeSummary, style: LabelStyle, *, is_root: bool = False) -
         label.append(_LEVELS[min(7, int(p * 8))] + " ", Style(color=prob_colour))
         label.append(percent(p), Style(color=prob_colour))
     label.append(" ")
+    if node.model is not None and style.models:
+        chip, colour = style.models.get(node.model, (node.model[:12], style.muted))
+        label.append(f"‹{chip}› ", Style(color=colour))
     if node.persona:
         chip = f"[{node.persona}{'*' if node.persona_is_manual else ''}]"
         label.append(chip, Style(color=style.personas.get(node.persona, style.tag), bold=True))
