@@ -39,6 +39,18 @@ def owns_tokens(backend: Backend, text: str, tokens: TokenArray) -> bool:
     return backend.detokenize(ids) == text
 
 
+def _as_own(backend: Backend, text: str, tokens: TokenArray) -> TokenArray | None:
+    """`tokens` as `backend`'s tokens for `text`: themselves when they are its own; when they
+    are its own for a prefix of `text` only (text edited without a model), completed with the
+    rest tokenized, as the store completes such tokens; None when they are another model's."""
+    if owns_tokens(backend, text, tokens):
+        return tokens
+    covered = tokens.text
+    if len(tokens) and text.startswith(covered) and owns_tokens(backend, covered, tokens):
+        return TokenArray.concat([tokens, backend.tokens_for(text[len(covered) :])])
+    return None
+
+
 def ids_for(backend: Backend, pieces: Sequence[Piece]) -> list[int]:
     """The token ids `backend` reads for the concatenated pieces (without BOS): each piece's own
     ids where they are `backend`'s, each run of foreign pieces re-tokenized as one text (so that
@@ -46,21 +58,22 @@ def ids_for(backend: Backend, pieces: Sequence[Piece]) -> list[int]:
     out: list[int] = []
     foreign: list[str] = []
     for text, tokens in pieces:
-        if owns_tokens(backend, text, tokens):
-            if foreign:
-                out.extend(backend.tokenize("".join(foreign)))
-                foreign = []
-            out.extend(int(t) for t in tokens.ids)
-        else:
+        own = _as_own(backend, text, tokens)
+        if own is None:
             foreign.append(text)
+            continue
+        if foreign:
+            out.extend(backend.tokenize("".join(foreign)))
+            foreign = []
+        out.extend(int(t) for t in own.ids)
     if foreign:
         out.extend(backend.tokenize("".join(foreign)))
     return out
 
 
 def own_tokens(backend: Backend, text: str, tokens: TokenArray) -> TokenArray:
-    """A node's tokens as `backend` reads them: its stored ones if they are `backend`'s, else its
-    text tokenized by `backend` (without probabilities: that model did not write it)."""
-    if owns_tokens(backend, text, tokens):
-        return tokens
-    return backend.tokens_for(text)
+    """A node's tokens as `backend` reads them: its stored ones if they are `backend`'s (completed
+    if they cover only a prefix), else its text tokenized by `backend` (without probabilities:
+    that model did not write it)."""
+    own = _as_own(backend, text, tokens)
+    return own if own is not None else backend.tokens_for(text)
