@@ -199,10 +199,7 @@ class Session:
         """The model file's sha256 (hashing a model takes a second: call it from a worker,
         so that saving a generation on the UI thread finds it ready)."""
         if not self.model_sha256 and self.backend is not None:
-            try:
-                self.model_sha256 = str(self.backend.info.sha256 or "")
-            except OSError:  # a hash that can't be computed must not lose a generation
-                self.model_sha256 = ""
+            self.model_sha256 = _hash_of(self.backend)
         return self.model_sha256
 
     # ----------------------------------------------------------------- reading

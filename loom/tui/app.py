@@ -41,11 +41,10 @@ class LoomApp(CensusActions, PersonaActions, GenerationActions, EditActions):
     def after_mount(self) -> None:
         for notice in self._notices:
             self.notify(notice, timeout=8)
-        if self.session.backend is not None:
-            self.show_models()
-        elif self._load_model_on_mount and not self.session.readonly:
+        self.show_models()  # the models that wrote the loom are told apart even without one
+        if self.session.backend is None and self._load_model_on_mount and not self.session.readonly:
             self.load_model(self._model_path)
-        else:
+        elif self.session.backend is None:
             reason = self.session.generation_blocker() or "no model"
             self.status.show(model_note=f"none — {reason}")
 
