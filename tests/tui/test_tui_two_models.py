@@ -92,7 +92,7 @@ def test_m_loads_smollm2_beside_gemma_and_w_generates_with_it(
     app = make_app(new_loom(path, engine), engine)
 
     async def body(pilot: Pilot[int]) -> None:
-        assert "models ■" not in screen_text(app)  # one model: no chips, no model legend
+        assert "■ Gemma" not in screen_text(app)  # one model: no chips, no model legend
         await pilot.press("g")
         await until(pilot, lambda: app.generation is None and app.last_generated, "g")
         gemma_ids = list(app.last_generated)
@@ -106,7 +106,7 @@ def test_m_loads_smollm2_beside_gemma_and_w_generates_with_it(
         assert app.session.backend is engine  # the primary is untouched
         text = screen_text(app)
         assert f"+ 2nd {app.session.second_name}" in text
-        assert "models ■ Gemma (primary) ■ Smollm2 (2nd)" in text
+        assert "■ Gemma 1st ■ Smollm2 2nd" in text
         assert chip_colour(app, gemma_ids[0], "Gemma") == MODEL_COLOURS[0]
         await pilot.press("W")
         await until(pilot, lambda: app.generation is None and app.last_generated != gemma_ids,
@@ -179,7 +179,7 @@ def test_i_swaps_the_models_and_g_follows_the_primary(
         assert app.session.backend is smollm2 and app.session.second is engine
         text = screen_text(app)
         assert f"model {smollm2.info.name} + 2nd {engine.info.name}" in text
-        assert "■ Smollm2 (primary) ■ Gemma (2nd)" in text
+        assert "■ Smollm2 1st ■ Gemma 2nd" in text
         await pilot.press("g")
         await until(pilot, lambda: app.generation is None and app.last_generated, "g")
         first = list(app.last_generated)
@@ -227,10 +227,11 @@ def test_the_persona_panel_compares_how_each_models_branches_split(
         assert f"models below #1 · labels by {engine.info.name}" in panel
         comparison = app.session.persona_comparison()
         assert [s.total for s in comparison.splits] == [2, 2]
-        header = next(line for line in panel.splitlines() if "Gemma" in line and "Smollm2" in line)
+        section = panel[panel.index("models below") :].splitlines()
+        header = section[1]
         assert header.index("Gemma") < header.index("Smollm2")
         for persona in ("luigi", "waluigi"):
-            row = next(line for line in panel.splitlines() if line.startswith(persona + " "))
+            row = next(line for line in section if line.startswith(persona + " "))
             shares = [s.share(persona) for s in comparison.splits]
             expected = [f"{round(100 * s)}%" if s is not None else "—" for s in shares]
             found = [part for part in row.split() if part.endswith("%") or part == "—"]
@@ -254,7 +255,7 @@ def test_the_legend_names_models_of_the_loom_not_loaded_now(
 
     async def body(pilot: Pilot[int]) -> None:
         await pilot.pause()
-        assert "models ■ Gemma (primary) ■ Smollm2" in str(app.query_one(Legend).render())
+        assert "■ Gemma 1st ■ Smollm2" in str(app.query_one(Legend).render())
         assert chip_colour(app, smol_child, "Smollm2") == MODEL_COLOURS[1]
 
     run(app, body)

@@ -113,12 +113,14 @@ def legend_text(
 
 
 def _models_text(models: Sequence[ModelKey]) -> Text:
-    out = Text("  · models", Style(dim=True))
+    """Each model's colour and chip, the loaded ones marked 1st (primary) and 2nd: short, for
+    it shares the legend's one line with the scale."""
+    out = Text("  ·", Style(dim=True))
     for chip, colour, role in models:
         out.append(" ■ ", Style(color=colour))
         out.append(chip, Style(color=colour, bold=True))
         if role:
-            out.append(" (2nd)" if role == "second" else " (primary)", Style(dim=True))
+            out.append(" 2nd" if role == "second" else " 1st", Style(dim=True))
     return out
 
 
