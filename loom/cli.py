@@ -95,13 +95,16 @@ def _progress_printer(label: str) -> Callable[[int, int], None]:
 
 
 def _resolve_model(model: str | None) -> Path:
-    from loom.engine.models import default_model_path
+    from loom.engine.models import ModelError, default_model_path, resolve_model
 
     if model is None:
         return default_model_path(progress=_progress_printer("assembling the default model"))
     path = Path(model)
     if not path.exists():
-        _fail(f"no such model file: {path}")
+        try:  # a file name or stem that `loom models` lists (SmolLM2-135M-Instruct.Q4_1)
+            return resolve_model(model)
+        except ModelError:
+            _fail(f"no such model file: {path}")
     return path
 
 

@@ -33,10 +33,11 @@ __all__ = ["default_gguf", "engine", "env", "smollm2", "smollm2_gguf", "work"]  
 @pytest.fixture
 def two_model_loom(work: Path, env: dict[str, str], smollm2_gguf: Path) -> TwoModelLoom:
     """A croissant loom: two Gemma children of the root, then two SmolLM2 children of the
-    first Gemma child (`generate --model`)."""
+    first Gemma child (`generate --model`, naming the model by its stem as `loom models` lists
+    it)."""
     path, gemma = croissant_loom(work, env)
     smol = ids_of(ok(run_loom("generate", path, "--node", str(gemma[0]), "-n", "2",
-                              "--max-tokens", "6", "--seed", "5", "--model", smollm2_gguf,
+                              "--max-tokens", "6", "--seed", "5", "--model", smollm2_gguf.stem,
                               cwd=work, env=env)))  # fmt: skip
     return path, gemma, smol
 
