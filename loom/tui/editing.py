@@ -24,7 +24,9 @@ from loom.tui.screens.dialogs import ChoiceScreen, MessageScreen, PromptScreen, 
 from loom.tui.screens.sampler import SamplerChoice, SamplerScreen
 from loom.tui.screens.search import SearchScreen
 
-DROP = "\x00drop"  # the model picker's "drop the second model" (no path is named this)
+# The model picker's values besides paths (no path holds a NUL).
+DROP = "\x00drop"  # drop the second model
+SECOND = "\x00second\x00"  # + a path ("" the default model): load it as the second model
 
 
 class EditActions(LoomAppBase):
@@ -352,37 +354,28 @@ class EditActions(LoomAppBase):
             label = Text(f"{info.name}  ")
             label.append(f"{info.size_bytes / 1e6:.0f} MB · {info.looks_like}", Style(dim=True))
             options.append((label, str(info.path)))
+        # The same models again, to load beside the primary one as the second model (W).
+        if self.session.backend is not None:
+            for label, value in list(options):
+                beside = Text("2nd model: ", Style(bold=True))
+                beside.append_text(label)
+                options.append((beside, SECOND + value))
         if self.session.second is not None:
-            options.append((Text(f"drop the second model ({self.session.second_name})"), DROP))
+            options.append((Text(f"drop the 2nd model ({self.session.second_name})"), DROP))
 
         def done(choice: str | None) -> None:
             if choice == DROP:
                 self.session.set_second_backend(None)
                 self.show_models()
                 self.notify("second model dropped", timeout=3)
+            elif choice is not None and choice.startswith(SECOND):
+                path = choice.removeprefix(SECOND)
+                self.load_model(Path(path) if path else None, second=True)
             elif choice is not None:
-                self._choose_role(Path(choice) if choice else None)
+                self.load_model(Path(choice) if choice else None)
 
-        self.push_screen(ChoiceScreen[str]("Switch model", options), done)
-
-    def _choose_role(self, model: Path | None) -> None:
-        """Load the chosen model as the primary one (replacing it) or as the second one (beside
-        it, for W). Without a primary model there is nothing to be beside."""
-        primary = self.session.model_name
-        if not primary:
-            self.load_model(model)
-            return
-        name = model.name if model is not None else "the default model"
-        options = [
-            (Text(f"primary: replaces {primary}"), "primary"),
-            (Text(f"second model: beside {primary} (W generates with it)"), "second"),
-        ]
-
-        def done(role: str | None) -> None:
-            if role is not None:
-                self.load_model(model, second=role == "second")
-
-        self.push_screen(ChoiceScreen[str](f"Load {name} as", options), done)
+        title = "Switch model (or load a 2nd one beside it)"
+        self.push_screen(ChoiceScreen[str](title, options), done)
 
 
 def stats_text(span: SpanStats) -> Text:

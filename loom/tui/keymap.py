@@ -50,7 +50,7 @@ APP_ACTIONS: tuple[LoomAction, ...] = (
     LoomAction("loom.generate_second", "W", "generate_second", "Generate with 2nd model",
                "Generate N children with the second model (M loads one)", GENERATE),
     LoomAction("loom.swap_models", "I", "swap_models", "Swap models",
-               "Swap the primary and the second model (g, labels and scoring use the primary)",
+               "Swap the primary and the second model (g and labels use the primary)",
                GENERATE),
     # navigation
     LoomAction("loom.parent", "left,h", "parent", "Parent", "Go to the parent", NAVIGATE),

@@ -29,6 +29,7 @@ from loom.cli import main as loom_cli
 from loom.formats import FORMATS, read_document
 from loom.store.loom import Loom
 from loom.tui.app import LoomApp
+from loom.tui.editing import SECOND
 from loom.tui.screens.dialogs import ChoiceScreen, PromptScreen
 from loom.tui.widgets.persona_panel import PersonaPanel
 
@@ -127,13 +128,10 @@ def test_two_models_in_the_app(
         await pilot.press("g")  # the base model's branches, labelled as they land
         await until(pilot, lambda: idle(app) and len(app.last_generated) == 2, "g + labels")
         base = list(app.last_generated)
-        await pilot.press("M")  # SmolLM2, beside Gemma
+        await pilot.press("M")  # SmolLM2, beside Gemma ("2nd model: …")
         screen = app.screen
         assert isinstance(screen, ChoiceScreen)
-        await pilot.press(*["down"] * screen._values.index(str(smollm2_gguf)), "enter")
-        await pilot.pause()
-        assert isinstance(app.screen, ChoiceScreen)
-        await pilot.press("down", "enter")  # "second model"
+        await pilot.press(*["down"] * screen._values.index(SECOND + str(smollm2_gguf)), "enter")
         await until(pilot, lambda: app.session.second is not None, "the second model")
         app.go_to(root)
         await pilot.press("W")  # the assistant model's branches of the same context

@@ -23,6 +23,7 @@ from loom.store.loom import Loom
 from loom.store.tokenizer import FunctionTokenizer
 from loom.tui.app import LoomApp
 from loom.tui.base import MODEL_COLOURS
+from loom.tui.editing import SECOND
 from loom.tui.screens.dialogs import ChoiceScreen
 from loom.tui.widgets.inspector import TokenInspector
 from loom.tui.widgets.persona_panel import PersonaPanel
@@ -98,9 +99,7 @@ def test_m_loads_smollm2_beside_gemma_and_w_generates_with_it(
         gemma_ids = list(app.last_generated)
         assert chip_colour(app, gemma_ids[0], "Gemma") is None
         await pilot.press("M")
-        await pick(pilot, app, str(smollm2_gguf))
-        assert isinstance(app.screen, ChoiceScreen)  # as what?
-        await pick(pilot, app, "second")
+        await pick(pilot, app, SECOND + str(smollm2_gguf))  # beside Gemma, not instead
         await until(pilot, lambda: app.session.second is not None, "the second model")
         assert app.session.second_name.startswith(SMOLLM2_NAME_START)
         assert app.session.backend is engine  # the primary is untouched
@@ -148,8 +147,7 @@ def test_a_second_model_that_cannot_load_leaves_the_primary_and_the_loom(
         await pilot.pause()
         assert "no second model loaded: M loads a second model" in notices(app)
         await pilot.press("M")
-        await pick(pilot, app, str(broken))
-        await pick(pilot, app, "second")
+        await pick(pilot, app, SECOND + str(broken))
         await until(pilot, lambda: "Second model not loaded" in notices(app), "the failure")
         assert "broken-it.gguf" in notices(app)
         assert app.session.second is None and app.session.backend is engine
