@@ -26,7 +26,7 @@ from textual.widgets import Footer, ProgressBar
 
 from loom.app.forks import ForkMap, ForkPoint
 from loom.app.growth import Growth
-from loom.app.models import LegendEntry, chip_names
+from loom.app.models import LegendEntry, chip_names, short_name
 from loom.app.navigation import NodeSummary, View
 from loom.app.session import Session
 from loom.config import SORT_ORDERS, Config, SamplerPreset, SortOrder
@@ -278,7 +278,9 @@ class LoomAppBase(App[int]):
 
     def show_models(self) -> None:
         """The loaded models changed (or the app opened): status bar, legend and tree chips."""
-        self.status.show(model=self.session.model_name, second=self.session.second_name,
+        # The second model's name is cut: the status line must keep room for the saved state.
+        self.status.show(model=self.session.model_name,
+                         second=short_name(self.session.second_name),
                          context_total=self.session.n_ctx or 0)  # fmt: skip
         self.model_legend = self.session.model_legend()
         self._show_model_colours()

@@ -17,6 +17,7 @@ from support.models import SMOLLM2_NAME_START, smollm2, smollm2_gguf
 from support.tui import engine, isolated_config, make_app, notices, run, screen_text, settle
 from textual.pilot import Pilot
 
+from loom.app.models import short_name
 from loom.engine.engine import Engine
 from loom.personas.sets import load_persona_set
 from loom.store.loom import Loom
@@ -104,7 +105,7 @@ def test_m_loads_smollm2_beside_gemma_and_w_generates_with_it(
         assert app.session.second_name.startswith(SMOLLM2_NAME_START)
         assert app.session.backend is engine  # the primary is untouched
         text = screen_text(app)
-        assert f"+ 2nd {app.session.second_name}" in text
+        assert f"+ 2nd {short_name(app.session.second_name)}" in text
         assert "■ Gemma 1st ■ Smollm2 2nd" in text
         assert chip_colour(app, gemma_ids[0], "Gemma") == MODEL_COLOURS[0]
         await pilot.press("W")
