@@ -97,13 +97,16 @@ def _progress_printer(label: str) -> Callable[[int, int], None]:
 
 
 def _resolve_model(model: str | None) -> Path:
-    from loom.engine.models import default_model_path
+    from loom.engine.models import ModelError, default_model_path, resolve_model
 
     if model is None:
         return default_model_path(progress=_progress_printer("assembling the default model"))
     path = Path(model)
     if not path.exists():
-        _fail(f"no such model file: {path}")
+        try:  # a file name or stem that `loom models` lists (SmolLM2-135M-Instruct.Q4_1)
+            return resolve_model(model)
+        except ModelError:
+            _fail(f"no such model file: {path}")
     return path
 
 
@@ -362,21 +365,41 @@ def cmd_unread(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from loom.app.models import models_table
     from loom.engine.models import discover_models
     from loom.paths import model_dirs
+    from loom.store.loom import ModelUse
 
+    used: list[ModelUse] = []
+    if args.loom is not None:
+        with _open_loom(args.loom, readonly=True) as loom:
+            used = loom.models_used()
     models = discover_models([*model_dirs(), *(Path(d) for d in args.dir)])
+    rows = models_table(models, used)
     if args.json:
-        print(json.dumps([m.to_json() for m in models], indent=2))
+        out = []
+        for row in rows:
+            item: dict[str, Any] = row.info.to_json() if row.info else {"name": row.name}
+            if args.loom is not None:
+                item["loom_nodes"] = row.used.nodes if row.used else 0
+                item["found"] = row.info is not None
+            out.append(item)
+        print(json.dumps(out, indent=2))
         return 0
-    if not models:
+    if not rows:
         print("no models found", file=sys.stderr)
         return 1
-    for m in models:
-        size_mb = m.size_bytes / 1e6
+    for row in rows:
+        # With --loom, one more column: how many of its nodes each model wrote.
+        wrote = "" if args.loom is None else f"\twrote {row.used.nodes if row.used else 0}"
+        m = row.info
+        if m is None:
+            print(f"{one_line(row.name)}\t—\t—\t—\t—\tnot found here{wrote}")
+            continue
+        size = f"{m.size_bytes / 1e6:.0f} MB"
         print(
-            f"{m.name}\t{size_mb:.0f} MB\t{m.architecture}\tctx {m.n_ctx_train}\t"
-            f"{m.looks_like}\t{m.path}"
+            f"{one_line(m.name)}\t{size}\t{m.architecture}\tctx {m.n_ctx_train}\t"
+            f"{m.looks_like}\t{m.path}{wrote}"
         )
     return 0
 
@@ -964,6 +987,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list available GGUF models")
     p.add_argument("--dir", action="append", default=[], help="also look in this folder")
+    p.add_argument(
+        "--loom", type=Path, help="also say which models wrote this loom's nodes, and how many"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 

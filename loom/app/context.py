@@ -22,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from loom.engine.backend import Backend
 from loom.engine.errors import ContextOverflowError
+from loom.engine.vocabulary import ids_for
 from loom.store.loom import Loom
 from loom.store.model import Memory
 
@@ -152,11 +154,26 @@ class Prompts:
             self._memory_ids[text] = [int(t) for t in self._tokenize(text)]
         return list(self._memory_ids[text])
 
-    def at(self, node_id: int, cut: int | None = None) -> Prompt:
+    def at(
+        self,
+        node_id: int,
+        cut: int | None = None,
+        *,
+        reader: Backend | None = None,
+        tokenize: Tokenize | None = None,
+    ) -> Prompt:
         """What the model reads to continue after `node_id`, or (`cut`) after the first `cut` of
-        its own tokens: a branch there reads the node's memories with the path cut there."""
-        path = [int(i) for i in self.loom.path_tokens(node_id).ids]
+        its own tokens: a branch there reads the node's memories with the path cut there.
+        `reader`: the model that reads it, whose ids the path is given in (text another model
+        wrote is re-tokenized); `tokenize`: its tokenizer for the memories (default: the one
+        this was made with)."""
+        if reader is None:
+            path = [int(i) for i in self.loom.path_tokens(node_id).ids]
+            own = len(self.loom.node(node_id).tokens) if cut is not None else 0
+        else:
+            nodes = self.loom.path_nodes(node_id)
+            path = ids_for(reader, [(n.text, n.tokens) for n in nodes])
+            own = len(ids_for(reader, [(nodes[-1].text, nodes[-1].tokens)])) if cut else 0
         if cut is not None:
-            own = len(self.loom.node(node_id).tokens)
             path = path[: len(path) - own + cut]
-        return assemble(path, memories_at(self.loom, node_id), self.tokenize)
+        return assemble(path, memories_at(self.loom, node_id), tokenize or self.tokenize)

@@ -64,6 +64,8 @@ class GenerationResult:
     n_tokens: int
     cancelled: bool
     error: str | None = None  # the server went away mid-generation: branches are partial
+    model: str = ""  # the model that wrote the branches ("": the session's primary)
+    model_sha256: str = ""
 
     @property
     def tokens_per_second(self) -> float:

@@ -43,6 +43,7 @@ class NodeSummary:
     # so filled in only when a sort or filter needs it (None: not read, or nothing known).
     mean_entropy: float | None = None
     read: bool = True  # shown in the reading pane before (see loom.app.reading)
+    model: str | None = None  # the model that wrote it (None: human-written or imported)
 
     @property
     def mean_prob(self) -> float | None:
@@ -77,6 +78,7 @@ def summary_from_header(
         mode_collapse=bool(header.persona is not None and header.persona.mode_collapse),
         mean_entropy=mean_entropy,
         read=read,
+        model=header.model,
     )
 
 

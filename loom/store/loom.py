@@ -51,9 +51,37 @@ from loom.store.tokenizer import Tokenizer
 from loom.store.views import NodeHeader
 from loom.tokens import TokenArray
 
-__all__ = ["Loom", "NewNode", "NodeHeader", "SearchHit", "StoredCensus"]
+__all__ = [
+    "Loom",
+    "ModelLabelCount",
+    "ModelUse",
+    "NewNode",
+    "NodeHeader",
+    "SearchHit",
+    "StoredCensus",
+]
 
 ROOT_ID = 1
+
+
+@dataclass(frozen=True)
+class ModelUse:
+    """A model that wrote nodes of a loom, as its generation records name it."""
+
+    name: str
+    sha256: str  # "" when it was not hashed (a remote model)
+    nodes: int
+
+
+@dataclass(frozen=True)
+class ModelLabelCount:
+    """How many nodes a model wrote that carry one combination of stored labels."""
+
+    model: str
+    manual_persona: str | None
+    scored: bool  # a model label is stored (None below: scored, but undecided)
+    label: str | None
+    nodes: int
 
 
 @dataclass
@@ -313,6 +341,39 @@ class Loom:
     def personas(self) -> list[Persona]:
         with self._db.read() as conn:
             return document.personas(conn)
+
+    def models_used(self) -> list[ModelUse]:
+        """The models that wrote this loom's nodes (from their generation records), the one that
+        wrote the most first; pruned nodes count too (they are still in the file)."""
+        with self._db.read() as conn:
+            found = conn.execute(
+                "SELECT json_extract(generation, '$.model'), "
+                "COALESCE(json_extract(generation, '$.model_sha256'), ''), COUNT(*) FROM nodes "
+                "WHERE generation IS NOT NULL AND json_extract(generation, '$.model') IS NOT NULL "
+                "GROUP BY 1, 2 ORDER BY 3 DESC, 1"
+            ).fetchall()
+        return [ModelUse(str(name), str(sha), int(n)) for name, sha, n in found]
+
+    def model_label_counts(self, root: int) -> list[ModelLabelCount]:
+        """Under `root` (not counting it): how many nodes each model wrote with each stored
+        label, one row per (model, hand label, model label) — counted in SQL, so a subtree of
+        any size costs one query."""
+        root = _nid(root)
+        with self._db.read() as conn:
+            rows.require(conn, root)
+            found = conn.execute(
+                "WITH RECURSIVE sub(id) AS (SELECT id FROM nodes WHERE parent = ? UNION ALL "
+                "SELECT n.id FROM nodes n JOIN sub ON n.parent = sub.id) "
+                "SELECT json_extract(generation, '$.model'), manual_persona, persona IS NOT NULL, "
+                "json_extract(persona, '$.label'), COUNT(*) FROM nodes "
+                "WHERE id IN sub AND json_extract(generation, '$.model') IS NOT NULL "
+                "GROUP BY 1, 2, 3, 4",
+                (root,),
+            ).fetchall()
+        return [
+            ModelLabelCount(str(model), manual, bool(scored), label, int(n))
+            for model, manual, scored, label, n in found
+        ]
 
     @property
     def can_undo(self) -> bool:

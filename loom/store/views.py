@@ -37,6 +37,7 @@ class NodeHeader:
     persona: PersonaLabel | None = None
     manual_persona: str | None = None
     tokens_partial: bool = False  # the tokens read only a prefix of the text (edited, no tokenizer)
+    model: str | None = None  # the model that wrote the node (its generation record's), if any
 
     @property
     def mean_logprob(self) -> float | None:
@@ -55,7 +56,7 @@ _HEADER_SELECT = (
     "(SELECT COUNT(*) FROM nodes c WHERE c.parent = n.id), n.bookmarked, n.pruned, "
     "(SELECT json_group_array(tag) FROM (SELECT tag FROM tags t WHERE t.node_id = n.id "
     "ORDER BY ord)), n.n_tokens, n.sum_logprob, n.n_logprob, n.persona, n.manual_persona, "
-    "n.tokens_partial FROM nodes n"
+    "n.tokens_partial, json_extract(n.generation, '$.model') FROM nodes n"
 )
 
 
@@ -78,6 +79,7 @@ def _header(row: Sequence[Any]) -> NodeHeader:
         persona=None if row[14] is None else PersonaLabel.from_json(json.loads(row[14])),
         manual_persona=row[15],
         tokens_partial=bool(row[16]),
+        model=None if row[17] is None else str(row[17]),
     )
 
 

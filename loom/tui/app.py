@@ -23,7 +23,12 @@ from loom.tui.viewing import ViewActions
 
 
 class LoomApp(
-    ViewActions, CensusActions, PersonaActions, GenerationActions, TransferActions, EditActions,
+    ViewActions,
+    CensusActions,
+    PersonaActions,
+    GenerationActions,
+    TransferActions,
+    EditActions,
     ScoringActions,
 ):
     """`backend`: an engine already loaded (tests share one); otherwise, with `load_model`, the
@@ -47,11 +52,10 @@ class LoomApp(
     def after_mount(self) -> None:
         for notice in self._notices:
             self.notify(notice, timeout=8)
-        if self.session.backend is not None:
-            self.status.show(model=self.session.model_name, context_total=self.session.n_ctx or 0)
-        elif self._load_model_on_mount and not self.session.readonly:
+        self.show_models()  # the models that wrote the loom are told apart even without one
+        if self.session.backend is None and self._load_model_on_mount and not self.session.readonly:
             self.load_model(self._model_path)
-        else:
+        elif self.session.backend is None:
             reason = self.session.generation_blocker() or "no model"
             self.status.show(model_note=f"none — {reason}")
 

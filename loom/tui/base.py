@@ -29,6 +29,7 @@ from textual.widgets import Footer, ProgressBar, Static
 from loom.app.forks import ForkMap, ForkPoint
 from loom.app.growth import Growth
 from loom.app.hoist import Hoist, breadcrumb
+from loom.app.models import LegendEntry, chip_names, short_name
 from loom.app.navigation import NodeSummary, View
 from loom.app.reading import ChildFilter
 from loom.app.session import Session
@@ -50,6 +51,9 @@ from loom.tui.widgets.tree_pane import LabelStyle, LoomTree
 P = ParamSpec("P")
 R = TypeVar("R")
 VISIT_SETTLE_S = 0.4
+# The writing model's colour on tree chips, the legend and the inspector, by legend place: apart
+# from the probability scale's hues and readable on dark and light themes.
+MODEL_COLOURS = ("#5f9fff", "#ff9f1f", "#c77dff", "#3fbf7f", "#ff5f8f", "#3fbfbf")
 
 
 def reports_errors(method: Callable[P, R]) -> Callable[P, R | None]:
@@ -122,6 +126,8 @@ class LoomAppBase(App[int]):
         self.score_tried: set[int] = set()
         # Why automatic reading stopped for this session (a model that cannot score), if it did.
         self.auto_score_failed: str | None = None
+        # The loaded models and those that wrote the loom: their colours (see show_models).
+        self.model_legend: list[LegendEntry] = []
         self._register_themes()
 
     # ----------------------------------------------------------------- set-up
@@ -276,6 +282,7 @@ class LoomAppBase(App[int]):
             background=Color.parse(css["surface"]),
             blind=self.blind,
         )
+        self.tree_pane.label_style.models = self.model_chips()
         self.show_legend()
         if rebuild:
             self.rebuild_tree()
@@ -290,6 +297,55 @@ class LoomAppBase(App[int]):
             except Exception:  # a colour name the theme system doesn't know: use the slot
                 colours[persona.name] = slot
         return colours
+
+    # ----------------------------------------------------------------- the models
+
+    def model_chips(self) -> dict[str, tuple[str, str]]:
+        """Each model's (chip, colour) for the tree and the legend; empty while the loom and
+        the session know one model only (nothing to tell apart)."""
+        if len(self.model_legend) < 2:
+            return {}
+        names = [e.name for e in self.model_legend]
+        chips = chip_names(names)
+        return {
+            e.name: (chips[e.name], MODEL_COLOURS[e.index % len(MODEL_COLOURS)])
+            for e in self.model_legend
+        }
+
+    def show_models(self) -> None:
+        """The loaded models changed (or the app opened): status bar, legend and tree chips."""
+        # The second model's name is cut: the status line must keep room for the saved state.
+        self.status.show(model=self.session.model_name,
+                         second=short_name(self.session.second_name),
+                         context_total=self.session.n_ctx or 0)  # fmt: skip
+        self.model_legend = self.session.model_legend()
+        self._show_model_colours()
+
+    def note_model(self, name: str) -> None:
+        """A generation by `name` was saved: add it to the legend if it is new (no store scan)."""
+        if name and all(e.name != name for e in self.model_legend):
+            self.model_legend.append(LegendEntry(name, len(self.model_legend), "", 0))
+            self._show_model_colours()
+
+    def _show_model_colours(self) -> None:
+        chips = self.model_chips()
+        style = self.tree_pane.label_style
+        if style is not None and style.models != chips:
+            style.models = chips
+            self.rebuild_tree()
+            self.go_to(self.current)
+        roles = {e.name: e.role for e in self.model_legend}
+        legend = self.query_one(Legend)
+        legend.models = [(chip, colour, roles[name]) for name, (chip, colour) in chips.items()]
+        legend.show(self.scale, self.reading.shading, self.reading_background())
+
+    def writer_of(self, node_id: int) -> tuple[str, str] | None:
+        """The model that wrote a node and its colour, None for human-written text."""
+        model = self.session.summary(node_id).model
+        if model is None:
+            return None
+        chip = self.model_chips().get(model)
+        return model, chip[1] if chip else ""
 
     def persona_names(self) -> list[str]:
         return [p.name for p in self.session.personas]
@@ -353,7 +409,7 @@ class LoomAppBase(App[int]):
             crumb.tooltip = way
         self.status.show(hoist=f"#{self.tree_top}" if self.hoist.active else "")
 
-    def load_model(self, model_path: Path | None) -> None:
+    def load_model(self, model_path: Path | None, *, second: bool = False) -> None:
         raise NotImplementedError  # GenerationActions provides it
 
     def show_new_children(self, parent_id: int) -> None:
@@ -530,7 +586,11 @@ class LoomAppBase(App[int]):
 
     def on_reading_pane_cursor_moved(self, event: ReadingPane.CursorMoved) -> None:
         fork = None if event.index is None else self.fork_outcomes_at(event.index)
+        path = self.reading.path
+        writer = None
+        if path is not None and event.index is not None and event.index < len(path):
+            writer = self.writer_of(path.owners[event.index])
         self.query_one(TokenInspector).show_token(
-            self.reading.path, event.index, self.scale, self.surface_colour(), fork,
-            blind=self.blind,
+            path, event.index, self.scale, self.surface_colour(), fork,
+            blind=self.blind, writer=None if self.blind else writer,
         )  # fmt: skip

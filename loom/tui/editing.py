@@ -24,6 +24,10 @@ from loom.tui.screens.memory import MemoryEdit, MemoryScreen
 from loom.tui.screens.sampler import SamplerChoice, SamplerScreen
 from loom.tui.screens.search import SearchScreen
 
+# The model picker's values besides paths (no path holds a NUL).
+DROP = "\x00drop"  # drop the second model
+SECOND = "\x00second\x00"  # + a path ("" the default model): load it as the second model
+
 
 class EditActions(LoomAppBase):
     def land_on(self, candidates: list[int]) -> None:
@@ -308,9 +312,11 @@ class EditActions(LoomAppBase):
             return
         found = []
         folders = [Path(self.config.models_dir)] if self.config.models_dir else model_dirs()
+        with_default = True  # the default model and the packaged ones once, not per folder
         for folder in folders:
             try:
-                found.extend(discover_models(folder))
+                found.extend(discover_models(folder, include_default=with_default))
+                with_default = False
             except Exception as exc:  # an unreadable folder must not hide the others
                 self.notify(f"{folder}: {exc}", severity="warning")
         # Values are path strings; "" is the default model (None is reserved for "cancelled").
@@ -319,12 +325,28 @@ class EditActions(LoomAppBase):
             label = Text(f"{info.name}  ")
             label.append(f"{info.size_bytes / 1e6:.0f} MB · {info.looks_like}", Style(dim=True))
             options.append((label, str(info.path)))
+        # The same models again, to load beside the primary one as the second model (W).
+        if self.session.backend is not None:
+            for label, value in list(options):
+                beside = Text("2nd model: ", Style(bold=True))
+                beside.append_text(label)
+                options.append((beside, SECOND + value))
+        if self.session.second is not None:
+            options.append((Text(f"drop the 2nd model ({self.session.second_name})"), DROP))
 
         def done(choice: str | None) -> None:
-            if choice is not None:
+            if choice == DROP:
+                self.session.set_second_backend(None)
+                self.show_models()
+                self.notify("second model dropped", timeout=3)
+            elif choice is not None and choice.startswith(SECOND):
+                path = choice.removeprefix(SECOND)
+                self.load_model(Path(path) if path else None, second=True)
+            elif choice is not None:
                 self.load_model(Path(choice) if choice else None)
 
-        self.push_screen(ChoiceScreen[str]("Switch model", options), done)
+        title = "Switch model (or load a 2nd one beside it)"
+        self.push_screen(ChoiceScreen[str](title, options), done)
 
 
 def stats_text(span: SpanStats) -> Text:

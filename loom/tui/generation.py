@@ -46,6 +46,22 @@ class GenerationActions(LoomAppBase):
     def action_generate(self) -> None:
         self.start_generation(self.current)
 
+    def action_generate_second(self) -> None:
+        self.start_generation(self.current, second=True)
+
+    def action_swap_models(self) -> None:
+        if self.generation is not None or self.model_job is not None or self.labelling:
+            self.notify("wait for the model work to finish (esc stops it)", severity="warning")
+            return
+        if self.session.second is None:
+            self.notify(f"{self.session.second_reason}: M loads one", severity="warning",
+                        title="Can't swap")  # fmt: skip
+            return
+        self.session.swap_models()
+        self.show_models()
+        self.notify(f"primary: {self.session.model_name} · second: {self.session.second_name}",
+                    timeout=3)  # fmt: skip
+
     def action_generate_siblings(self) -> None:
         parent = self.session.nav.parent_of(self.current)
         if parent is None:
@@ -53,8 +69,13 @@ class GenerationActions(LoomAppBase):
             parent = self.current
         self.start_generation(parent)
 
-    def start_generation(self, parent_id: int, forced: list[int] | None = None) -> bool:
+    def start_generation(
+        self, parent_id: int, forced: list[int] | None = None, *, second: bool = False
+    ) -> bool:
+        """Generate children of `parent_id` with the primary model or (`second`) the second."""
         blocker = self.session.generation_blocker()
+        if second and blocker is None and self.session.second is None:
+            blocker = f"{self.session.second_reason}: M loads a second model"
         if blocker:
             self.notify(blocker, severity="warning", title="Can't generate")
             return False
@@ -66,16 +87,19 @@ class GenerationActions(LoomAppBase):
                         severity="warning")  # fmt: skip
             return False
         settings = self.sampler_settings()
-        try:
+        backend = self.session.second if second else self.session.backend
+        try:  # the path as this model reads it (another model's text re-tokenized), with memory
             prompt = self.session.generation_prompt(
-                parent_id, len(forced or []) + settings.max_tokens
+                parent_id, len(forced or []) + settings.max_tokens, backend=backend
             )
         except (ContextOverflowError, GenerationUnavailable) as exc:
             self.notify(str(exc), severity="error", title="Can't generate")
             return False
         prefix = prompt.ids
         n = int(self.preset.n or self.config.n)
-        job = GenerationJob(parent_id, n, settings, forced, texts=[""] * n, memory=prompt.memory)
+        job = GenerationJob(
+            parent_id, n, settings, forced, second, texts=[""] * n, memory=prompt.memory
+        )
         job.pending = self.tree_pane.add_pending(parent_id, n)
         self.generation = job
         self.status.show(saved="generating… (esc cancels)")
@@ -101,6 +125,7 @@ class GenerationActions(LoomAppBase):
                 on_batch=on_batch,
                 cancel=job.cancel,
                 fresh=self.config.reproducible,
+                second=job.second,
             )
         except Exception as exc:  # reported on the UI thread; the loom is untouched
             self.post_message(GenerationDone(job, None, exc))
@@ -154,6 +179,7 @@ class GenerationActions(LoomAppBase):
         if ids is None:
             return
         self.last_generated = ids
+        self.note_model(result.model)
         self.show_new_children(job.parent_id)  # written and committed: now shown as done
         self.status.show(tokens_per_second=result.tokens_per_second, saved="saved")
         if result.error is not None:  # the server went away mid-generation
@@ -207,11 +233,21 @@ class GenerationActions(LoomAppBase):
         assert path is not None
         node_id = path.owners[path_index]
         start, _end = path.node_spans[node_id]
+        # The alternative is a token of the model that wrote the node: that model continues.
+        owner = self.session.tokens_owner(node_id)
+        if owner is None:
+            self.notify(
+                f"node {node_id}'s tokens are another model's: load it (M) to branch from its "
+                "alternatives",
+                severity="warning",
+                title="Can't branch",
+            )
+            return
         head = self.session.counterfactual_parent(node_id, path_index - start)
         self.rebuild_tree()
         self.go_to(head)
         self.tree_pane.focus()
-        self.start_generation(head, forced=[alt_id])
+        self.start_generation(head, forced=[alt_id], second=owner == "second")
 
     # ----------------------------------------------------------------- multiverse
 
@@ -259,14 +295,18 @@ class GenerationActions(LoomAppBase):
 
     # ----------------------------------------------------------------- model loading
 
-    def load_model(self, model_path: Path | None) -> None:
+    def load_model(self, model_path: Path | None, *, second: bool = False) -> None:
+        """Load a model (None: the default) as the primary one, or (`second`) beside it."""
         bar = self.query_one("#model-progress", ProgressBar)
         bar.add_class("loading")
-        self.status.show(model_note="loading…")
-        self._load_worker(model_path)
+        if second:
+            self.status.show(second="loading…")
+        else:
+            self.status.show(model_note="loading…")
+        self._load_worker(model_path, second)
 
-    @work(thread=True, group="model", exclusive=True, exit_on_error=False)
-    def _load_worker(self, model_path: Path | None) -> None:
+    @work(thread=True, group="model", exit_on_error=False)
+    def _load_worker(self, model_path: Path | None, second: bool = False) -> None:
         from loom.engine.engine import Engine
         from loom.engine.models import default_model_path
 
@@ -275,13 +315,15 @@ class GenerationActions(LoomAppBase):
 
         try:
             path = model_path or default_model_path(progress)
-            self.post_message(ModelProgress(0, 0))
+            if not second:  # the status bar's model note is the primary model's
+                self.post_message(ModelProgress(0, 0))
             with self.session.engine_lock:
                 backend = Engine.load(path, n_ctx=self.config.n_ctx)
         except Exception as exc:  # every failure becomes the reason generation is off
-            self.post_message(ModelLoaded(None, str(exc) or type(exc).__name__, model_path))
+            why = str(exc) or type(exc).__name__
+            self.post_message(ModelLoaded(None, why, model_path, second=second))
         else:
-            self.post_message(ModelLoaded(backend, "", path))
+            self.post_message(ModelLoaded(backend, "", path, second=second))
 
     def on_model_progress(self, message: ModelProgress) -> None:
         bar = self.query_one("#model-progress", ProgressBar)
@@ -295,6 +337,9 @@ class GenerationActions(LoomAppBase):
 
     def on_model_loaded(self, message: ModelLoaded) -> None:
         self.query_one("#model-progress", ProgressBar).remove_class("loading")
+        if message.second:
+            self._second_loaded(message)
+            return
         if message.backend is None:
             self.session.set_backend(None, message.error)
             self.status.show(model="", model_note=f"none — {message.error}", context_total=0)
@@ -307,6 +352,24 @@ class GenerationActions(LoomAppBase):
             )
             return
         self.session.set_backend(message.backend)
-        self.status.show(model=self.session.model_name, model_note="",
-                         context_total=self.session.n_ctx or 0)  # fmt: skip
+        self.status.show(model_note="")
+        self.show_models()
         self.notify(f"model ready: {self.session.model_name}", timeout=3)
+
+    def _second_loaded(self, message: ModelLoaded) -> None:
+        """A second model loaded, or failed to: the primary one and the loom are untouched."""
+        if message.backend is None:
+            name = message.path.name if message.path is not None else "the default model"
+            self.status.show(second=self.session.second_name)
+            self.notify(
+                f"{name}: {message.error}\nThe second model is not loaded; "
+                f"{self.session.model_name or 'the primary model'} stays as it was.",
+                severity="error",
+                title="Second model not loaded",
+                timeout=12,
+            )
+            return
+        self.session.set_second_backend(message.backend)
+        self.show_models()
+        self.notify(f"second model ready: {self.session.second_name} (W generates with it)",
+                    timeout=3)  # fmt: skip

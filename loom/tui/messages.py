@@ -32,6 +32,7 @@ class GenerationJob:
     n: int
     settings: SamplerSettings
     forced: list[int] | None
+    second: bool = False  # written by the session's second model
     cancel: threading.Event = field(default_factory=threading.Event)
     pending: list[TreeNode[int]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
@@ -71,9 +72,12 @@ class ModelProgress(Message):
 
 
 class ModelLoaded(Message):
-    def __init__(self, backend: Backend | None, error: str, path: Path | None) -> None:
+    def __init__(
+        self, backend: Backend | None, error: str, path: Path | None, *, second: bool = False
+    ) -> None:
         super().__init__()
         self.backend, self.error, self.path = backend, error, path
+        self.second = second  # loaded as the second model (beside the primary one)
 
 
 class LabelsDone(Message):

