@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cli import DATA, cli_env, ok, run_loom
@@ -153,11 +154,22 @@ def test_without_a_model_s_is_one_notice(tmp_path: Path) -> None:
 
 
 def test_escape_stops_a_reading_and_keeps_what_was_read(
-    engine: Engine, tmp_path: Path, isolated_config: Path
+    engine: Engine, tmp_path: Path, isolated_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = imported(tmp_path)
     auto_score(isolated_config, False)
     app = open_app(path, engine)
+    read = engine.read
+
+    def first_call_waits_for_escape(*args: Any, **kwargs: Any) -> Any:
+        # The reading would otherwise often end before the key arrives (a race): the first
+        # call finishes only once escape has been pressed, so the run stops after it.
+        job = app.score_job
+        assert job is not None
+        job.cancel.wait(30)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "read", first_call_waits_for_escape)
 
     async def body(pilot: Pilot[int]) -> None:
         await settle(pilot)
