@@ -10,7 +10,6 @@ steps over the memory event, and the import carries the memory.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from support.cli import (
     run_loom,
 )
 from support.engines import default_gguf, engine
-from support.tui import isolated_config, make_app, notices, run, settle, type_text
+from support.tui import isolated_config, make_app, notices, run, settle, type_text, until
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -85,15 +84,6 @@ def test_memory_through_the_cli_journey(tmp_path: Path) -> None:
     assert "IDENTICAL" in report.splitlines()[0], report
     text = loom("show", copy, "--node", str(deeper[1]))
     assert SETTING.strip() not in text and NOTE.strip() not in text  # never shown in the tree
-
-
-async def until(pilot: Pilot[int], condition: Callable[[], bool], what: str) -> None:
-    for _ in range(2400):  # a generous bound for a loaded machine, not a timing
-        if condition():
-            await settle(pilot)
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_memory_through_the_app_journey(tmp_path: Path, engine: Any, isolated_config: Path) -> None:

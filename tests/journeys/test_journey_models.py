@@ -13,7 +13,6 @@ panel compares the models → `E` exports → the export imports with every node
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,13 @@ import pytest
 from support.cli import CROISSANT, cli_env, ids_of, ok, run_loom, tree_record
 from support.engines import default_gguf
 from support.models import SMOLLM2_NAME_START, smollm2_gguf
-from support.tui import engine, isolated_config, make_app, notices, run, settle
+from support.tui import engine, idle, isolated_config, make_app, notices, run, until
 from textual.pilot import Pilot
 from textual.widgets import Input
 
 from loom.cli import main as loom_cli
 from loom.formats import FORMATS, read_document
 from loom.store.loom import Loom
-from loom.tui.app import LoomApp
 from loom.tui.editing import SECOND
 from loom.tui.screens.dialogs import ChoiceScreen, PromptScreen
 from loom.tui.widgets.persona_panel import PersonaPanel
@@ -96,19 +94,6 @@ def test_two_models_through_the_cli(tmp_path: Path, smollm2_gguf: Path, default_
 
 
 # --------------------------------------------------------------------------- the app
-
-
-async def until(pilot: Pilot[int], condition: Callable[[], bool], what: str) -> None:
-    for _ in range(2400):  # a generous bound for a loaded machine, not a timing
-        if condition():
-            await settle(pilot)
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def idle(app: LoomApp) -> bool:
-    return app.generation is None and not app.labelling
 
 
 def test_two_models_in_the_app(

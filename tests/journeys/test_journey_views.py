@@ -5,7 +5,6 @@ view of one file and does not."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +12,22 @@ import numpy as np
 import pytest
 from support.cli import CROISSANT, cli_env, ids_of, ok, run_loom
 from support.engines import default_gguf, engine
-from support.tui import isolated_config, make_app, notices, run, screen_text, settle, tree_ids
+from support.tui import (
+    idle,
+    isolated_config,
+    make_app,
+    notices,
+    run,
+    screen_text,
+    tree_ids,
+    until,
+)
 from textual.pilot import Pilot
 from textual.widgets import Input
 
 from loom.cli import main as loom_cli
 from loom.formats import FORMATS, read_document
 from loom.store.loom import Loom
-from loom.tui.app import LoomApp
 from loom.tui.screens.dialogs import ChoiceScreen, PromptScreen
 
 pytestmark = pytest.mark.model
@@ -68,19 +75,6 @@ def test_reading_aids_through_the_cli(tmp_path: Path) -> None:
     assert unread_ids(ok(run_loom("unread", copy, env=env))) == left
     assert ok(run_loom("hoist", copy, env=env)).stdout.startswith("nothing hoisted")
     assert ok(run_loom("tree", copy, "--blind", "--seed", "5", env=env)).stdout == blind
-
-
-async def until(pilot: Pilot[int], condition: Callable[[], bool], what: str) -> None:
-    for _ in range(2400):  # a generous bound for a loaded machine, not a timing
-        if condition():
-            await settle(pilot)
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def idle(app: LoomApp) -> bool:
-    return app.generation is None and not app.labelling
 
 
 def test_reading_aids_in_the_app(tmp_path: Path, engine: Any, isolated_config: Path) -> None:

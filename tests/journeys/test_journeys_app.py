@@ -8,7 +8,6 @@ store's own `state_at` at every event.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,16 @@ from support.cli import (
     tree_record,
 )
 from support.engines import default_gguf, engine
-from support.tui import isolated_config, make_app, notices, run, screen_text, settle, tree_ids
+from support.tui import (
+    idle,
+    isolated_config,
+    make_app,
+    notices,
+    run,
+    screen_text,
+    tree_ids,
+    until,
+)
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -34,7 +42,6 @@ from loom.formats import FORMATS, read_document
 from loom.store.loom import Loom
 from loom.store.replay import state_at
 from loom.store.tokenizer import FunctionTokenizer
-from loom.tui.app import LoomApp
 from loom.tui.replay import ReplayApp
 from loom.tui.screens.dialogs import ChoiceScreen, PromptScreen
 from loom.tui.widgets.inspector import TokenInspector
@@ -50,20 +57,6 @@ def short_generations(isolated_config: Path) -> None:
     """`g` writes three branches of eight tokens (quick on two cores)."""
     isolated_config.parent.mkdir(parents=True, exist_ok=True)
     isolated_config.write_text("[generation]\nn = 3\nmax_tokens = 8\n", encoding="utf-8")
-
-
-async def until(pilot: Pilot[int], condition: Callable[[], bool], what: str) -> None:
-    """Let the app run until `condition` holds (workers finish, messages arrive)."""
-    for _ in range(2400):  # a generous bound for a loaded machine, not a timing
-        if condition():
-            await settle(pilot)
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def idle(app: LoomApp) -> bool:
-    return app.generation is None and not app.labelling
 
 
 def state(doc: Any) -> dict[int, tuple[Any, ...]]:

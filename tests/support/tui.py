@@ -94,6 +94,21 @@ async def settle(pilot: Pilot[int]) -> None:
     await pilot.pause()
 
 
+async def until(pilot: Pilot[int], condition: Callable[[], bool], what: str) -> None:
+    """Let the app run until `condition` holds (workers finish, messages arrive)."""
+    for _ in range(2400):  # a generous bound for a loaded machine, not a timing
+        if condition():
+            await settle(pilot)
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def idle(app: LoomApp) -> bool:
+    """No generation or labelling run is under way."""
+    return app.generation is None and not app.labelling
+
+
 async def type_text(pilot: Pilot[int], text: str) -> None:
     names = {" ": "space", "\n": "enter", "-": "minus", "#": "number_sign", ".": "full_stop",
              ",": "comma", "/": "slash"}  # fmt: skip

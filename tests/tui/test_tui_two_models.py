@@ -14,7 +14,7 @@ import pytest
 from support.cli import CROISSANT, PROMPT
 from support.engines import STRING, U32, write_gguf
 from support.models import SMOLLM2_NAME_START, smollm2, smollm2_gguf
-from support.tui import engine, isolated_config, make_app, notices, run, screen_text, settle
+from support.tui import engine, isolated_config, make_app, notices, run, screen_text, until
 from textual.pilot import Pilot
 
 from loom.app.models import short_name
@@ -52,15 +52,6 @@ def new_loom(path: Path, engine: Engine, *, personas: bool = False) -> Loom:
     if personas:
         loom.set_personas(load_persona_set(CROISSANT).personas)
     return loom
-
-
-async def until(pilot: Pilot[int], condition: object, what: str) -> None:
-    for _ in range(2400):  # a generous bound for a loaded machine, not a timing
-        if condition():  # type: ignore[operator]
-            await settle(pilot)
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def pick(pilot: Pilot[int], app: LoomApp, value: object) -> None:
