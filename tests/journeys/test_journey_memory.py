@@ -123,11 +123,14 @@ def test_memory_through_the_app_journey(tmp_path: Path, engine: Any, isolated_co
         writable = [f.name for f in FORMATS.values() if f.can_write]
         await pilot.press(*["down"] * writable.index("loom-json"), "enter")
         await pilot.pause()
+        if isinstance(app.screen, ChoiceScreen):  # away from the root: what to export
+            await pilot.press("enter")  # the whole loom
+            await pilot.pause()
         assert isinstance(app.screen, PromptScreen)
         app.screen.query_one(Input).value = str(exported)
         await pilot.press("enter")
         await settle(pilot)
-        assert f"exported to {exported}" in notices(app)
+        assert f" nodes to {exported}" in notices(app)
         assert root == loom.root_id
         await pilot.press("q")
 

@@ -136,10 +136,13 @@ def test_two_models_in_the_app(
         writable = [f.name for f in FORMATS.values() if f.can_write]
         await pilot.press(*["down"] * writable.index("loom-json"), "enter")
         await pilot.pause()
+        if isinstance(app.screen, ChoiceScreen):  # away from the root: what to export
+            await pilot.press("enter")  # the whole loom
+            await pilot.pause()
         assert isinstance(app.screen, PromptScreen)
         app.screen.query_one(Input).value = str(exported)
         await pilot.press("enter")
-        await until(pilot, lambda: f"exported to {exported}" in notices(app), "the export")
+        await until(pilot, lambda: f" nodes to {exported}" in notices(app), "the export")
         seen.update(base=base, chat=chat)
         await pilot.press("q")
 

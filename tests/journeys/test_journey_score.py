@@ -105,11 +105,15 @@ def test_the_scoring_journey_in_the_app(tmp_path: Path, engine: Any) -> None:
         await pilot.press("E")
         assert isinstance(app.screen, ChoiceScreen)
         await pilot.press("enter")  # the first format: loom-json
+        await pilot.pause()
+        if isinstance(app.screen, ChoiceScreen):  # away from the root: what to export
+            await pilot.press("enter")  # the whole loom
+            await pilot.pause()
         assert isinstance(app.screen, PromptScreen)
         app.screen.query_one(Input).value = str(exported)
         await pilot.press("enter")
         await settle(pilot)
-        assert f"exported to {exported}" in notices(app)
+        assert f" nodes to {exported}" in notices(app)
 
     run(app, body)
     loom.close()

@@ -149,11 +149,14 @@ def test_reading_aids_in_the_app(tmp_path: Path, engine: Any, isolated_config: P
         writable = [f.name for f in FORMATS.values() if f.can_write]
         await pilot.press(*["down"] * writable.index("loom-json"), "enter")
         await pilot.pause()
+        if isinstance(app.screen, ChoiceScreen):  # away from the root: what to export
+            await pilot.press("enter")  # the whole loom
+            await pilot.pause()
         assert isinstance(app.screen, PromptScreen)
         app.screen.query_one(Input).value = str(exported)
         await pilot.press("enter")
         await pilot.pause()
-        await until(pilot, lambda: f"exported to {exported}" in notices(app), "export")
+        await until(pilot, lambda: f" nodes to {exported}" in notices(app), "export")
         seen.update(kids=kids, grand=grand)
         await pilot.press("q")
 
