@@ -23,16 +23,22 @@ from support.cli import (
     run_loom,
 )
 from support.engines import default_gguf, engine
-from support.tui import isolated_config, make_app, notices, run, settle, type_text, until
+from support.tui import (
+    export_in_app,
+    isolated_config,
+    make_app,
+    run,
+    settle,
+    type_text,
+    until,
+)
 from textual.pilot import Pilot
-from textual.widgets import Input
 
 from loom.cli import main as loom_cli
-from loom.formats import FORMATS, read_document
+from loom.formats import read_document
 from loom.store.loom import Loom
 from loom.store.model import Memory
 from loom.store.replay import state_at
-from loom.tui.screens.dialogs import ChoiceScreen, PromptScreen
 from loom.tui.screens.memory import MemoryScreen
 
 pytestmark = pytest.mark.model
@@ -118,19 +124,7 @@ def test_memory_through_the_app_journey(tmp_path: Path, engine: Any, isolated_co
         await pilot.press("right")
         assert "memory: loom (before)" in app.status.render().plain
 
-        await pilot.press("E")  # export to loom-json, from the app
-        assert isinstance(app.screen, ChoiceScreen)
-        writable = [f.name for f in FORMATS.values() if f.can_write]
-        await pilot.press(*["down"] * writable.index("loom-json"), "enter")
-        await pilot.pause()
-        if isinstance(app.screen, ChoiceScreen):  # away from the root: what to export
-            await pilot.press("enter")  # the whole loom
-            await pilot.pause()
-        assert isinstance(app.screen, PromptScreen)
-        app.screen.query_one(Input).value = str(exported)
-        await pilot.press("enter")
-        await settle(pilot)
-        assert f" nodes to {exported}" in notices(app)
+        await export_in_app(pilot, exported)  # to loom-json, from the app
         assert root == loom.root_id
         await pilot.press("q")
 

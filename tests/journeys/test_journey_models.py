@@ -20,15 +20,14 @@ import pytest
 from support.cli import CROISSANT, cli_env, ids_of, ok, run_loom, tree_record
 from support.engines import default_gguf
 from support.models import SMOLLM2_NAME_START, smollm2_gguf
-from support.tui import engine, idle, isolated_config, make_app, notices, run, until
+from support.tui import engine, export_in_app, idle, isolated_config, make_app, run, until
 from textual.pilot import Pilot
-from textual.widgets import Input
 
 from loom.cli import main as loom_cli
-from loom.formats import FORMATS, read_document
+from loom.formats import read_document
 from loom.store.loom import Loom
 from loom.tui.editing import SECOND
-from loom.tui.screens.dialogs import ChoiceScreen, PromptScreen
+from loom.tui.screens.dialogs import ChoiceScreen
 from loom.tui.widgets.persona_panel import PersonaPanel
 
 pytestmark = pytest.mark.model
@@ -131,18 +130,7 @@ def test_two_models_in_the_app(
         comparison = app.session.persona_comparison(root)
         assert [s.total for s in comparison.splits] == [2, 2]
 
-        await pilot.press("E")  # export to loom-json, from the app
-        assert isinstance(app.screen, ChoiceScreen)
-        writable = [f.name for f in FORMATS.values() if f.can_write]
-        await pilot.press(*["down"] * writable.index("loom-json"), "enter")
-        await pilot.pause()
-        if isinstance(app.screen, ChoiceScreen):  # away from the root: what to export
-            await pilot.press("enter")  # the whole loom
-            await pilot.pause()
-        assert isinstance(app.screen, PromptScreen)
-        app.screen.query_one(Input).value = str(exported)
-        await pilot.press("enter")
-        await until(pilot, lambda: f" nodes to {exported}" in notices(app), "the export")
+        await export_in_app(pilot, exported)  # to loom-json, from the app
         seen.update(base=base, chat=chat)
         await pilot.press("q")
 

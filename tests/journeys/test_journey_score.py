@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 from support.cli import DATA, cli_env, ids_of, ok, run_loom
 from support.engines import default_gguf, engine
-from support.tui import isolated_config, make_app, notices, run, settle
+from support.tui import export_in_app, isolated_config, make_app, run, settle
 from textual.pilot import Pilot
-from textual.widgets import Input, TextArea
+from textual.widgets import TextArea
 
 from loom.store.loom import Loom
 from loom.store.tokenizer import FunctionTokenizer
-from loom.tui.screens.dialogs import ChoiceScreen, PromptScreen
 
 pytestmark = pytest.mark.model
 __all__ = ["default_gguf", "engine", "isolated_config"]  # fixtures
@@ -102,18 +101,7 @@ def test_the_scoring_journey_in_the_app(tmp_path: Path, engine: Any) -> None:
         await settle(pilot)
         kids = [h.id for h in loom.children(reply)]
         assert len(kids) == 2 and all(loom.node(k).scores == [] for k in kids)
-        await pilot.press("E")
-        assert isinstance(app.screen, ChoiceScreen)
-        await pilot.press("enter")  # the first format: loom-json
-        await pilot.pause()
-        if isinstance(app.screen, ChoiceScreen):  # away from the root: what to export
-            await pilot.press("enter")  # the whole loom
-            await pilot.pause()
-        assert isinstance(app.screen, PromptScreen)
-        app.screen.query_one(Input).value = str(exported)
-        await pilot.press("enter")
-        await settle(pilot)
-        assert f" nodes to {exported}" in notices(app)
+        await export_in_app(pilot, exported)  # to loom-json, from the app
 
     run(app, body)
     loom.close()

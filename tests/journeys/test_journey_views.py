@@ -13,6 +13,7 @@ import pytest
 from support.cli import CROISSANT, cli_env, ids_of, ok, run_loom
 from support.engines import default_gguf, engine
 from support.tui import (
+    export_in_app,
     idle,
     isolated_config,
     make_app,
@@ -26,9 +27,8 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from loom.cli import main as loom_cli
-from loom.formats import FORMATS, read_document
+from loom.formats import read_document
 from loom.store.loom import Loom
-from loom.tui.screens.dialogs import ChoiceScreen, PromptScreen
 
 pytestmark = pytest.mark.model
 __all__ = ["default_gguf", "engine", "isolated_config"]  # fixtures
@@ -144,19 +144,7 @@ def test_reading_aids_in_the_app(tmp_path: Path, engine: Any, isolated_config: P
         await pilot.press("enter")
         await pilot.pause()
         # export, from the app
-        await pilot.press("E")
-        assert isinstance(app.screen, ChoiceScreen)
-        writable = [f.name for f in FORMATS.values() if f.can_write]
-        await pilot.press(*["down"] * writable.index("loom-json"), "enter")
-        await pilot.pause()
-        if isinstance(app.screen, ChoiceScreen):  # away from the root: what to export
-            await pilot.press("enter")  # the whole loom
-            await pilot.pause()
-        assert isinstance(app.screen, PromptScreen)
-        app.screen.query_one(Input).value = str(exported)
-        await pilot.press("enter")
-        await pilot.pause()
-        await until(pilot, lambda: f" nodes to {exported}" in notices(app), "export")
+        await export_in_app(pilot, exported)  # to loom-json, from the app
         seen.update(kids=kids, grand=grand)
         await pilot.press("q")
 

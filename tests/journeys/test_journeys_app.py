@@ -24,6 +24,7 @@ from support.cli import (
 )
 from support.engines import default_gguf, engine
 from support.tui import (
+    export_in_app,
     idle,
     isolated_config,
     make_app,
@@ -34,16 +35,14 @@ from support.tui import (
     until,
 )
 from textual.pilot import Pilot
-from textual.widgets import Input
 
 from loom.cli import main as loom_cli
 from loom.config import load_config
-from loom.formats import FORMATS, read_document
+from loom.formats import read_document
 from loom.store.loom import Loom
 from loom.store.replay import state_at
 from loom.store.tokenizer import FunctionTokenizer
 from loom.tui.replay import ReplayApp
-from loom.tui.screens.dialogs import ChoiceScreen, PromptScreen
 from loom.tui.widgets.inspector import TokenInspector
 
 pytestmark = pytest.mark.model
@@ -140,19 +139,7 @@ def test_the_first_session_in_the_app(tmp_path: Path, engine: Any) -> None:
         await pilot.press("b")
         assert loom.header(marked).bookmarked and "bookmarked" in notices(app)
 
-        await pilot.press("E")  # export to loom-json, from the app
-        assert isinstance(app.screen, ChoiceScreen)
-        writable = [f.name for f in FORMATS.values() if f.can_write]
-        await pilot.press(*["down"] * writable.index("loom-json"), "enter")
-        await pilot.pause()
-        if isinstance(app.screen, ChoiceScreen):  # away from the root: what to export
-            await pilot.press("enter")  # the whole loom
-            await pilot.pause()
-        assert isinstance(app.screen, PromptScreen)
-        app.screen.query_one(Input).value = str(exported)
-        await pilot.press("enter")
-        await pilot.pause()
-        assert f" nodes to {exported}" in notices(app)
+        await export_in_app(pilot, exported)  # to loom-json, from the app
         seen.update(kids=kids, marked=marked, pruned=pruned)
         await pilot.press("q")
 

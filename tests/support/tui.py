@@ -109,6 +109,29 @@ def idle(app: LoomApp) -> bool:
     return app.generation is None and not app.labelling
 
 
+async def export_in_app(pilot: Pilot[int], target: Path, fmt: str = "loom-json") -> None:
+    """Export the whole loom with `E` as a user does: the format, the scope when asked (away
+    from the root), the file; waits for the notice that says it was written."""
+    from textual.widgets import Input
+
+    from loom.formats import FORMATS
+    from loom.tui.screens.dialogs import ChoiceScreen, PromptScreen
+
+    app = pilot.app
+    await pilot.press("E")
+    assert isinstance(app.screen, ChoiceScreen)
+    writable = [f.name for f in FORMATS.values() if f.can_write]
+    await pilot.press(*["down"] * writable.index(fmt), "enter")
+    await pilot.pause()
+    if isinstance(app.screen, ChoiceScreen):  # away from the root: what to export
+        await pilot.press("enter")  # the whole loom
+        await pilot.pause()
+    assert isinstance(app.screen, PromptScreen)
+    app.screen.query_one(Input).value = str(target)
+    await pilot.press("enter")
+    await until(pilot, lambda: f" nodes to {target}" in notices(app), "the export")
+
+
 async def type_text(pilot: Pilot[int], text: str) -> None:
     names = {" ": "space", "\n": "enter", "-": "minus", "#": "number_sign", ".": "full_stop",
              ",": "comma", "/": "slash"}  # fmt: skip
