@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from loom.engine.backend import Backend
 from loom.engine.errors import ContextOverflowError
-from loom.engine.vocabulary import ids_for
+from loom.engine.vocabulary import ids_for, own_tokens
 from loom.store.loom import Loom
 from loom.store.model import Memory
 
@@ -169,11 +169,10 @@ class Prompts:
         this was made with)."""
         if reader is None:
             path = [int(i) for i in self.loom.path_tokens(node_id).ids]
-            own = len(self.loom.node(node_id).tokens) if cut is not None else 0
         else:
-            nodes = self.loom.path_nodes(node_id)
-            path = ids_for(reader, [(n.text, n.tokens) for n in nodes])
-            own = len(ids_for(reader, [(nodes[-1].text, nodes[-1].tokens)])) if cut else 0
-        if cut is not None:
-            path = path[: len(path) - own + cut]
+            path = ids_for(reader, [(n.text, n.tokens) for n in self.loom.path_nodes(node_id)])
+        if cut is not None:  # the node's own tokens, as the reader reads them, end the path
+            node = self.loom.node(node_id)
+            own = node.tokens if reader is None else own_tokens(reader, node.text, node.tokens)
+            path = path[: len(path) - len(own) + cut]
         return assemble(path, memories_at(self.loom, node_id), tokenize or self.tokenize)

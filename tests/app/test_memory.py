@@ -313,3 +313,18 @@ def test_a_memory_longer_than_the_context_is_refused_saying_by_how_much(session:
         session.check_memory(huge, 8)
     assert session.check_memory(Memory("short"), 8) == len(session.backend.tokenize("short"))
     assert np.isfinite(session.n_ctx)
+
+
+@pytest.mark.model
+def test_a_prompt_cut_inside_a_node_is_the_same_for_its_reader(session: Any, engine: Any) -> None:
+    """A branch at token K of a node reads the path up to K, memories included, whether the path
+    is read as stored or through the reading model's vocabulary (cut 0: before its first token)."""
+    root = session.loom.root_id
+    [child] = session.generate(root, 1, GREEDY)
+    session.set_memory(None, Memory(DRAGON))
+    path = [int(t) for t in session.loom.path_tokens(child).ids]
+    n_own = len(session.loom.node(child).tokens)
+    for cut in (0, 3):
+        stored = session.prompts.at(child, cut)
+        read = session.prompts.at(child, cut, reader=engine)
+        assert read.ids == stored.ids == engine.tokenize(DRAGON) + path[: len(path) - n_own + cut]
