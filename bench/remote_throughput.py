@@ -2,6 +2,7 @@
 
     python bench/remote_throughput.py [--branches 8] [--tokens 64] [--prompt-tokens 200]
                                       [--slots 8] [--rounds 4] [--url URL] [--server PATH]
+                                      [--no-ceiling]
 
 Starts llama.cpp's llama-server (the binary the tests use, tests/support/llama_server.py, or
 --server PATH) on loopback with --slots parallel slots and the default model, unless --url names a
@@ -10,6 +11,11 @@ top-5 recorded, through loom's RemoteBackend) twice: with every branch's request
 (concurrency N) and one request at a time (concurrency 1), alternating which goes first. Prints
 tokens/s of each, the ratio per round and overall (total tokens / total wall time per mode), and
 the CPU the machine had: the load average and the share of CPU time this server got.
+
+Then, with the server idle, the same model in-process: bare llama_decode steps of a batch of N
+sequences against a batch of 1 (bench/branch_throughput.py's loop). That ratio is what batching
+can give on this machine at all, the ceiling of the concurrent/sequential ratio of any server
+running these kernels (skip it with --no-ceiling).
 """
 
 from __future__ import annotations
@@ -42,6 +48,23 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def decode_ceiling(n: int, tokens: int, prompt_tokens: int) -> tuple[float, float]:
+    """tokens/s of bare llama_decode steps, batch of n and batch of 1, same model, 2 threads."""
+    from branch_throughput import _prompt, bare_decode_loop
+
+    from loom.engine.engine import Engine
+
+    engine = Engine.load(default_model_path(), n_ctx=2048, n_seq_max=max(16, n))
+    try:
+        prompt = _prompt(engine, prompt_tokens)
+        bare_decode_loop(engine, prompt, n, 8)  # warm-up
+        batched = statistics.median(bare_decode_loop(engine, prompt, n, tokens) for _ in range(3))
+        single = statistics.median(bare_decode_loop(engine, prompt, 1, tokens) for _ in range(3))
+    finally:
+        engine.close()
+    return batched, single
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--branches", type=int, default=8)
@@ -51,6 +74,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--url", help="a running server instead of starting llama-server")
     ap.add_argument("--server", help="the llama-server binary (default: the tests' one)")
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the in-process decode ceiling")
     args = ap.parse_args()
 
     proc: subprocess.Popen[bytes] | None = None
@@ -101,6 +125,7 @@ def main() -> int:
         ratios = []
         load_start = os.getloadavg()
         cpu_start = _cpu_seconds(proc.pid) if proc else None
+        client_start = time.process_time()
         wall_start = time.perf_counter()
         for r in range(args.rounds):
             order = ["concurrent", "sequential"] if r % 2 == 0 else ["sequential", "concurrent"]
@@ -126,6 +151,14 @@ def main() -> int:
             share = (_cpu_seconds(proc.pid) - cpu_start) / wall_all
             print(f"the server got {share:.2f} CPU-seconds per second of the timed rounds "
                   f"(of {os.cpu_count()} possible)")  # fmt: skip
+        client = (time.process_time() - client_start) / wall_all
+        print(f"this client (loom's RemoteBackend) used {client:.2f} CPU-seconds per second")
+        if not args.no_ceiling:
+            ceiling = decode_ceiling(args.branches, args.tokens, args.prompt_tokens)
+            print(f"decode ceiling on this machine (in-process, bare llama_decode, same model): "
+                  f"batch {args.branches} {ceiling[0]:.1f} tok/s, batch 1 {ceiling[1]:.1f} tok/s: "
+                  f"{ceiling[0] / ceiling[1]:.2f}x; the server reached "
+                  f"{conc / seq / (ceiling[0] / ceiling[1]):.0%} of it")  # fmt: skip
     finally:
         if server is not None:
             server.stop()

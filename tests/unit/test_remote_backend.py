@@ -21,7 +21,7 @@ from loom.engine.errors import RemoteError
 from loom.engine.remote import NO_IDS_NOTE, RemoteBackend
 from loom.engine.results import Branch, StepUpdate
 from loom.engine.sampling import SamplerSettings
-from loom.personas.actions import label_nodes
+from loom.personas.actions import DEFAULT_LABEL_THRESHOLD, label_nodes
 from loom.personas.sets import load_persona_set, shipped_persona_sets
 from loom.store.loom import Loom, NewNode
 
@@ -129,8 +129,10 @@ def test_remote_scores_agree_with_the_engine(remote: RemoteBackend, engine: Engi
     far = remote.score(prefix, conts)
     assert [a.shape for a in local] == [b.shape for b in far]
     # the same weights through another batch layout: equal up to the last bits of the kernels
+    # (with flash attention on both sides, equal to 1e-7 here; without it on the server, a
+    # median of 0.04 and up to 0.5 nats)
     diffs = np.concatenate([np.abs(a - b) for a, b in zip(local, far, strict=True)])
-    assert np.median(diffs) < 0.2 and np.max(diffs) < 1.0
+    assert np.median(diffs) < 0.03 and np.max(diffs) < 1.0
     assert remote.score(prefix, []) == []
     remote.check_scoring()
     # "sea," + "," is read by the server as one token ",,": the logprob of the token asked for
@@ -140,22 +142,20 @@ def test_remote_scores_agree_with_the_engine(remote: RemoteBackend, engine: Engi
     assert "\n" not in str(err.value)
 
 
-# narrators: the engine leaves the noir branch undecided (noir 0.52, gothic 0.31) where
-# llama-cpp-python's server labels it noir (0.71, gothic 0.18): the server's prompt logprobs
-# differ from the engine's by up to ~0.2 nats a token (the test above). A known disagreement.
-_DISAGREE = {"narrators": "noir branch: undecided locally (noir 0.52), noir remotely (0.71)"}
+# A label is a posterior against a threshold (0.6), so a posterior near it flips with the last
+# bits of the kernels. The engine alone, reading the label prompts fresh or from its KV cache (as
+# earlier tests leave it), moved a branch's summed logprob by up to 1.4 nats, croissant's waluigi
+# branch between 0.55 and 0.59 and narrators' noir branch between 0.52 and 0.59. Both reading
+# fresh, the server (with flash attention, as the engine reads) gave posteriors within 0.08 of the
+# engine's on every branch of the three sets. Labels must agree wherever the engine's posterior is
+# clear of the threshold by MARGIN; near it, only the posteriors are compared. (Clear here: both
+# assistant branches at 0.96. Within 0.1 of the threshold: both croissant branches at 0.55 and the
+# three narrators branches at 0.52-0.66, whose labels came out the same on both sides.)
+MARGIN = 0.1
 
 
 @pytest.mark.model
-@pytest.mark.parametrize(
-    "set_name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(reason=_DISAGREE[name], strict=True))
-        if name in _DISAGREE
-        else name
-        for name in shipped_persona_sets()
-    ],
-)
+@pytest.mark.parametrize("set_name", shipped_persona_sets())
 def test_remote_labels_agree_with_local_labels(
     set_name: str, remote: RemoteBackend, engine: Engine, tmp_path: Path
 ) -> None:
@@ -169,6 +169,7 @@ def test_remote_labels_agree_with_local_labels(
     persona_set = load_persona_set(set_name)
     texts = [text for texts in BRANCHES[set_name].values() for text in texts[:1]]
     labels = []
+    engine.clear_cache()  # read fresh, as the server does: not from earlier tests' cache
     for who, backend in (("local", engine), ("remote", remote)):
         with Loom.create(
             tmp_path / f"{who}.loom",
@@ -183,12 +184,11 @@ def test_remote_labels_agree_with_local_labels(
             assert all(label is not None for label in found)
             labels.append(found)
     for mine, theirs in zip(*labels, strict=True):
-        assert mine.label == theirs.label
-        # The server reads the prompt in another batch layout: per-token logprobs differ in
-        # their last bits (see the test above), and over a branch of ~40 tokens that moves a
-        # posterior by up to 0.1 (measured on narrators: 0.656 here, 0.754 there).
+        assert mine.posterior.keys() == theirs.posterior.keys()
         for name, p in mine.posterior.items():
-            assert abs(p - theirs.posterior[name]) < 0.15
+            assert abs(p - theirs.posterior[name]) < 0.15, (name, mine.posterior, theirs.posterior)
+        if abs(max(mine.posterior.values()) - DEFAULT_LABEL_THRESHOLD) >= MARGIN:
+            assert mine.label == theirs.label, (mine.posterior, theirs.posterior)
 
 
 def test_unreachable_server_is_one_line() -> None:
