@@ -126,7 +126,8 @@ def llama_server(
     cmd = [
         sys.executable, str(SERVER_LAUNCHER), "--model", str(default_gguf),
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512", "--n_batch", "256",
-        "--n_threads", "2", "--n_threads_batch", "2", "--flash_attn", "true", "--api_key", SERVER_KEY,
+        "--n_threads", "2", "--n_threads_batch", "2", "--flash_attn", "true",
+        "--api_key", SERVER_KEY,
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
