@@ -49,6 +49,7 @@ from loom.store.stream import (
     DocumentStream,
     MemorySink,
     MemoryStream,
+    StreamNode,
 )
 from loom.tokens import TokenArray
 
@@ -290,21 +291,25 @@ def columns_to_json(
     tokens: TokenArray, vocab: Mapping[int, str] | codec.VocabTable
 ) -> dict[str, Any] | None:
     """A token array as version 2 writes it (numpy columns, for orjson), None if empty."""
-    if len(tokens) == 0:
+    return token_columns_json(codec.TokenColumns.of(tokens, vocab)) if len(tokens) else None
+
+
+def token_columns_json(columns: codec.TokenColumns) -> dict[str, Any] | None:
+    """`columns_to_json` of tokens already in columns (as the store keeps them)."""
+    if len(columns) == 0:
         return None
-    out: dict[str, Any] = {"ids": tokens.ids}
-    if not np.isnan(tokens.logprobs).all():
-        out["logprobs"] = tokens.logprobs
-    if tokens.entropy is not None:
-        out["entropy"] = tokens.entropy
-    if tokens.k:
-        out["top_ids"] = tokens.top_ids
-        out["top_logprobs"] = tokens.top_logprobs
-    own, top = codec.text_exceptions(tokens, vocab)
-    if own:
-        out["texts"] = {str(i): t for i, t in own.items()}
-    if top:
-        out["top_texts"] = {str(i): t for i, t in top.items()}
+    out: dict[str, Any] = {"ids": columns.ids}
+    if not np.isnan(columns.logprobs).all():
+        out["logprobs"] = columns.logprobs
+    if columns.entropy is not None:
+        out["entropy"] = columns.entropy
+    if columns.top_ids.shape[1]:
+        out["top_ids"] = columns.top_ids
+        out["top_logprobs"] = columns.top_logprobs
+    if columns.own:
+        out["texts"] = {str(i): t for i, t in columns.own.items()}
+    if columns.top:
+        out["top_texts"] = {str(i): t for i, t in columns.top.items()}
     return out
 
 
@@ -482,11 +487,21 @@ def _nan_to_none(value: Any) -> Any:
     return None if isinstance(value, float) and value != value else value
 
 
-def _node_v2(node: Node, key: int | None, vocab: codec.VocabTable) -> dict[str, Any]:
+def node_tokens_json(item: StreamNode, vocab: codec.VocabTable) -> dict[str, Any] | None:
+    """A streamed node's tokens as version 2 writes them (from its columns where it has them)."""
+    if item.columns is not None:
+        tokens = token_columns_json(item.columns)
+    else:
+        tokens = columns_to_json(item.node.tokens, vocab)
+    if tokens is not None and item.key is not None:
+        tokens = {"key": item.key, **tokens}
+    return tokens
+
+
+def _node_v2(item: StreamNode, vocab: codec.VocabTable) -> dict[str, Any]:
+    node = item.node
     out = node_to_json(node, with_tokens=False)
-    tokens = columns_to_json(node.tokens, vocab)
-    if tokens is not None and key is not None:
-        tokens = {"key": key, **tokens}
+    tokens = node_tokens_json(item, vocab)
     out["tokens"] = tokens
     if node.scores:
         out["scored"] = [score_to_json(s, columns_to_json(s.tokens, vocab)) for s in node.scores]
@@ -518,11 +533,8 @@ def write_stream(
         del vocab
     yield b'"nodes":[\n'
     first = True
-    for item in stream.nodes():
-        if version >= 2:
-            line = _dump(_node_v2(item.node, item.key, table))
-        else:
-            line = _dump(node_to_json(item.node))
+    for item in stream.nodes(columns=version >= 2):
+        line = _dump(_node_v2(item, table) if version >= 2 else node_to_json(item.node))
         yield (b"" if first else b",\n") + line
         first = False
         if tick is not None:

@@ -41,6 +41,7 @@ from loom.formats.loomjson import (
     columns_to_json,
     generation_from_json,
     node_to_json,
+    node_tokens_json,
     optional_string,
     persona_from_json,
     personas_from_json,
@@ -53,7 +54,7 @@ from loom.formats.tree import ordered_nodes, preorder_ids
 from loom.store import codec
 from loom.store.errors import LoomError
 from loom.store.model import Author, LoomDocument, Node
-from loom.store.stream import DocumentStream, MemorySink, MemoryStream
+from loom.store.stream import DocumentStream, MemorySink, MemoryStream, StreamNode
 from loom.tokens import TokenArray
 
 FORMAT = "open-loom"
@@ -111,7 +112,7 @@ def write_stream(stream: DocumentStream, tick: Any = None) -> Any:
     bookmarked: list[bytes] = []
     latest = 0.0
     first = True
-    for item in stream.nodes():
+    for item in stream.nodes(columns=True):
         node = item.node
         latest = max(latest, node.created_at)
         plain = {
@@ -127,7 +128,7 @@ def write_stream(stream: DocumentStream, tick: Any = None) -> Any:
         key = _dump(str(node.id))
         if node.bookmarked:
             bookmarked.append(key + b":" + _dump(plain))
-        ext = _node_extension(node, item.key, vocab)
+        ext = _node_extension(item, vocab)
         line = key + b":" + _dump({**plain, "extensions": {"loom": ext}})
         yield (b"" if first else b",\n") + line
         first = False
@@ -162,12 +163,12 @@ def write_stream(stream: DocumentStream, tick: Any = None) -> Any:
 _NATIVE_FIELDS = ("parent", "text", "bookmarked")
 
 
-def _node_extension(node: Node, key: int | None, vocab: codec.VocabTable) -> dict[str, Any]:
+def _node_extension(item: StreamNode, vocab: codec.VocabTable) -> dict[str, Any]:
+    node = item.node
     ext = node_to_json(node, with_tokens=False)
     for name in _NATIVE_FIELDS:
         del ext[name]
-    tokens = columns_to_json(node.tokens, vocab)
-    ext["tokens"] = tokens if tokens is None or key is None else {"key": key, **tokens}
+    ext["tokens"] = node_tokens_json(item, vocab)
     if node.scores:  # read by a model that did not write the text, not sampled
         ext["scored"] = [score_to_json(s, columns_to_json(s.tokens, vocab)) for s in node.scores]
     return ext

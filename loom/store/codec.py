@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from loom.tokens import TokenArray
 
@@ -90,6 +91,15 @@ def content_digest(tokens: TokenArray) -> bytes:
         h.update(len(part).to_bytes(8, "little"))
         h.update(part)
     return h.digest()
+
+
+def read_json(text: str | bytes) -> Any:
+    """Stored JSON read back: by orjson (several times faster), else by `json` for what orjson
+    refuses and loom's JSON may hold (lone surrogates of split characters, NaN)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def json_text(value: Any) -> str:
@@ -255,11 +265,6 @@ def _shuffle(column: np.ndarray[Any, Any]) -> bytes:
     return np.ascontiguousarray(column).view(np.uint8).reshape(-1, 4).T.tobytes()
 
 
-def _unshuffle(data: bytes, count: int, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
-    planes = np.frombuffer(data, dtype=np.uint8, count=4 * count).reshape(4, count)
-    return np.ascontiguousarray(planes.T).view(dtype).reshape(count)
-
-
 def pack(tokens: TokenArray) -> bytes:
     """The numeric columns of `tokens` as the store keeps them (texts apart: see rows.py)."""
     n, k = len(tokens), tokens.k
@@ -294,54 +299,58 @@ def unpack(
     np.ndarray[Any, Any],
     np.ndarray[Any, Any] | None,
 ]:
-    """(ids, logprobs, top_ids, top_logprobs, entropy) from `pack`; ValueError if malformed."""
+    """(ids, logprobs, top_ids, top_logprobs, entropy) from `pack`; ValueError if malformed.
+    (Every numpy call counts: an export unpacks each node once, ~50 tokens at a time.)"""
     if not blob:
         raise ValueError("empty token data")
     flags = blob[0]
     try:
-        body = zlib.decompress(blob[1:])
+        body = np.frombuffer(zlib.decompress(memoryview(blob)[1:]), dtype=np.uint8)
     except zlib.error as exc:
         raise ValueError(f"token data does not decompress ({exc})") from None
     pos = 0
 
     def take(count: int, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
         nonlocal pos
-        size = 4 * count
-        if pos + size > len(body):
+        end = pos + 4 * count
+        if end > body.size:
             raise ValueError("token data is shorter than its columns")
-        out = _unshuffle(body[pos : pos + size], count, dtype)
-        pos += size
+        out = body[pos:end].reshape(4, count).T.copy().view(dtype).reshape(count)
+        pos = end
         return out
 
+    pick: np.ndarray[Any, Any] | None = None
+    n_own = n
     if flags & _HAS_PICK:
-        if len(body) < n:
+        if body.size < n:
             raise ValueError("token data is shorter than its columns")
-        pick = np.frombuffer(body, dtype=np.int8, count=n).astype(np.int64)
+        pick = body[:n].view(np.int8)
         pos = n
         own = pick == _NO_PICK
-    else:
-        pick = np.full(n, _NO_PICK, dtype=np.int64)
-        own = np.ones(n, dtype=bool)
-    n_own = int(own.sum())
+        n_own = int(np.count_nonzero(own))
     own_ids = take(n_own, _I4)
     own_lps = take(n_own, _F4)
     top_ids = take(n * k, _I4).reshape(n, k)
     top_lps = take(n * k, _F4).reshape(n, k)
     entropy = take(n, _F4) if flags & _HAS_ENTROPY else None
-    if pos != len(body):
+    if pos != body.size:
         raise ValueError("token data is longer than its columns")
+    if pick is None or n_own == n:
+        return own_ids, own_lps, top_ids, top_lps, entropy
+    if int(pick.max()) >= k or int(pick.min()) < _NO_PICK:
+        raise ValueError("token data picks an alternative that does not exist")
+    top_bits = top_lps.view(_I4)  # logprobs are copied as bits: NaN payloads included
+    if n_own == 0:  # the usual case: every token is one of its alternatives
+        rows_ = np.arange(n)
+        return top_ids[rows_, pick], top_bits[rows_, pick].view(_F4), top_ids, top_lps, entropy
     ids = np.empty(n, dtype=_I4)
-    logprobs = np.empty(n, dtype=_F4)
+    bits = np.empty(n, dtype=_I4)
     ids[own] = own_ids
-    logprobs.view(_I4)[own] = own_lps.view(_I4)
-    picked = ~own
-    if picked.any():
-        if (pick[picked] >= k).any():
-            raise ValueError("token data picks an alternative that does not exist")
-        rows_ = np.nonzero(picked)[0]
-        ids[picked] = top_ids[rows_, pick[picked]]
-        logprobs.view(_I4)[picked] = top_lps.view(_I4)[rows_, pick[picked]]
-    return ids, logprobs, top_ids, top_lps, entropy
+    bits[own] = own_lps.view(_I4)
+    picked = np.nonzero(~own)[0]
+    ids[picked] = top_ids[picked, pick[picked]]
+    bits[picked] = top_bits[picked, pick[picked]]
+    return ids, bits.view(_F4), top_ids, top_lps, entropy
 
 
 def assemble(
@@ -395,6 +404,32 @@ class VocabTable:
 
 def as_table(vocab: Mapping[int, str] | VocabTable) -> VocabTable:
     return vocab if isinstance(vocab, VocabTable) else VocabTable(vocab)
+
+
+@dataclass
+class TokenColumns:
+    """A token array without its texts: the numeric columns, and the texts a vocabulary does not
+    say (`text_exceptions`). What loom-json 2 writes of a node's tokens; the store's rows hold
+    exactly this, so an export writes them without building the texts back."""
+
+    ids: np.ndarray[Any, Any]
+    logprobs: np.ndarray[Any, Any]
+    top_ids: np.ndarray[Any, Any]  # n x k
+    top_logprobs: np.ndarray[Any, Any]
+    entropy: np.ndarray[Any, Any] | None
+    own: dict[int, str]  # token index -> its text, where the vocabulary's is another
+    top: dict[int, str | None]  # alternative id -> its text (None: it has none)
+
+    @classmethod
+    def of(cls, tokens: TokenArray, vocab: Mapping[int, str] | VocabTable) -> TokenColumns:
+        own, top = text_exceptions(tokens, vocab)
+        return cls(
+            tokens.ids, tokens.logprobs, tokens.top_ids, tokens.top_logprobs, tokens.entropy,
+            own, top,
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def text_exceptions(

@@ -294,6 +294,9 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
 # --- building a new file ------------------------------------------------------------------------
 
 
+BUILD_CACHE_KIB = 64 * 1024  # the page cache of a build (SQLite's default is 2 MiB)
+
+
 @contextlib.contextmanager
 def building(path: Path) -> Iterator[sqlite3.Connection]:
     """A new loom built under a temporary name and moved to `path` only once complete.
@@ -323,6 +326,9 @@ def building(path: Path) -> Iterator[sqlite3.Connection]:
                 # 8 KiB pages: a node's packed tokens (~1.5 KB) leave less unused space in them
                 # than in 4 KiB ones (measured: a tenth of the file).
                 conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+                # A build is one transaction: with SQLite's default 2 MiB page cache, its pages
+                # spill to the file and are read back as the indexes grow.
+                conn.execute(f"PRAGMA cache_size = -{BUILD_CACHE_KIB}")
                 conn.execute("BEGIN")
                 create_schema(conn)
                 yield conn

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import math
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -142,7 +141,9 @@ class StoreExport:
         path = rows.path_ids(self.conn, int(self.head.current or self._root))
         return path[path.index(self._root) :] if self._root in path else [self._root]
 
-    def nodes(self) -> Iterator[StreamNode]:
+    def nodes(self, *, columns: bool = False) -> Iterator[StreamNode]:
+        """The nodes, parents first; with `columns`, their tokens as the store keeps them
+        (`StreamNode.columns`), never built back into texts."""
         conn = self.conn
         for start in range(0, len(self._ids), _CHUNK):
             part = self._ids[start : start + _CHUNK]
@@ -168,12 +169,22 @@ class StoreExport:
                 row = found.get(node_id)
                 if row is None:
                     raise UnknownNodeError(node_id)
-                node = self._node(row, tags.get(node_id, []), scores.get(node_id, []))
-                yield StreamNode(node, row[6], children[node_id])
+                if columns and row[6] is not None and row[14] is not None:
+                    stored = rows.checked_columns(int(row[6]), row[14:19], self._vocab)
+                    node = self._node(row, tags.get(node_id, []), scores.get(node_id, []), False)
+                    yield StreamNode(node, row[6], children[node_id], stored)
+                else:
+                    node = self._node(row, tags.get(node_id, []), scores.get(node_id, []))
+                    yield StreamNode(node, row[6], children[node_id])
 
     def _node(
-        self, row: Sequence[Any], tags: list[str], scores: list[dict[str, Any]] | None = None
+        self,
+        row: Sequence[Any],
+        tags: list[str],
+        scores: list[dict[str, Any]] | None = None,
+        with_tokens: bool = True,
     ) -> Node:
+        """The node of a row (`_NODE_COLUMNS`); without its tokens unless `with_tokens`."""
         node_id = int(row[0])
         rec: Record = {
             "id": node_id,
@@ -181,16 +192,16 @@ class StoreExport:
             "author": row[3],
             "text": rows.node_text(node_id, row[4]),
             "created_at": float(row[5]),
-            "generation": None if row[8] is None else json.loads(row[8]),
-            "persona": None if row[9] is None else json.loads(row[9]),
+            "generation": None if row[8] is None else codec.read_json(row[8]),
+            "persona": None if row[9] is None else codec.read_json(row[9]),
             "manual_persona": row[10],
             "bookmarked": bool(row[11]),
             "pruned": bool(row[12]),
             "tags": tags,
-            "meta": None if row[13] is None else json.loads(row[13]),
+            "meta": None if row[13] is None else codec.read_json(row[13]),
             "tokens_partial": bool(row[7]),
         }
-        if row[6] is None:
+        if row[6] is None or not with_tokens:
             tokens = TokenArray.empty()
         elif row[14] is None:
             raise LookupError(f"token data {row[6]} is missing")
@@ -497,7 +508,7 @@ class ImportSink:
             ).fetchall()
             if not batch and not first:
                 break
-            records = [json.loads(r[1]) for r in batch]
+            records = [codec.read_json(r[1]) for r in batch]
             # The records were checked and written as the log writes them: join those texts.
             nodes_text = '"nodes":[' + ",".join(r[1] for r in batch) + "]}"
             if first:

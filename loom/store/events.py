@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from loom.store import codec
 from loom.store.errors import damaged
 
 # Kinds. Undoable ones are tree edits; the others describe the session around them.
@@ -149,7 +150,7 @@ def payload_text(value: Any) -> Any:
 def parse_payload(seq: int, text: Any) -> dict[str, Any]:
     """A payload as stored in the log; a damaged file may hold anything there."""
     try:
-        payload = json.loads(payload_text(text))
+        payload = codec.read_json(payload_text(text))
     except (TypeError, ValueError):  # not JSON, or not even text
         payload = None
     if not isinstance(payload, dict):

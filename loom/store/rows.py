@@ -13,6 +13,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeGuard
 
+import numpy as np
+
 from loom.store import codec
 from loom.store.errors import UnknownNodeError, damaged
 from loom.store.events import ref_of, token_ref
@@ -101,9 +103,24 @@ class Vocab:
 
     def __init__(self) -> None:
         self.table = codec.VocabTable({})
+        self._known: np.ndarray[Any, Any] | None = None  # id -> in the table, for whole columns
 
     def add(self, entries: dict[int, str]) -> None:
         self.table.add(entries)
+        self._known = None
+
+    def first_unknown(self, *columns: np.ndarray[Any, Any]) -> int | None:
+        """The first id in `columns` the table lacks (None: it has them all)."""
+        if self._known is None:
+            known = np.zeros(max(self.table.texts, default=-1) + 2, dtype=bool)
+            known[list(self.table.texts)] = True  # the last entry stays False: ids past the end
+            self._known = known
+        for column in columns:
+            # as unsigned, a negative id is past the end too; `clip` sends those to the last entry
+            found = self._known.take(column.view(np.uint32).ravel(), mode="clip")
+            if not found.all():
+                return int(column.ravel()[int(found.argmin())])
+        return None
 
     def load_all(self, conn: sqlite3.Connection) -> None:
         """Read the whole table (bounded by the model's vocabulary, not by the tree)."""
@@ -212,6 +229,30 @@ def store_tokens(
 _TOKEN_COLUMNS = "n, k, data, texts, top_texts"
 
 
+def stored_columns(ref: int, row: Sequence[Any]) -> codec.TokenColumns:
+    """Stored tokens (`_TOKEN_COLUMNS`) as columns and their texts' exceptions to the loom's
+    vocabulary, as the row keeps them; `damaged` if they do not hold."""
+    n, k, data, texts_json, top_json = row
+    try:
+        ids, logprobs, top_ids, top_lps, entropy = codec.unpack(int(n), int(k), bytes(data))
+        own = {} if texts_json is None else codec.read_json(texts_json)
+        top_extra = {} if top_json is None else codec.read_json(top_json)
+        own = {int(i): str(t) for i, t in own.items()}
+        top = {int(i): (None if t is None else str(t)) for i, t in top_extra.items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise damaged(f"token data {ref} is damaged ({exc})") from None
+    return codec.TokenColumns(ids, logprobs, top_ids, top_lps, entropy, own, top)
+
+
+def checked_columns(ref: int, row: Sequence[Any], vocab: Vocab) -> codec.TokenColumns:
+    """`stored_columns`, every id checked against `vocab` (the whole vocabulary, loaded)."""
+    columns = stored_columns(ref, row)
+    unknown = vocab.first_unknown(columns.ids, columns.top_ids)
+    if unknown is not None:
+        raise damaged(f"token data {ref}: token id {unknown} is not in the vocabulary")
+    return columns
+
+
 def decode_stored(
     conn: sqlite3.Connection,
     ref: int,
@@ -219,24 +260,18 @@ def decode_stored(
     vocab: Vocab | None = None,
 ) -> TokenArray:
     """A TokenArray from its stored columns (`_TOKEN_COLUMNS`); `damaged` if they do not hold."""
-    n, k, data, texts_json, top_json = row
-    try:
-        columns = codec.unpack(int(n), int(k), bytes(data))
-        own = {} if texts_json is None else json.loads(texts_json)
-        top_extra = {} if top_json is None else json.loads(top_json)
-        own = {int(i): str(t) for i, t in own.items()}
-        top = {int(i): (None if t is None else str(t)) for i, t in top_extra.items()}
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise damaged(f"token data {ref} is damaged ({exc})") from None
+    c = stored_columns(ref, row)
     vocab = vocab if vocab is not None else Vocab()
-    vocab.fill(conn, [*columns[0].tolist(), *columns[2].ravel().tolist()])
+    vocab.fill(conn, [*c.ids.tolist(), *c.top_ids.ravel().tolist()])
     try:
-        texts, top_texts = codec.apply_texts(columns[0], columns[2], vocab.table, own, top)
+        texts, top_texts = codec.apply_texts(c.ids, c.top_ids, vocab.table, c.own, c.top)
     except KeyError as exc:
         raise damaged(
             f"token data {ref}: token id {exc.args[0]} is not in the vocabulary"
         ) from None
-    return codec.assemble(columns, texts, top_texts)
+    return codec.assemble(
+        (c.ids, c.logprobs, c.top_ids, c.top_logprobs, c.entropy), texts, top_texts
+    )
 
 
 def token_row(conn: sqlite3.Connection, ref: int) -> codec.TokenRow:

@@ -37,6 +37,9 @@ class StreamNode:
     node: Node
     key: int | None = None  # how events name this node's tokens (None: nothing refers to them)
     children: list[int] = field(default_factory=list)  # in order
+    # The node's tokens as columns, texts left out, when asked for (`nodes(columns=True)`) and
+    # the stream has them so (then node.tokens is empty); exceptions are to `vocabulary()`.
+    columns: codec.TokenColumns | None = None
 
 
 class DocumentStream(Protocol):
@@ -48,7 +51,7 @@ class DocumentStream(Protocol):
 
     def current_path(self) -> list[int]: ...
 
-    def nodes(self) -> Iterator[StreamNode]: ...
+    def nodes(self, *, columns: bool = False) -> Iterator[StreamNode]: ...
 
     def event_token_keys(self) -> list[int]: ...
 
@@ -168,7 +171,8 @@ class MemoryStream:
             step = parents[step]
         return path[::-1]
 
-    def nodes(self) -> Iterator[StreamNode]:
+    def nodes(self, *, columns: bool = False) -> Iterator[StreamNode]:
+        """The nodes, parents first (tokens whole: a document holds no columns)."""
         children: dict[int, list[int]] = {n.id: [] for n in self.doc.nodes}
         for n in self.doc.nodes:
             if n.parent is not None and n.parent in children:

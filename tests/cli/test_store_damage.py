@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from support.cli import Result, assert_one_line_error, run_loom
+from support.store import model_tokens
 
-from loom.store.loom import Loom
+from loom.store.loom import Loom, NewNode
 
 TIMEOUT = 60
 
@@ -198,3 +199,34 @@ def test_a_fork_through_a_damaged_event_is_refused_in_one_line(tmp_path: Path) -
     assert_one_line_error(_run("fork", path, "--at", "3", "-o", fork), "event 2")
     assert not fork.exists()
     assert_one_line_error(_run("replay", "--headless", path), "event 2")
+
+
+# --- damaged token data ---------------------------------------------------------------------------
+
+TOKEN_DAMAGE = {
+    "a vocabulary text removed": ["DELETE FROM vocab WHERE id = (SELECT MIN(id) FROM vocab)"],
+    "an id past the vocabulary": [
+        "UPDATE vocab SET id = id + 1000000 WHERE id = (SELECT MAX(id) FROM vocab)"
+    ],
+    "packed columns cut short": ["UPDATE tokens SET data = substr(data, 1, 6)"],
+    "token texts not JSON": ["UPDATE tokens SET texts = '{\"0\": '"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", TOKEN_DAMAGE.values(), ids=TOKEN_DAMAGE.keys())
+@pytest.mark.parametrize("fmt", ["loom-json", "openloom", "markdown"])
+def test_damaged_token_data_is_one_line_and_no_export_is_written(
+    tmp_path: Path, damage: list[str], fmt: str
+) -> None:
+    """loom-json and Open Loom write stored token columns without rebuilding their texts
+    (`StoreExport.nodes(columns=True)`); they check them as the text-building path does."""
+    path = tmp_path / "x.loom"
+    text = " one two three"
+    with Loom.create(path, title="t", prompt="Root") as lm:
+        lm.add_children(lm.root_id, [NewNode(text, model_tokens(text, k=3), author="model")])
+    _damage(path, *damage)
+    out = tmp_path / "out.txt"
+    line = assert_one_line_error(_run("export", path, "--format", fmt, "--tree", "-o", out))
+    assert "damaged" in line and "token" in line, line
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.txt.*"))  # nor its temporary file

@@ -137,3 +137,40 @@ def test_statistics_skip_unknown_logprobs() -> None:
 def test_malformed_token_json_is_a_value_error(broken: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="malformed"):
         codec.row_from_json(broken)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_packed_columns_unpack_bit_for_bit(name: str) -> None:
+    t = CASES[name]
+    ids, logprobs, top_ids, top_lps, entropy = codec.unpack(len(t), t.k, codec.pack(t))
+    assert ids.tobytes() == t.ids.tobytes() and logprobs.tobytes() == t.logprobs.tobytes()
+    assert top_ids.tobytes() == t.top_ids.tobytes() and top_ids.shape == t.top_ids.shape
+    assert top_lps.tobytes() == t.top_logprobs.tobytes()
+    assert (entropy is None) == (t.entropy is None)
+    assert entropy is None or t.entropy is None or entropy.tobytes() == t.entropy.tobytes()
+
+
+@pytest.mark.parametrize("pick", [3, 4, 100, -2, -128])
+def test_a_pick_outside_the_alternatives_is_refused(pick: int) -> None:
+    """The first byte of the packed body picks token 0's alternative (k = 4 here)."""
+    import zlib
+
+    t = model_tokens(" a b c", k=4)
+    blob = codec.pack(t)
+    body = bytearray(zlib.decompress(blob[1:]))
+    body[0] = pick & 0xFF
+    bad = blob[:1] + zlib.compress(bytes(body))
+    if pick == 3:  # the last alternative: allowed, and token 0 becomes it
+        ids = codec.unpack(len(t), t.k, bad)[0]
+        assert ids[0] == t.top_ids[0, 3]
+        return
+    with pytest.raises(ValueError, match="picks an alternative that does not exist"):
+        codec.unpack(len(t), t.k, bad)
+
+
+def test_stored_json_orjson_refuses_is_read_by_json() -> None:
+    text = codec.json_text({"0": "\ud83d", "1": "é"})  # a lone surrogate, escaped
+    assert codec.read_json(text) == {"0": "\ud83d", "1": "é"}
+    assert codec.read_json('{"x": 1}') == {"x": 1}
+    with pytest.raises(ValueError):
+        codec.read_json("{")
