@@ -12,10 +12,11 @@ top-5 recorded, through loom's RemoteBackend) twice: with every branch's request
 tokens/s of each, the ratio per round and overall (total tokens / total wall time per mode), and
 the CPU the machine had: the load average and the share of CPU time this server got.
 
-Then, with the server idle, the same model in-process: bare llama_decode steps of a batch of N
-sequences against a batch of 1 (bench/branch_throughput.py's loop). That ratio is what batching
-can give on this machine at all, the ceiling of the concurrent/sequential ratio of any server
-running these kernels (skip it with --no-ceiling).
+Then, when the bench started the server itself, with the server idle, the same model
+in-process: bare llama_decode steps of a batch of N sequences against a batch of 1
+(bench/branch_throughput.py's loop). That ratio is what batching can give on this machine at
+all, the ceiling of the concurrent/sequential ratio of any server running these kernels (skip it
+with --no-ceiling).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def main() -> int:
                   f"(of {os.cpu_count()} possible)")  # fmt: skip
         client = (time.process_time() - client_start) / wall_all
         print(f"this client (loom's RemoteBackend) used {client:.2f} CPU-seconds per second")
-        if not args.no_ceiling:
+        if proc is not None and not args.no_ceiling:  # the machine the bench's server ran on
             ceiling = decode_ceiling(args.branches, args.tokens, args.prompt_tokens)
             print(f"decode ceiling on this machine (in-process, bare llama_decode, same model): "
                   f"batch {args.branches} {ceiling[0]:.1f} tok/s, batch 1 {ceiling[1]:.1f} tok/s: "
