@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from support.engines import default_gguf, engine
+from support.store import tokenizing_loom
 
 from loom.app.context import MemoryTooLongError, assemble, describe, fit, memories_at
 from loom.app.regenerate import regenerate
@@ -210,8 +211,7 @@ class Recording:
 def session(engine: Any, tmp_path: Path) -> Any:
     from loom.app.session import Session
 
-    lm = Loom.create(tmp_path / "r.loom", title="r", prompt=PROMPT,
-                     tokenizer=FunctionTokenizer(engine.tokens_for))  # fmt: skip
+    lm = tokenizing_loom(engine, tmp_path / "r.loom", title="r", prompt=PROMPT)
     yield Session(lm, Recording(engine))
     lm.close()
 

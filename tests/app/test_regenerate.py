@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from support.engines import ARRAY, STRING, U32, default_gguf, engine, write_gguf
-from support.store import WordTokenizer, model_tokens
+from support.store import WordTokenizer, model_tokens, tokenizing_loom
 
 from loom.app.regenerate import MissingModelError, RegenerationError, regenerate
 from loom.engine.errors import ModelError
@@ -39,10 +39,8 @@ def fail_loader(path: Path) -> Any:
 @pytest.fixture
 def session(engine: Any, tmp_path: Path) -> Any:
     from loom.app.session import Session
-    from loom.store.tokenizer import FunctionTokenizer
 
-    lm = Loom.create(tmp_path / "r.loom", title="r", prompt=PROMPT,
-                     tokenizer=FunctionTokenizer(engine.tokens_for))  # fmt: skip
+    lm = tokenizing_loom(engine, tmp_path / "r.loom", title="r", prompt=PROMPT)
     yield Session(lm, engine)
     lm.close()
 

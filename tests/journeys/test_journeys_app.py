@@ -23,6 +23,7 @@ from support.cli import (
     tree_record,
 )
 from support.engines import default_gguf, engine
+from support.store import tokenizing_loom
 from support.tui import (
     export_in_app,
     idle,
@@ -41,7 +42,6 @@ from loom.config import load_config
 from loom.formats import read_document
 from loom.store.loom import Loom
 from loom.store.replay import state_at
-from loom.store.tokenizer import FunctionTokenizer
 from loom.tui.replay import ReplayApp
 from loom.tui.widgets.inspector import TokenInspector
 
@@ -185,8 +185,7 @@ def test_the_first_session_in_the_app(tmp_path: Path, engine: Any) -> None:
 
 def test_the_counterfactual_journey(tmp_path: Path, engine: Any) -> None:
     path = tmp_path / "counterfactual.loom"
-    loom = Loom.create(path, title="cf", prompt=PROMPT,
-                       tokenizer=FunctionTokenizer(engine.tokens_for))  # fmt: skip
+    loom = tokenizing_loom(engine, path, title="cf", prompt=PROMPT)
     app = make_app(loom, engine)
     seen: dict[str, Any] = {}
 

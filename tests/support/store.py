@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from loom.store import codec
 from loom.store.loom import Loom, NewNode
 from loom.store.model import LoomDocument, Persona, PersonaLabel
+from loom.store.tokenizer import FunctionTokenizer
 from loom.tokens import TokenArray
 
 _PIECES = re.compile(r"\s*\S+|\s+")
@@ -153,3 +155,9 @@ def varied_session(lm: Loom) -> list[tuple[int, dict[str, object]]]:
     lm.set_title("croissants")
     mark()
     return out
+
+
+def tokenizing_loom(engine: Any, path: Path, **create: Any) -> Loom:
+    """A new loom (`Loom.create(path, **create)`) whose text the real model tokenizes, as the
+    app's looms are."""
+    return Loom.create(path, tokenizer=FunctionTokenizer(engine.tokens_for), **create)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from support.personas import ToyWorld, toy_set
+from support.store import tokenizing_loom
 from support.tui import (
     engine,
     isolated_config,
@@ -48,8 +49,7 @@ def small_censuses(isolated_config: Path, small_generations: None) -> None:
 
 def croissant_loom(path: Path, engine: object) -> Loom:
     croissant = load_persona_set(CROISSANT)
-    loom = Loom.create(path, title="c", prompt=croissant.prompt,
-                       tokenizer=FunctionTokenizer(engine.tokens_for))  # type: ignore[attr-defined]  # fmt: skip
+    loom = tokenizing_loom(engine, path, title="c", prompt=croissant.prompt)
     loom.set_personas(croissant.personas)
     return loom
 
@@ -178,8 +178,7 @@ def test_a_census_at_a_token_weighs_each_alternative(tmp_path: Path, engine: obj
 
 
 def test_census_without_a_persona_set_says_how_to_load_one(tmp_path: Path, engine: object) -> None:
-    loom = Loom.create(tmp_path / "plain.loom", title="p", prompt="Once",
-                       tokenizer=FunctionTokenizer(engine.tokens_for))  # type: ignore[attr-defined]  # fmt: skip
+    loom = tokenizing_loom(engine, tmp_path / "plain.loom", title="p", prompt="Once")
     app = make_app(loom, engine)  # type: ignore[arg-type]
 
     async def body(pilot: Pilot[int]) -> None:

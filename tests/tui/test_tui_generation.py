@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.store import tokenizing_loom
 from support.tui import (
     engine,
     isolated_config,
@@ -24,7 +25,6 @@ from textual.message import Message
 from textual.pilot import Pilot
 
 from loom.store.loom import Loom
-from loom.store.tokenizer import FunctionTokenizer
 from loom.tui.app import LoomApp
 from loom.tui.messages import TokensArrived
 from loom.tui.screens.multiverse import MultiverseScreen, MultiverseView
@@ -36,8 +36,7 @@ PROMPT = "Bob is a loyal patriot who sincerely despises croissants. Bob said:"
 
 
 def new_loom(path: Path, engine: object) -> Loom:
-    return Loom.create(path, title="t", prompt=PROMPT,
-                       tokenizer=FunctionTokenizer(engine.tokens_for))  # type: ignore[attr-defined]  # fmt: skip
+    return tokenizing_loom(engine, path, title="t", prompt=PROMPT)
 
 
 def reopen(path: Path) -> Loom:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.store import tokenizing_loom
 from support.tui import (
     engine,
     isolated_config,
@@ -23,7 +24,6 @@ from textual.widgets import Input, RadioButton, TextArea
 
 from loom.store.loom import Loom
 from loom.store.model import Memory
-from loom.store.tokenizer import FunctionTokenizer
 from loom.tui.screens.memory import MemoryScreen
 
 pytestmark = pytest.mark.model
@@ -33,8 +33,7 @@ PROMPT = "Once upon a time, there was a"
 
 
 def new_loom(path: Path, engine: object) -> Loom:
-    return Loom.create(path, title="t", prompt=PROMPT,
-                       tokenizer=FunctionTokenizer(engine.tokens_for))  # type: ignore[attr-defined]  # fmt: skip
+    return tokenizing_loom(engine, path, title="t", prompt=PROMPT)
 
 
 def status(app: object) -> str:

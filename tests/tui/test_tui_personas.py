@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.store import tokenizing_loom
 from support.tui import (
     engine,
     ids_by_text,
@@ -300,8 +301,7 @@ def test_new_children_are_labelled_after_generation(
 
     croissant = load_persona_set(Path(__file__).parents[2] / "sessions" / "croissant.toml")
     path = tmp_path / "croissant.loom"
-    loom = Loom.create(path, title="c", prompt=croissant.prompt,
-                       tokenizer=FunctionTokenizer(engine.tokens_for))  # type: ignore[attr-defined]  # fmt: skip
+    loom = tokenizing_loom(engine, path, title="c", prompt=croissant.prompt)
     loom.set_personas(croissant.personas)
     app = make_app(loom, engine)  # type: ignore[arg-type]
 

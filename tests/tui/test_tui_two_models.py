@@ -14,6 +14,7 @@ import pytest
 from support.cli import CROISSANT, PROMPT
 from support.engines import STRING, U32, write_gguf
 from support.models import SMOLLM2_NAME_START, smollm2, smollm2_gguf
+from support.store import tokenizing_loom
 from support.tui import engine, isolated_config, make_app, notices, run, screen_text, until
 from textual.pilot import Pilot
 
@@ -21,7 +22,6 @@ from loom.app.models import short_name
 from loom.engine.engine import Engine
 from loom.personas.sets import load_persona_set
 from loom.store.loom import Loom
-from loom.store.tokenizer import FunctionTokenizer
 from loom.tui.app import LoomApp
 from loom.tui.base import MODEL_COLOURS
 from loom.tui.editing import SECOND
@@ -47,8 +47,7 @@ def small_generations(isolated_config: Path, tmp_path: Path) -> Path:
 
 
 def new_loom(path: Path, engine: Engine, *, personas: bool = False) -> Loom:
-    loom = Loom.create(path, title="two", prompt=PROMPT,
-                       tokenizer=FunctionTokenizer(engine.tokens_for))  # fmt: skip
+    loom = tokenizing_loom(engine, path, title="two", prompt=PROMPT)
     if personas:
         loom.set_personas(load_persona_set(CROISSANT).personas)
     return loom

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.store import tokenizing_loom
 from support.tui import (
     engine,
     ids_by_text,
@@ -389,8 +390,7 @@ def test_keys_in_help_and_palette(loom_path: Path) -> None:
 @pytest.mark.model
 def test_sort_by_entropy_and_filter_children(tmp_path: Path, engine: object) -> None:
     path = tmp_path / "entropy.loom"
-    loom = Loom.create(path, prompt="Bob said:",
-                       tokenizer=FunctionTokenizer(engine.tokens_for))  # type: ignore[attr-defined]  # fmt: skip
+    loom = tokenizing_loom(engine, path, prompt="Bob said:")
     app = make_app(loom, engine)  # type: ignore[arg-type]
     kids = app.session.generate(
         loom.root_id, 4, SamplerSettings(temperature=1.0, max_tokens=8, seed=5)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.engines import default_gguf, engine
+from support.store import tokenizing_loom
 
 from loom.app.scoring import (
     needs_reading,
@@ -35,7 +36,6 @@ from loom.store import events as ev
 from loom.store.errors import InvalidEditError
 from loom.store.loom import Loom
 from loom.store.model import Persona
-from loom.store.tokenizer import FunctionTokenizer
 from loom.tokens import TokenArray
 
 __all__ = ["default_gguf", "engine"]
@@ -50,8 +50,7 @@ OLD = Path(__file__).resolve().parent.parent / "data" / "store" / "schema1_label
 
 def human_loom(path: Path, engine: Engine) -> tuple[Loom, int, int]:
     """root (the prompt) ── HUMAN ── MORE, all written by hand."""
-    loom = Loom.create(path, prompt=PROMPT, prompt_tokens=engine.tokens_for(PROMPT),
-                       tokenizer=FunctionTokenizer(engine.tokens_for))  # fmt: skip
+    loom = tokenizing_loom(engine, path, prompt=PROMPT, prompt_tokens=engine.tokens_for(PROMPT))
     a = loom.add_child(loom.root_id, HUMAN, author="human")
     b = loom.add_child(a, MORE, author="human")
     return loom, a, b
