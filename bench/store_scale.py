@@ -12,7 +12,9 @@ Prints absolute times and the large/small ratios:
   file    bytes of the .loom per node, as built
   export  `loom export L --format loom-json -o F` (version 2), run under /usr/bin/time -v:
           wall time and peak resident memory measured from outside the process
-  import  `loom import F -o L2`, the same way
+  import  `loom import F -o L2`, the same way, and the peak of the import and its worker
+          processes together (it reads a large file's nodes in a pool of them), summed over the
+          process tree from /proc every 20 ms
   same    the imported loom is the original: tree, text, tokens (ids, texts, logprobs, top-k,
           entropy), labels, bookmarks, tags, and the original's events (censuses among them)
           as the first events of the import's log
@@ -32,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -157,25 +160,54 @@ def open_and_show(path: Path) -> None:
         lm.node(lm.current)
 
 
-def measured(*argv: str | Path) -> tuple[float, float]:
-    """(wall seconds, peak resident MB) of one `loom` command, measured from outside it."""
+def _tree_rss_kb(pid: int) -> int:
+    """Resident memory of a process and all its descendants now (kB, from /proc)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, AttributeError):
+            continue  # gone meanwhile
+    return total
+
+
+def measured(*argv: str | Path) -> tuple[float, float, float]:
+    """(wall seconds, peak resident MB, peak MB of it and its worker processes together) of one
+    `loom` command, measured from outside it: /usr/bin/time -v gives the first two (its peak is
+    of the largest single process), /proc sampled every 20 ms the sum over the process tree."""
     loom = shutil.which("loom") or str(Path(sys.executable).with_name("loom"))
-    done = subprocess.run(
+    proc = subprocess.Popen(
         ["/usr/bin/time", "-v", loom, *map(str, argv)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
         env={**os.environ, "PYTHONHASHSEED": "0"},
     )
-    if done.returncode != 0:
-        raise SystemExit(f"loom {' '.join(map(str, argv))} failed:\n{done.stderr}")
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", done.stderr)
-    assert rss and wall, done.stderr
+    peak_tree = 0
+
+    def sample() -> None:
+        nonlocal peak_tree
+        while proc.poll() is None:
+            peak_tree = max(peak_tree, _tree_rss_kb(proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _out, err = proc.communicate()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"loom {' '.join(map(str, argv))} failed:\n{err}")
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", err)
+    assert rss and wall, err
     seconds = 0.0
     for part in wall.group(1).split(":"):
         seconds = seconds * 60 + float(part)
-    return seconds, int(rss.group(1)) / 1024
+    return seconds, int(rss.group(1)) / 1024, peak_tree / 1024
 
 
 def _digest(tokens: TokenArray) -> str:
@@ -250,12 +282,14 @@ def main() -> int:
                 r["stats"] = timed(lm.stats, repeat=3)
                 r["nodes"] = lm.stats()["nodes"]
             out = Path(tmp) / f"{label}.json"
-            r["export_s"], r["export_mb"] = measured(
+            r["export_s"], r["export_mb"], r["export_tree_mb"] = measured(
                 "export", path, "--format", "loom-json", "-o", out
             )
             r["json_bytes"] = out.stat().st_size
             again = Path(tmp) / f"{label}-again.loom"
-            r["import_s"], r["import_mb"] = measured("import", out, "-o", again)
+            r["import_s"], r["import_mb"], r["import_tree_mb"] = measured(
+                "import", out, "-o", again
+            )
             problems = differences(path, again)
             r["same"] = 0.0 if problems else 1.0
             for problem in problems:
@@ -282,6 +316,7 @@ def main() -> int:
         ("  peak resident memory", "export_mb", 1, "MB"),
         ("loom import of that file", "import_s", 1, "s"),
         ("  peak resident memory", "import_mb", 1, "MB"),
+        ("  peak with its worker processes", "import_tree_mb", 1, "MB"),
         ("round trip identical (1 = yes)", "same", 1, ""),
     ]
     for r in results.values():
@@ -297,7 +332,10 @@ def main() -> int:
         (f"export {large['export_s']:.1f} s (goal ≤ 15)", large["export_s"] <= 15),
         (f"export peak {large['export_mb']:.0f} MB (goal ≤ 400)", large["export_mb"] <= 400),
         (f"import {large['import_s']:.1f} s (goal ≤ 30)", large["import_s"] <= 30),
-        (f"import peak {large['import_mb']:.0f} MB (goal ≤ 600)", large["import_mb"] <= 600),
+        (
+            f"import peak {large['import_tree_mb']:.0f} MB, its workers included (goal ≤ 600)",
+            large["import_tree_mb"] <= 600,
+        ),
         ("round trip identical", small["same"] == 1 and large["same"] == 1),
         (f".loom {large['per_node']:.0f} B/node (goal ≤ 3000)", large["per_node"] <= 3000),
     ]

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
-from loom.formats import jsonio, jsonstream, loomjson, loomsidian, openloom, socketteer
+from loom.formats import jsonio, jsonstream, loomjson, loomsidian, openloom, prepare, socketteer
 from loom.formats.errors import FormatError
 from loom.formats.export import dot, html, markdown, svg
 from loom.formats.fields import brief, listing
 from loom.formats.tree import path_document, resolve_current
+from loom.store.document import ImportSink
 from loom.store.model import LoomDocument
 from loom.store.stream import (
     DocumentHead,
@@ -388,6 +389,11 @@ def _peek_format(path: Path) -> Any:
     return None
 
 
+# A large read buffer: every refill is a system call, and a moment the importing thread lets the
+# threads that talk to the worker processes take the interpreter from it.
+_READ_BUFFER = 1 << 20
+
+
 def read_stream(
     source: str | os.PathLike[str],
     sink: DocumentSink,
@@ -409,7 +415,7 @@ def read_stream(
     if (fmt or detected) == "loom-json" and detected == "loom-json":
         try:
             size = os.path.getsize(path)
-            handle = open(path, "rb")  # noqa: SIM115 - closed below, after the pieces
+            handle = open(path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 - closed below
         except OSError as exc:
             raise FormatError(f"cannot read {path}: {exc.strerror or exc}") from None
         with handle:
@@ -422,7 +428,17 @@ def read_stream(
                 if count % 16 == 0:  # tell() is a system call: not at every item
                     throttle.set(handle.tell())
 
-            head = loomjson.read_into(jsonstream.pieces(handle, loomjson.STREAMED), sink, tick=tick)
+            workers = prepare.worker_count() if isinstance(sink, ImportSink) else 0
+            if workers and size >= prepare.PARALLEL_FROM_BYTES:
+                preparer = prepare.Preparer(workers)
+                try:
+                    pieces = jsonstream.pieces(handle, loomjson.STREAMED, frozenset({"nodes"}))
+                    head = loomjson.read_into(pieces, sink, tick=tick, workers=preparer)
+                finally:
+                    preparer.close()
+            else:
+                pieces = jsonstream.pieces(handle, loomjson.STREAMED)
+                head = loomjson.read_into(pieces, sink, tick=tick)
             throttle.finish()
             return head
     doc = read_document(path, fmt)

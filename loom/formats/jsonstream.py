@@ -10,6 +10,7 @@ goes through `_events`, ijson's incremental parser (the yajl2 C backend): slower
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 
 import ijson
@@ -38,18 +39,35 @@ class NeedsWholeDocument(Exception):
     read it whole instead."""
 
 
-Piece = tuple[str, str, Any]  # ("field", name, value) or ("item", array name, value)
+# ("field", name, value), ("item", array name, value), or ("raw", array name, RawItem)
+Piece = tuple[str, str, Any]
 
 
-def pieces(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
-    """The pieces of the JSON object in `handle` (a binary file at its start)."""
+@dataclass(frozen=True)
+class RawItem:
+    """An item of a streamed array as the file's line holds it, not parsed yet (so another
+    process can parse it)."""
+
+    data: bytes
+    line: int
+
+    def value(self) -> Any:
+        return _loads(self.data, self.line)
+
+
+def pieces(
+    handle: IO[bytes], streamed: frozenset[str], raw: frozenset[str] = frozenset()
+) -> Iterator[Piece]:
+    """The pieces of the JSON object in `handle` (a binary file at its start). Items of the
+    arrays named in `raw` come as `RawItem`s where the file has one a line (loom's own layout),
+    but for a last line that is cut short (parsed here, to say the file is truncated)."""
     first = handle.readline()
     handle.seek(0)
     head = first.strip()
     if head.startswith(b"\xef\xbb\xbf"):
         head = head[3:]
     if head.startswith(b"{") and head.endswith(b",") and _parses(head[:-1] + b"}"):
-        return _lines(handle, streamed)
+        return _lines(handle, streamed, raw)
     return _events(handle, streamed)
 
 
@@ -76,11 +94,20 @@ def _loads(data: bytes, line: int) -> Any:
             raise FormatError(f"invalid JSON at line {line}: {exc}") from None
 
 
-def _lines(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
+def _lines(
+    handle: IO[bytes], streamed: frozenset[str], raw_arrays: frozenset[str]
+) -> Iterator[Piece]:
     number = 0
     array: str | None = None
     closed = False
-    after = ""  # the last item read, for messages about where a file ends
+    last_node = b""  # the last node read, for messages about where a file ends
+
+    def after() -> str:
+        try:
+            node = _loads(last_node, number) if last_node else None
+        except FormatError:
+            node = None
+        return f" (after node {node['id']})" if isinstance(node, dict) and "id" in node else ""
 
     def loads(data: bytes, raw: bytes) -> Any:
         if not raw.endswith(b"\n"):  # the last line, cut short
@@ -88,7 +115,7 @@ def _lines(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
                 return _loads(data, number)
             except FormatError:
                 raise FormatError(
-                    f"the file ends early at line {number}{after}: it is truncated"
+                    f"the file ends early at line {number}{after()}: it is truncated"
                 ) from None
         return _loads(data, number)
 
@@ -109,10 +136,14 @@ def _lines(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
                 array = None
                 closed = line == b"]}"
                 continue
-            item = loads(line[:-1] if line.endswith(b",") else line, raw)
-            if isinstance(item, dict) and "id" in item and array == "nodes":
-                after = f" (after node {item['id']})"
-            yield "item", str(array), item
+            data = line[:-1] if line.endswith(b",") else line
+            if array in raw_arrays and raw.endswith(b"\n"):
+                item: Any = RawItem(data, number)
+            else:
+                item = loads(data, raw)
+            if array == "nodes":
+                last_node = data
+            yield ("raw" if isinstance(item, RawItem) else "item"), array, item
             continue
         if line.endswith(b"[") and line[:-1].rstrip().endswith(b":"):
             name = _loads(line[:-1].rstrip()[:-1], number)
@@ -132,7 +163,7 @@ def _lines(handle: IO[bytes], streamed: frozenset[str]) -> Iterator[Piece]:
             else:
                 yield "field", name, value
     if array is not None or not closed:
-        where = after or (f" (inside {array!r})" if array is not None else "")
+        where = after() or (f" (inside {array!r})" if array is not None else "")
         raise FormatError(f"the file ends early at line {number}{where}: it is truncated")
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import orjson
@@ -31,10 +31,11 @@ import orjson
 from loom.formats import fields as f
 from loom.formats import jsonio
 from loom.formats.errors import FormatError
-from loom.formats.jsonstream import NeedsWholeDocument
+from loom.formats.jsonstream import NeedsWholeDocument, RawItem
 from loom.formats.tree import ordered_nodes
 from loom.store import codec
 from loom.store import events as ev
+from loom.store.document import ImportSink, PreparedNode
 from loom.store.model import (
     GenerationSettings,
     LoomDocument,
@@ -253,8 +254,14 @@ TokensReader = Callable[[Any, str], TokenArray]
 
 
 def node_from_json(
-    value: Any, index: int, ids: NodeIds | IntIds, tokens: TokensReader | None = None
+    value: Any,
+    index: int,
+    ids: NodeIds | IntIds,
+    tokens: TokensReader | None = None,
+    score_tokens: TokensReader | None = None,
 ) -> Node:
+    """A node of the file; `tokens` reads its tokens, `score_tokens` its readings' (default:
+    `tokens`)."""
     data = f.obj(value, f"node #{index}")
     node_id = ids.own(data.get("id"))
     where = f"node {node_id}"
@@ -280,7 +287,7 @@ def node_from_json(
         pruned=f.boolean(data.get("pruned", False), f"{where} pruned"),
         tags=f.strings(data.get("tags") or [], f"{where} tags"),
         meta=meta,
-        scores=scores_from_json(data.get("scored"), f"{where} scored", read_tokens),
+        scores=scores_from_json(data.get("scored"), f"{where} scored", score_tokens or read_tokens),
     )
 
 
@@ -385,8 +392,25 @@ def columns_from_json(
     value: Any, where: str, vocab: Mapping[int, str] | codec.VocabTable
 ) -> TokenArray:
     """The inverse of `columns_to_json`; a `FormatError` naming the node for anything amiss."""
+    columns = token_columns_from_json(value, where)
+    return TokenArray.empty() if columns is None else tokens_of(columns, where, vocab)
+
+
+def tokens_of(
+    columns: codec.TokenColumns, where: str, vocab: Mapping[int, str] | codec.VocabTable
+) -> TokenArray:
+    """The token array `columns` (from `token_columns_from_json`) and `vocab` spell."""
+    try:
+        return codec.tokens_of(columns, vocab)
+    except KeyError as exc:
+        raise FormatError(f"{where}: token id {exc.args[0]} is not in the vocabulary") from None
+
+
+def token_columns_from_json(value: Any, where: str) -> codec.TokenColumns | None:
+    """A version-2 token object as columns and text exceptions, checked (None: no tokens); the
+    texts are the vocabulary's (`tokens_of`)."""
     if value is None:
-        return TokenArray.empty()
+        return None
     data = f.obj(value, where)
     ids = _int_column(data.get("ids"), f"{where}.ids")
     n = len(ids)
@@ -413,11 +437,7 @@ def columns_from_json(
         top_lps = np.zeros((n, 0), dtype=np.float32)
     own = _exceptions(data.get("texts"), f"{where}.texts", n, nullable=False)
     top = _exceptions(data.get("top_texts"), f"{where}.top_texts", None, nullable=True)
-    try:
-        texts, top_texts = codec.apply_texts(ids, top_ids, vocab, own, top)
-    except KeyError as exc:
-        raise FormatError(f"{where}: token id {exc.args[0]} is not in the vocabulary") from None
-    return TokenArray(ids, texts, logprobs, top_ids, top_lps, top_texts, entropy)
+    return codec.TokenColumns(ids, logprobs, top_ids, top_lps, entropy, own, top)
 
 
 def _exceptions(value: Any, where: str, n: int | None, nullable: bool) -> dict[int, Any]:
@@ -580,16 +600,31 @@ def write(doc: LoomDocument, current: int | None, *, version: int = VERSION) -> 
 # --- reading, a node at a time ------------------------------------------------------------------
 
 
+class NodeWorkers(Protocol):
+    """Reads raw node lines elsewhere (see `prepare.Preparer`), for a sink that stores what they
+    prepare (`ImportSink.prepared`): `start` with the file's vocabulary, `add` a line and get back,
+    in file order, those done so far with what became of each (None: read it here)."""
+
+    def start(self, vocab: dict[int, str]) -> None: ...
+
+    def add(self, item: RawItem) -> Iterator[tuple[RawItem, PreparedNode | None]]: ...
+
+    def drain(self) -> Iterator[tuple[RawItem, PreparedNode | None]]: ...
+
+
 def read_into(
     pieces: Iterable[tuple[str, str, Any]],
     sink: DocumentSink,
     *,
     tick: Callable[[], None] | None = None,
     ids: NodeIds | IntIds | None = None,
+    workers: NodeWorkers | None = None,
 ) -> DocumentHead:
     """Feed a loom-json file's pieces (see jsonstream) to `sink`; returns its head.
 
-    Raises `NeedsWholeDocument` for a file whose node ids are strings (then `read` it whole).
+    `workers` read the raw node lines of a version-2 file (the sink must then take what they
+    prepare: `ImportSink.prepared`). Raises `NeedsWholeDocument` for a file whose node ids are
+    strings (then `read` it whole).
     """
     head = DocumentHead()
     version: int | None = None
@@ -599,7 +634,29 @@ def read_into(
     dropped = 0
     seen: set[str] = set()
     current: Any = None
+    pool: NodeWorkers | None = None
+
+    def node_done(item: RawItem | Any, prepared: PreparedNode | None) -> None:
+        nonlocal index
+        if prepared is not None:
+            cast(ImportSink, sink).prepared(prepared)
+        else:
+            value = item.value() if isinstance(item, RawItem) else item
+            node, key, columns = read_node(value, index, ids, version or 1, vocab)
+            sink.node(node, key, columns)
+        index += 1
+        if tick is not None:
+            tick()
+
     for kind, name, value in pieces:
+        if kind == "raw" and name == "nodes" and pool is not None:
+            for item, prepared in pool.add(value):
+                node_done(item, prepared)
+            continue
+        if pool is not None:  # the nodes are over: every one in the sink before what follows
+            for item, prepared in pool.drain():
+                node_done(item, prepared)
+            pool = None
         if kind == "field":
             seen.add(name)
             if name == "format":
@@ -623,18 +680,18 @@ def read_into(
                 entries = vocab_from_json(value)
                 sink.vocabulary(entries)
                 vocab = codec.VocabTable(entries)
+                if workers is not None and version is not None and version >= 2:
+                    workers.start(entries)
+                    pool = workers
             continue
         if "format" not in seen or version is None:
             raise FormatError("not a loom-json file: its format and version must come first")
         if name == "nodes":
             if version >= 2 and vocab is None:
                 raise FormatError("loom-json 2: the vocab must come before the nodes")
-            node = _read_node(value, index, ids, version, vocab or codec.VocabTable({}))
-            tokens = value.get("tokens") if version >= 2 else None
-            raw_key = tokens.get("key") if isinstance(tokens, dict) else None
-            sink.node(node, _key(raw_key, f"node {node.id} tokens.key"))
-            index += 1
-        elif name == "token_arrays":
+            node_done(value, None)
+            continue
+        if name == "token_arrays":
             data = f.obj(value, f"token_arrays[{index}]")
             key = _key(data.get("key"), "a token array's key")
             if key is None:
@@ -648,6 +705,9 @@ def read_into(
             sink.event(f.obj(value, "an event"))
         if tick is not None:
             tick()
+    if pool is not None:
+        for item, prepared in pool.drain():
+            node_done(item, prepared)
     if "format" not in seen:
         raise FormatError("not a loom-json file (it has no format)")
     if version is None:
@@ -672,12 +732,32 @@ def _key(value: Any, where: str) -> int | None:
     return value
 
 
-def _read_node(
-    value: Any, index: int, ids: NodeIds | IntIds, version: int, vocab: codec.VocabTable
-) -> Node:
-    if version >= 2:
-        return node_from_json(value, index, ids, lambda v, w: columns_from_json(v, w, vocab))
-    return node_from_json(value, index, ids)
+def read_node(
+    value: Any, index: int, ids: NodeIds | IntIds, version: int, vocab: codec.VocabTable | None
+) -> tuple[Node, int | None, codec.TokenColumns | None]:
+    """A node of the file, the key its events name its tokens by, and, where its tokens can be
+    kept as the file has them (every id in the vocabulary, as the loom's will be), those columns
+    (then `node.tokens` is empty)."""
+    if version < 2:
+        return node_from_json(value, index, ids), None, None
+    table = vocab if vocab is not None else codec.VocabTable({})
+    kept: list[codec.TokenColumns] = []
+
+    def read_own(raw: Any, where: str) -> TokenArray:
+        columns = token_columns_from_json(raw, where)
+        if columns is None or len(columns) == 0:
+            return TokenArray.empty()
+        if table.first_unknown(columns.ids, columns.top_ids) is None:
+            kept.append(columns)
+            return TokenArray.empty()
+        return tokens_of(columns, where, table)
+
+    node = node_from_json(
+        value, index, ids, read_own, lambda raw, where: columns_from_json(raw, where, table)
+    )
+    tokens = value.get("tokens")
+    raw_key = tokens.get("key") if isinstance(tokens, dict) else None
+    return node, _key(raw_key, f"node {node.id} tokens.key"), (kept[0] if kept else None)
 
 
 def _version(version: Any) -> int:

@@ -15,7 +15,6 @@ import base64
 import hashlib
 import json
 import math
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from loom.store import compress
 from loom.tokens import TokenArray
 
 _I4 = np.dtype("<i4")
@@ -102,14 +102,40 @@ def read_json(text: str | bytes) -> Any:
         return json.loads(text)
 
 
-def json_text(value: Any) -> str:
-    """ASCII-only compact JSON (what the store keeps of texts)."""
-    return _dumps(value)
+_ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
-def _dumps(value: Any) -> str:
-    # ASCII-only JSON: token texts may hold lone surrogates (bytes of a split UTF-8 character).
-    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+def json_text(value: Any, *, allow_nan: bool = True) -> str:
+    """ASCII-only compact JSON (what the store keeps: token texts may hold lone surrogates, bytes
+    of a split UTF-8 character); NaN and infinities written as `json` writes them, or refused
+    (ValueError) without `allow_nan`. orjson writes it (~10x faster) wherever its output is
+    exactly that JSON; `json` writes the rest (text beyond ASCII, NaN) and raises for what cannot
+    be written."""
+    try:
+        out = orjson.dumps(value, option=_ORJSON_STRICT)  # raises for a foreign object
+    except TypeError:  # orjson.JSONEncodeError is one
+        out = b""
+    # (json escapes DEL too: then its output, so equal texts keep equal JSON whichever wrote it)
+    if out and out.isascii() and b"\x7f" not in out and _all_finite(value):
+        return out.decode("ascii")
+    return json.dumps(value, ensure_ascii=True, allow_nan=allow_nan, separators=(",", ":"))
+
+
+def _all_finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in `value` (which orjson would write as null)."""
+    level = [value]
+    while level:
+        deeper: list[Any] = []
+        for v in level:
+            if isinstance(v, float):
+                if v - v != 0.0:  # inf - inf and NaN - NaN are NaN
+                    return False
+            elif isinstance(v, dict):
+                deeper.extend(v.values())
+            elif isinstance(v, (list, tuple)):
+                deeper.extend(v)
+        level = deeper
+    return True
 
 
 def encode(tokens: TokenArray) -> TokenRow:
@@ -125,7 +151,7 @@ def encode(tokens: TokenArray) -> TokenRow:
         top_ids=np.asarray(tokens.top_ids, dtype=_I4).reshape(n, k).tobytes(),
         top_logprobs=np.asarray(tokens.top_logprobs, dtype=_F4).reshape(n, k).tobytes(),
         entropy=None if tokens.entropy is None else np.asarray(tokens.entropy, _F4).tobytes(),
-        texts=_dumps(list(tokens.texts)),
+        texts=json_text(list(tokens.texts)),
         top_texts=_top_texts_json(tokens),
         sum_logprob=float(logprobs[known].astype(np.float64).sum()) if n_logprob else None,
         n_logprob=n_logprob,
@@ -138,9 +164,9 @@ def _top_texts_json(tokens: TokenArray) -> str:
     unique = np.unique(np.asarray(tokens.top_ids, dtype=np.int64)).tolist()
     texts = tokens.top_texts
     if len(texts) == len(unique) and all(i in texts for i in unique):
-        return _dumps([texts[i] for i in unique])
+        return json_text([texts[i] for i in unique])
     ids = sorted(int(i) for i in texts)
-    return _dumps({"ids": ids, "texts": [texts[i] for i in ids]})
+    return json_text({"ids": ids, "texts": [texts[i] for i in ids]})
 
 
 def _top_texts_from_json(data: str, top_ids: bytes, k: int) -> dict[int, str]:
@@ -250,11 +276,12 @@ def mean_logprob(sum_logprob: float | None, n_logprob: int) -> float | None:
 
 # --- the packed numeric columns the store keeps (schema 2) ----------------------------------------
 #
-# One blob: a flags byte, then zlib of the columns. Each token's own id and logprob are usually one
-# of its alternatives (the sampled token is in the top-k): then only the alternative's index is
-# kept (`pick`, one byte), else the id and logprob themselves. Every 4-byte column is byte-shuffled
-# (all first bytes, then all second bytes...) so the sign, exponent and high id bytes, which vary
-# little, sit together where zlib finds them. Bit-exact: logprobs compare as bits, NaN included.
+# One blob: a flags byte, then the columns compressed (`compress`: zstd; zlib before schema 4).
+# Each token's own id and logprob are usually one of its alternatives (the sampled token is in the
+# top-k): then only the alternative's index is kept (`pick`, one byte), else the id and logprob
+# themselves. Every 4-byte column is byte-shuffled (all first bytes, then all second bytes...) so
+# the sign, exponent and high id bytes, which vary little, sit together where the compressor
+# finds them. Bit-exact: logprobs compare as bits, NaN included.
 
 _HAS_ENTROPY = 1
 _HAS_PICK = 2
@@ -267,27 +294,51 @@ def _shuffle(column: np.ndarray[Any, Any]) -> bytes:
 
 def pack(tokens: TokenArray) -> bytes:
     """The numeric columns of `tokens` as the store keeps them (texts apart: see rows.py)."""
-    n, k = len(tokens), tokens.k
-    ids = np.asarray(tokens.ids, dtype=_I4).reshape(n)
-    logprobs = np.asarray(tokens.logprobs, dtype=_F4).reshape(n)
-    top_ids = np.asarray(tokens.top_ids, dtype=_I4).reshape(n, k)
-    top_lps = np.asarray(tokens.top_logprobs, dtype=_F4).reshape(n, k)
+    return compressed(packed_body(tokens.ids, tokens.logprobs, tokens.top_ids,
+                                  tokens.top_logprobs, tokens.entropy))  # fmt: skip
+
+
+def packed_body(
+    ids: np.ndarray[Any, Any],
+    logprobs: np.ndarray[Any, Any],
+    top_ids: np.ndarray[Any, Any],
+    top_logprobs: np.ndarray[Any, Any],
+    entropy: np.ndarray[Any, Any] | None,
+) -> bytes:
+    """The flags byte and the columns, not yet compressed: exactly the numbers, so what a token
+    row's digest is computed over (whatever the compressor's version makes of it)."""
+    n = len(ids)
+    k = top_ids.shape[1] if top_ids.ndim == 2 else 0
+    ids = np.asarray(ids, dtype=_I4).reshape(n)
+    logprobs = np.asarray(logprobs, dtype=_F4).reshape(n)
+    top_ids = np.asarray(top_ids, dtype=_I4).reshape(n, k)
+    top_lps = np.asarray(top_logprobs, dtype=_F4).reshape(n, k)
     flags = 0
-    parts: list[bytes] = []
+    parts: list[bytes] = [b""]
     if 0 < k <= 127:
         same = (top_ids == ids[:, None]) & (top_lps.view(_I4) == logprobs.view(_I4)[:, None])
         found = same.any(axis=1)
         pick = np.where(found, same.argmax(axis=1), _NO_PICK).astype(np.int8)
         flags |= _HAS_PICK
         parts.append(pick.tobytes())
-        own = ~found
+        if found.all():
+            parts += [b"", b""]
+        else:
+            own = ~found
+            parts += [_shuffle(ids[own]), _shuffle(logprobs[own])]
     else:
-        own = np.ones(n, dtype=bool)
-    parts += [_shuffle(ids[own]), _shuffle(logprobs[own]), _shuffle(top_ids), _shuffle(top_lps)]
-    if tokens.entropy is not None:
+        parts += [_shuffle(ids), _shuffle(logprobs)]
+    parts += [_shuffle(top_ids), _shuffle(top_lps)]
+    if entropy is not None:
         flags |= _HAS_ENTROPY
-        parts.append(_shuffle(np.asarray(tokens.entropy, dtype=_F4).reshape(n)))
-    return bytes([flags]) + zlib.compress(b"".join(parts), 6)
+        parts.append(_shuffle(np.asarray(entropy, dtype=_F4).reshape(n)))
+    parts[0] = bytes([flags])
+    return b"".join(parts)
+
+
+def compressed(body: bytes) -> bytes:
+    """A `packed_body` as the store keeps it: the flags byte, then the columns compressed."""
+    return body[:1] + compress.compress(body[1:])
 
 
 def unpack(
@@ -304,10 +355,11 @@ def unpack(
     if not blob:
         raise ValueError("empty token data")
     flags = blob[0]
+    most = n + 4 * (2 * n + 2 * n * k + n)  # every column, no token picked from its top-k
     try:
-        body = np.frombuffer(zlib.decompress(memoryview(blob)[1:]), dtype=np.uint8)
-    except zlib.error as exc:
-        raise ValueError(f"token data does not decompress ({exc})") from None
+        body = np.frombuffer(compress.decompress(memoryview(blob)[1:], most), dtype=np.uint8)
+    except ValueError as exc:
+        raise ValueError(f"token data: {exc}") from None
     pos = 0
 
     def take(count: int, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
@@ -376,9 +428,9 @@ def assemble(
     )
 
 
-def summary(tokens: TokenArray) -> tuple[float | None, int]:
+def summary(logprobs: np.ndarray[Any, Any]) -> tuple[float | None, int]:
     """(sum of the known logprobs, how many are known): what node headers show."""
-    logprobs = np.asarray(tokens.logprobs, dtype=_F4)
+    logprobs = np.asarray(logprobs, dtype=_F4)
     known = ~np.isnan(logprobs)
     n_logprob = int(known.sum())
     return (float(logprobs[known].astype(np.float64).sum()) if n_logprob else None), n_logprob
@@ -393,9 +445,25 @@ class VocabTable:
 
     def __init__(self, entries: Mapping[int, str]) -> None:
         self.texts: dict[int, str] = dict(entries)
+        self._known: np.ndarray[Any, Any] | None = None  # id -> in the table, for whole columns
 
     def add(self, entries: Mapping[int, str]) -> None:
         self.texts.update(entries)
+        self._known = None
+
+    def first_unknown(self, *columns: np.ndarray[Any, Any]) -> int | None:
+        """The first id in `columns` the table lacks (None: it has them all)."""
+        if self._known is None:
+            known = np.zeros(max(self.texts, default=-1) + 2, dtype=bool)
+            known[list(self.texts)] = True  # the last entry stays False: ids past the end
+            self._known = known
+        for column in columns:
+            # as unsigned, a negative id is past the end too; `clip` sends those to the last entry
+            found = self._known.take(np.asarray(column, dtype=_I4).view(np.uint32).ravel(),
+                                     mode="clip")  # fmt: skip
+            if not found.all():
+                return int(np.asarray(column).ravel()[int(found.argmin())])
+        return None
 
     def missing(self, ids: list[int]) -> set[int]:
         texts = self.texts
@@ -457,6 +525,30 @@ def text_exceptions(
     return own, top
 
 
+def tokens_of(columns: TokenColumns, vocab: Mapping[int, str] | VocabTable) -> TokenArray:
+    """The token array `columns` and `vocab` spell; KeyError(id) for an id the vocabulary
+    lacks."""
+    texts, top_texts = apply_texts(columns.ids, columns.top_ids, vocab, columns.own, columns.top)
+    return assemble(
+        (columns.ids, columns.logprobs, columns.top_ids, columns.top_logprobs, columns.entropy),
+        texts, top_texts,
+    )  # fmt: skip
+
+
+def own_texts(columns: TokenColumns, vocab: Mapping[int, str] | VocabTable) -> list[str]:
+    """The texts of the tokens themselves (not of their alternatives); KeyError(id) for an id
+    the vocabulary lacks."""
+    return _spelled(columns.ids, columns.own, as_table(vocab).texts)
+
+
+def _spelled(
+    ids: np.ndarray[Any, Any], own: Mapping[int, str], texts_of: dict[int, str]
+) -> list[str]:
+    if own:
+        return [own[i] if i in own else texts_of[t] for i, t in enumerate(ids.tolist())]
+    return [texts_of[t] for t in ids.tolist()]
+
+
 def apply_texts(
     ids: np.ndarray[Any, Any],
     top_ids: np.ndarray[Any, Any],
@@ -466,11 +558,7 @@ def apply_texts(
 ) -> tuple[list[str], dict[int, str]]:
     """The texts `text_exceptions` described; KeyError(id) for an id the vocabulary lacks."""
     texts_of = as_table(vocab).texts
-    id_list = ids.tolist()
-    if own:
-        texts = [own[i] if i in own else texts_of[t] for i, t in enumerate(id_list)]
-    else:
-        texts = [texts_of[t] for t in id_list]
+    texts = _spelled(ids, own, texts_of)
     top_texts = {
         token_id: texts_of[token_id]
         for token_id in set(top_ids.ravel().tolist())

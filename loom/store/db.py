@@ -34,6 +34,7 @@ from loom.store.schema import (
     REQUIRED_TABLES,
     create_schema,
     migrate,
+    readable_from,
     schema_version,
 )
 
@@ -114,7 +115,7 @@ class Database:
             conn, version = _connect_readonly(path)
         try:
             if readonly:
-                if version < schema_version():
+                if version < readable_from():
                     raise LoomVersionError(
                         path,
                         f"was written by an older loom (file format {version}); open it once "

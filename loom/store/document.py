@@ -12,15 +12,17 @@ the import, and no single payload (nor the memory of the import) grows with the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import sqlite3
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from loom.store import codec, rows, textops
+from loom.store import codec, rows, schema, textops
 from loom.store import events as ev
 from loom.store.apply import apply_event, commit_event
 from loom.store.errors import LoomError, UnknownNodeError
@@ -354,6 +356,13 @@ class ImportSink:
         self.count = 0
         self.respelled: list[int] = []
         self._pending: list[tuple[int, int | None, int, str]] = []
+        # Token rows go in by the batch, under ids given here: the loom is new and this sink its
+        # only writer, so a digest seen before is the only way to find a row already stored.
+        self._token_ids: dict[bytes, int] = {}
+        self._next_token = 1 + int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM tokens")
+                                   .fetchone()[0])  # fmt: skip
+        self._token_rows: list[tuple[Any, ...]] = []
+        self._events: list[tuple[int, float, str, str | bytes]] = []
         self._last_seq = 0
         self._n_events = 0
         conn.execute("PRAGMA temp_store = FILE")
@@ -361,28 +370,99 @@ class ImportSink:
             "CREATE TEMP TABLE import_nodes (id INTEGER PRIMARY KEY, parent INTEGER,"
             " ord INTEGER NOT NULL, record TEXT NOT NULL)"
         )
-        conn.execute("CREATE INDEX temp.import_nodes_parent ON import_nodes (parent)")
+        for name in schema.FTS_TRIGGERS:  # the search index is built once, in `finish`
+            conn.execute(f"DROP TRIGGER {name}")
 
     def vocabulary(self, entries: dict[int, str]) -> None:
         """The document's vocabulary becomes the loom's (before any token is stored)."""
         if entries:
             rows.add_vocabulary(self.conn, entries, self.vocab)
 
-    def node(self, node: Node, key: int | None) -> None:
-        _check_id(node)
-        record = _record(self.conn, node, self.count, self.respelled, self.vocab)
+    def node(self, node: Node, key: int | None, columns: codec.TokenColumns | None = None) -> None:
+        """One node; `columns` are its tokens as a loom-json 2 file holds them (exceptions to the
+        vocabulary given first, every id in it), kept as they are where they spell its text."""
+        prepared = prepare_node(node, key, columns, self.vocab.table)
+        if prepared is not None:
+            self.prepared(prepared)
+            return
+        if columns is not None:  # the rare node whose tokens must be cut: as a token array
+            try:
+                tokens = codec.tokens_of(columns, self.vocab.table)
+            except KeyError as exc:
+                raise LoomError(
+                    f"node {node.id}: token id {exc.args[0]} is not in the vocabulary"
+                ) from None
+            node = dataclasses.replace(node, tokens=tokens)
+        fields = _checked_fields(node)
+        tokens, partial = _spelled_tokens(node, self.respelled)
+        fields["tokens_partial"] = partial
+        ref = self._store(tokens)
+        scores = []
+        for score in node.scores:
+            # A reading is of the node's text; one that spells something else would shade other
+            # text.
+            if score.tokens.text != node.text:
+                continue
+            if not _finite_tokens(score.tokens):
+                raise LoomError(f"node {node.id}: a token probability of its reading is infinite")
+            scores.append(
+                {
+                    "model": str(score.model),
+                    "model_sha256": str(score.model_sha256),
+                    "tokens": ev.token_ref(self._store(score.tokens)),
+                    "scored_at": float(score.scored_at),
+                }
+            )
+        if scores:
+            fields["scores"] = scores
+        text = _check_json(fields, f"node {node.id}", MAX_PAYLOAD_DEPTH)
+        self._add(node.id, node.parent, text, ref, key)
+
+    def prepared(self, node: PreparedNode) -> None:
+        """A node `prepare_node` made ready (in this process or another)."""
+        ref = None if node.tokens is None else self._store_row(node.tokens)
+        self._add(node.id, node.parent, node.fields, ref, node.key)
+
+    def _store(self, tokens: TokenArray) -> int | None:
+        if len(tokens) == 0:
+            return None
+        columns = rows.columns_in_vocabulary(self.conn, tokens, self.vocab)
+        return self._store_row(rows.token_row_data(columns))
+
+    def _store_row(self, row: rows.TokenRowData) -> int:
+        found = self._token_ids.get(row.digest)
+        if found is None:
+            found = self._token_ids[row.digest] = self._next_token
+            self._next_token += 1
+            self._token_rows.append(
+                (found, row.digest, row.n, row.k, row.data, row.texts, row.top_texts,
+                 row.sum_logprob, row.n_logprob)
+            )  # fmt: skip
+            if len(self._token_rows) >= _CHUNK:
+                self.conn.executemany(rows.TOKEN_ROW_INSERT, self._token_rows)
+                self._token_rows = []
+        return found
+
+    def _add(self, node_id: int, parent: int | None, fields: str, ref: int | None,
+             key: int | None) -> None:  # fmt: skip
         if key is not None:
-            self.keys[key] = ev.ref_of(record["tokens"])
-        text = _check_json(record, f"node {node.id}", MAX_PAYLOAD_DEPTH)
-        parent = node.parent
-        if parent is not None and (isinstance(parent, bool) or not isinstance(parent, int)):
-            raise LoomError(f"node {node.id}: parent {parent!r} is not a node id")
-        self._pending.append((node.id, parent, self.count, text))
+            self.keys[key] = ref
+        tokens = "null" if ref is None else f'{{"{ev.TOKEN_REF}":{ref}}}'
+        text = f'{fields[:-1]},"position":{self.count},"tokens":{tokens}}}'
+        self._pending.append((node_id, parent, self.count, text))
         self.count += 1
         if len(self._pending) >= _CHUNK:
             self._flush()
 
     def _flush(self) -> None:
+        if self._token_rows:
+            self.conn.executemany(rows.TOKEN_ROW_INSERT, self._token_rows)
+            self._token_rows = []
+        if self._events:
+            self.conn.executemany(
+                "INSERT INTO events (seq, ts, kind, payload) VALUES (?, ?, ?, ?)", self._events
+            )
+            self._events = []
         if not self._pending:
             return
         try:
@@ -406,7 +486,7 @@ class ImportSink:
     def token_array(self, key: int, tokens: TokenArray) -> None:
         if not _finite_tokens(tokens):
             raise LoomError(f"token array {key}: a token probability is out of range (infinite)")
-        self.keys[key] = rows.store_tokens(self.conn, tokens, self.vocab)
+        self.keys[key] = self._store(tokens)
 
     def event(self, raw: dict[str, Any]) -> None:
         """One event of the document's log, as it was (checked in `finish`, then kept)."""
@@ -426,10 +506,9 @@ class ImportSink:
             text = _check_json(payload, "its payload", MAX_PAYLOAD_DEPTH)
         except (ValueError, LoomError) as exc:
             raise LoomError(f"the document's event {seq} is not a loom event: {exc}") from None
-        self.conn.execute(
-            "INSERT INTO events (seq, ts, kind, payload) VALUES (?, ?, ?, ?)",
-            (event.seq, event.ts, event.kind, ev.stored_payload(event.kind, text)),
-        )
+        self._events.append((event.seq, event.ts, event.kind, ev.stored_payload(event.kind, text)))
+        if len(self._events) >= _CHUNK:
+            self._flush()
         self._last_seq = event.seq
         self._n_events += 1
 
@@ -439,7 +518,7 @@ class ImportSink:
         def convert(value: dict[str, Any]) -> dict[str, int] | None:
             if ev.TOKEN_DATA in value:
                 tokens = codec.tokens_from_json(value[ev.TOKEN_DATA])
-                return ev.token_ref(rows.store_tokens(self.conn, tokens, self.vocab))
+                return ev.token_ref(self._store(tokens))
             key = value.get(ev.TOKEN_REF)
             if isinstance(key, int) and not isinstance(key, bool) and key in self.keys:
                 return ev.token_ref(self.keys[key])
@@ -462,6 +541,8 @@ class ImportSink:
             raise LoomError(f"the document's root node {root} is missing")
         if found[0] is not None:
             raise LoomError(f"the root node {root} has a parent")
+        # built once, now: kept up to date on every insert, it cost a fifth of the inserts' time
+        conn.execute("CREATE INDEX temp.import_nodes_parent ON import_nodes (parent)")
         orphan = conn.execute(
             "SELECT id FROM import_nodes s WHERE id != ? AND (parent IS NULL OR NOT EXISTS"
             " (SELECT 1 FROM import_nodes p WHERE p.id = s.parent)) ORDER BY ord LIMIT 1",
@@ -531,6 +612,9 @@ class ImportSink:
             last = int(batch[-1][0])
         conn.execute("DROP TABLE temp.import_order")
         conn.execute("DROP TABLE temp.import_nodes")
+        conn.execute("INSERT INTO nodes_fts (nodes_fts) VALUES ('rebuild')")
+        for trigger in schema.FTS_TRIGGERS.values():
+            conn.execute(trigger)
         return warnings
 
 
@@ -615,15 +699,59 @@ def _spelled_tokens(node: Node, respelled: list[int]) -> tuple[TokenArray, bool]
 
 def _finite_tokens(tokens: TokenArray) -> bool:
     """No infinite probabilities (NaN is allowed: it marks an unknown one)."""
-    columns = [tokens.logprobs, tokens.top_logprobs]
-    if tokens.entropy is not None:
-        columns.append(tokens.entropy)
-    return not any(np.isinf(np.asarray(c, dtype=np.float64)).any() for c in columns)
+    return _all_finite(tokens.logprobs, tokens.top_logprobs, tokens.entropy)
 
 
-def _record(
-    conn: sqlite3.Connection, node: Node, position: int, respelled: list[int], vocab: rows.Vocab
-) -> Record:
+def _finite_columns(columns: codec.TokenColumns) -> bool:
+    return _all_finite(columns.logprobs, columns.top_logprobs, columns.entropy)
+
+
+def _all_finite(*columns: np.ndarray[Any, Any] | None) -> bool:
+    return not any(
+        np.isinf(np.asarray(c, dtype=np.float64)).any() for c in columns if c is not None
+    )
+
+
+@dataclass(frozen=True)
+class PreparedNode:
+    """A node checked and encoded without the database (`prepare_node`), so in any process:
+    what `ImportSink.prepared` stores."""
+
+    id: int
+    parent: int | None
+    fields: str  # its record as the log keeps it, but for its position and tokens (JSON)
+    tokens: rows.TokenRowData | None
+    key: int | None
+
+
+def prepare_node(
+    node: Node, key: int | None, columns: codec.TokenColumns | None, vocab: codec.VocabTable
+) -> PreparedNode | None:
+    """`node` ready to store, its tokens being `columns` (every id in `vocab`, the loom's); None
+    where it needs the database on the way (tokens to cut or to spell, readings to store)."""
+    if columns is None or node.scores or node.tokens:
+        return None
+    try:
+        spelled = "".join(codec.own_texts(columns, vocab))
+    except KeyError:  # an id the vocabulary lacks: the sink's own path says which
+        return None
+    if spelled != node.text:
+        return None
+    fields = _checked_fields(node)
+    if not _finite_columns(columns):
+        raise LoomError(f"node {node.id}: a token probability is out of range (infinite)")
+    fields["tokens_partial"] = False
+    text = _check_json(fields, f"node {node.id}", MAX_PAYLOAD_DEPTH)
+    return PreparedNode(node.id, node.parent, text, rows.token_row_data(columns), key)
+
+
+def _checked_fields(node: Node) -> Record:
+    """The node's record but for its tokens, position and readings; `LoomError` naming the node
+    for anything the store cannot keep."""
+    _check_id(node)
+    parent = node.parent
+    if parent is not None and (isinstance(parent, bool) or not isinstance(parent, int)):
+        raise LoomError(f"node {node.id}: parent {parent!r} is not a node id")
     if node.author not in ("human", "model"):
         raise LoomError(f"node {node.id}: author must be 'human' or 'model', not {node.author!r}")
     if not isinstance(node.text, str):
@@ -633,22 +761,20 @@ def _record(
         raise LoomError(f"node {node.id}: created_at is not a time between the years 1 and 9999")
     if not _finite_tokens(node.tokens):
         raise LoomError(f"node {node.id}: a token probability is out of range (infinite)")
-    tokens, partial = _spelled_tokens(node, respelled)
     tags = list(dict.fromkeys(str(t) for t in node.tags))
     meta = dict(node.meta or {})
     meta.pop(PARTIAL_KEY, None)  # exports mark partial tokens; what they cover is what counts
     if ev.nesting_depth(meta, MAX_META_DEPTH) > MAX_META_DEPTH:
         raise LoomError(f"node {node.id}: meta is nested too deeply (over {MAX_META_DEPTH} levels)")
     _check_memory(meta, f"node {node.id}")
-    record: Record = {
+    # The import event logs the record: anything in it that strict JSON cannot hold (an infinite
+    # posterior or temperature, a foreign object in meta) is named by node (by `_check_json`).
+    return {
         "id": node.id,
         "parent": node.parent,
-        "position": position,
         "author": node.author,
         "text": node.text,
         "created_at": float(node.created_at),
-        "tokens": ev.token_ref(rows.store_tokens(conn, tokens, vocab)),
-        "tokens_partial": partial,
         "generation": None if node.generation is None else node.generation.to_json(),
         "persona": None if node.persona is None else node.persona.to_json(),
         "manual_persona": node.manual_persona,
@@ -657,26 +783,6 @@ def _record(
         "tags": tags,
         "meta": meta or None,
     }
-    scores = []
-    for score in node.scores:
-        # A reading is of the node's text; one that spells something else would shade other text.
-        if score.tokens.text != node.text:
-            continue
-        if not _finite_tokens(score.tokens):
-            raise LoomError(f"node {node.id}: a token probability of its reading is infinite")
-        scores.append(
-            {
-                "model": str(score.model),
-                "model_sha256": str(score.model_sha256),
-                "tokens": ev.token_ref(rows.store_tokens(conn, score.tokens, vocab)),
-                "scored_at": float(score.scored_at),
-            }
-        )
-    if scores:
-        record["scores"] = scores
-    # The import event logs the record: anything in it that strict JSON cannot hold (an infinite
-    # posterior or temperature, a foreign object in meta) is named by node (by the caller).
-    return record
 
 
 def _check_memory(meta: dict[str, Any], where: str) -> None:

@@ -7,13 +7,11 @@ table, written `{"$tok": <id>}`; exported events carry the data itself instead,
 
 from __future__ import annotations
 
-import json
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loom.store import codec
+from loom.store import codec, compress
 from loom.store.errors import damaged
 
 # Kinds. Undoable ones are tree edits; the others describe the session around them.
@@ -83,6 +81,7 @@ KINDS = UNDOABLE | SNAPSHOTS | {IMPORT_NODES, VISIT, UNDO, REDO, DISCARD_REDO, G
 # compressed once large (`stored_payload`). The others stay plain JSON text, which SQL reads.
 _RECORD_KINDS = frozenset({CREATE, IMPORT, IMPORT_NODES, ADD, DELETE, SPLIT, MERGE})
 _COMPRESS_FROM = 512  # bytes
+_MAX_PAYLOAD = 1 << 30  # what a damaged compressed payload may claim to hold
 
 # History states of an undoable event.
 DONE, UNDONE, DISCARDED = 0, 1, 2
@@ -131,9 +130,9 @@ class Event:
 
 def stored_payload(kind: str, text: str) -> str | bytes:
     """What the log keeps of a payload: its JSON text, or for a large payload of node records the
-    zlib of it (a BLOB). `payload_text` reads either."""
+    text compressed (a BLOB, see `compress`). `payload_text` reads either."""
     if kind in _RECORD_KINDS and len(text) >= _COMPRESS_FROM:
-        return zlib.compress(text.encode("ascii"), 6)
+        return compress.compress(text.encode("ascii"))
     return text
 
 
@@ -141,8 +140,8 @@ def payload_text(value: Any) -> Any:
     """The JSON text of a stored payload (anything else a damaged file holds, as it is)."""
     if isinstance(value, bytes):
         try:
-            return zlib.decompress(value).decode("ascii")
-        except (zlib.error, UnicodeDecodeError):
+            return compress.decompress(value, _MAX_PAYLOAD).decode("ascii")
+        except (ValueError, UnicodeDecodeError):
             return None
     return value
 
@@ -174,7 +173,7 @@ def nesting_depth(value: Any, limit: int) -> int:
 
 def dumps(payload: dict[str, Any]) -> str:
     # ASCII-only and NaN-free: the log must stay strict JSON whatever text the nodes hold.
-    return json.dumps(payload, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return codec.json_text(payload, allow_nan=False)
 
 
 def token_ref(ref: int | None) -> dict[str, int] | None:

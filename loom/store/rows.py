@@ -8,9 +8,11 @@ are derived on insert, never carried.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import numpy as np
@@ -36,7 +38,7 @@ def marks(n: int) -> str:
 
 
 def _json_or_none(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return None if value is None else codec.json_text(value)
 
 
 def _loads_or_none(text: str | None) -> Any:
@@ -103,24 +105,13 @@ class Vocab:
 
     def __init__(self) -> None:
         self.table = codec.VocabTable({})
-        self._known: np.ndarray[Any, Any] | None = None  # id -> in the table, for whole columns
 
     def add(self, entries: dict[int, str]) -> None:
         self.table.add(entries)
-        self._known = None
 
     def first_unknown(self, *columns: np.ndarray[Any, Any]) -> int | None:
         """The first id in `columns` the table lacks (None: it has them all)."""
-        if self._known is None:
-            known = np.zeros(max(self.table.texts, default=-1) + 2, dtype=bool)
-            known[list(self.table.texts)] = True  # the last entry stays False: ids past the end
-            self._known = known
-        for column in columns:
-            # as unsigned, a negative id is past the end too; `clip` sends those to the last entry
-            found = self._known.take(column.view(np.uint32).ravel(), mode="clip")
-            if not found.all():
-                return int(column.ravel()[int(found.argmin())])
-        return None
+        return self.table.first_unknown(*columns)
 
     def load_all(self, conn: sqlite3.Connection) -> None:
         """Read the whole table (bounded by the model's vocabulary, not by the tree)."""
@@ -173,6 +164,14 @@ def texts_row(
 ) -> tuple[str | None, str | None]:
     """The exceptions of `tokens` to the vocabulary (the `texts` and `top_texts` columns), adding
     to the vocabulary every id it lacks (its first text here becomes the vocabulary's)."""
+    return exceptions_json(columns_in_vocabulary(conn, tokens, vocab))
+
+
+def columns_in_vocabulary(
+    conn: sqlite3.Connection, tokens: TokenArray, vocab: Vocab | None
+) -> codec.TokenColumns:
+    """`tokens` as columns and exceptions to the loom's vocabulary, after adding to it every id
+    it lacks (its first text here becomes the vocabulary's)."""
     vocab = vocab if vocab is not None else Vocab()
     missing = vocab.fill(conn, [*tokens.ids.tolist(), *map(int, tokens.top_texts)])
     if missing:
@@ -184,11 +183,69 @@ def texts_row(
             if int(token_id) in missing:
                 proposed.setdefault(int(token_id), text)
         add_vocabulary(conn, proposed, vocab)
-    own, top = codec.text_exceptions(tokens, vocab.table)
+    return codec.TokenColumns.of(tokens, vocab.table)
+
+
+def exceptions_json(columns: codec.TokenColumns) -> tuple[str | None, str | None]:
+    """The `texts` and `top_texts` columns of a token row: its texts' exceptions, as JSON."""
+    own, top = columns.own, columns.top
     return (
         codec.json_text({str(i): t for i, t in own.items()}) if own else None,
         codec.json_text({str(i): t for i, t in top.items()}) if top else None,
     )
+
+
+@dataclass(frozen=True)
+class TokenRowData:
+    """A row of the `tokens` table, ready to insert (computed without the database)."""
+
+    digest: bytes
+    n: int
+    k: int
+    data: bytes
+    texts: str | None
+    top_texts: str | None
+    sum_logprob: float | None
+    n_logprob: int
+
+
+def token_row_data(columns: codec.TokenColumns) -> TokenRowData:
+    """The row that keeps `columns` (exceptions to the loom's vocabulary, as they are).
+
+    Its digest, which deduplicates rows, is of exactly what the row keeps before compression: the
+    numbers, then the exceptions (within one loom the vocabulary never changes a text, so equal
+    tokens have equal exceptions). Rows of older files hold other digests: a row stored again
+    beside one of them is a second copy, nothing worse.
+    """
+    body = codec.packed_body(
+        columns.ids, columns.logprobs, columns.top_ids, columns.top_logprobs, columns.entropy
+    )
+    texts, top_texts = exceptions_json(columns)
+    k = columns.top_ids.shape[1] if columns.top_ids.ndim == 2 else 0
+    h = hashlib.blake2b(f"{len(columns)},{k},".encode(), digest_size=16, person=b"loom-tokens-4")
+    h.update(body)
+    for part in (texts, top_texts):
+        h.update(b"\x00" if part is None else b"\x01" + len(part).to_bytes(8, "little"))
+        h.update(b"" if part is None else part.encode("ascii"))
+    sum_logprob, n_logprob = codec.summary(columns.logprobs)
+    return TokenRowData(
+        h.digest(), len(columns), k, codec.compressed(body), texts, top_texts, sum_logprob,
+        n_logprob,
+    )  # fmt: skip
+
+
+def insert_token_row(conn: sqlite3.Connection, row: TokenRowData) -> int:
+    """The id of the row equal to `row`, inserting it if there is none."""
+    inserted = conn.execute(
+        "INSERT INTO tokens (digest, n, k, data, texts, top_texts, sum_logprob, n_logprob)"
+        " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (digest) DO NOTHING RETURNING id",
+        (row.digest, row.n, row.k, row.data, row.texts, row.top_texts, row.sum_logprob,
+         row.n_logprob),
+    ).fetchone()  # fmt: skip
+    if inserted is not None:
+        return int(inserted[0])
+    found = conn.execute("SELECT id FROM tokens WHERE digest = ?", (row.digest,)).fetchone()
+    return int(found[0])
 
 
 def store_token_row(
@@ -197,27 +254,7 @@ def store_token_row(
     """The id of `tokens` in the tokens table, inserting it if new (None for no tokens)."""
     if len(tokens) == 0:
         return None
-    digest = codec.content_digest(tokens)
-    found = conn.execute("SELECT id FROM tokens WHERE digest = ?", (digest,)).fetchone()
-    if found is not None:
-        return int(found[0])
-    texts, top_texts = texts_row(conn, tokens, vocab)
-    sum_logprob, n_logprob = codec.summary(tokens)
-    cur = conn.execute(
-        "INSERT INTO tokens (digest, n, k, data, texts, top_texts, sum_logprob, n_logprob)"
-        " VALUES (?,?,?,?,?,?,?,?)",
-        (
-            digest,
-            len(tokens),
-            tokens.k,
-            codec.pack(tokens),
-            texts,
-            top_texts,
-            sum_logprob,
-            n_logprob,
-        ),
-    )
-    return int(cur.lastrowid or 0)
+    return insert_token_row(conn, token_row_data(columns_in_vocabulary(conn, tokens, vocab)))
 
 
 def store_tokens(
@@ -226,6 +263,10 @@ def store_tokens(
     return None if tokens is None or len(tokens) == 0 else store_token_row(conn, tokens, vocab)
 
 
+TOKEN_ROW_INSERT = (
+    "INSERT INTO tokens (id, digest, n, k, data, texts, top_texts, sum_logprob, n_logprob)"
+    " VALUES (?,?,?,?,?,?,?,?,?)"
+)
 _TOKEN_COLUMNS = "n, k, data, texts, top_texts"
 
 
@@ -291,14 +332,25 @@ def load_tokens(
 
 
 def _token_stats(conn: sqlite3.Connection, ref: int | None) -> tuple[int, float | None, int]:
-    if ref is None:
-        return 0, None, 0
-    row = conn.execute(
-        "SELECT n, sum_logprob, n_logprob FROM tokens WHERE id = ?", (ref,)
-    ).fetchone()
-    if row is None:
-        raise LookupError(f"token data {ref} is missing")
-    return int(row[0]), row[1], int(row[2])
+    return _token_stats_of(conn, [ref])[ref]
+
+
+def _token_stats_of(
+    conn: sqlite3.Connection, refs: Iterable[int | None]
+) -> dict[int | None, tuple[int, float | None, int]]:
+    """(n tokens, sum of known logprobs, how many known) of each token row in `refs`."""
+    stats: dict[int | None, tuple[int, float | None, int]] = {None: (0, None, 0)}
+    wanted = sorted({r for r in refs if r is not None})
+    for part in chunks(wanted):
+        for ref, n, sum_lp, n_lp in conn.execute(
+            f"SELECT id, n, sum_logprob, n_logprob FROM tokens WHERE id IN ({marks(len(part))})",
+            tuple(part),
+        ):
+            stats[int(ref)] = (int(n), sum_lp, int(n_lp))
+    missing = next((r for r in wanted if r not in stats), None)
+    if missing is not None:
+        raise LookupError(f"token data {missing} is missing")
+    return stats
 
 
 # --- nodes ----------------------------------------------------------------------------------------
@@ -546,7 +598,7 @@ def read_record(conn: sqlite3.Connection, node_id: int) -> Record:
 def insert_records(conn: sqlite3.Connection, records: Sequence[Record]) -> None:
     """Insert nodes given parents-before-children; a parent is either earlier here or present."""
     depths: dict[int, int] = {}
-    stats: dict[int | None, tuple[int, float | None, int]] = {None: (0, None, 0)}
+    stats = _token_stats_of(conn, (ref_of(rec.get("tokens")) for rec in records))
     rows = []
     tag_rows: list[tuple[int, str, int]] = []
     for rec in records:
@@ -559,8 +611,6 @@ def insert_records(conn: sqlite3.Connection, records: Sequence[Record]) -> None:
             depth = depth_of(conn, int(parent)) + 1
         depths[node_id] = depth
         ref = ref_of(rec.get("tokens"))
-        if ref not in stats:
-            stats[ref] = _token_stats(conn, ref)
         n_tokens, sum_lp, n_lp = stats[ref]
         rows.append(
             (

@@ -30,7 +30,26 @@ def _scores_table(conn: sqlite3.Connection) -> None:
     conn.execute(SCORES_DDL)
 
 
-MIGRATIONS: list[Migration] = [_tokens_to_vocabulary, _scores_table]
+def _zstd_blobs(conn: sqlite3.Connection) -> None:
+    """3 -> 4: new token blobs and large payloads are zstd frames (see compress.py). The old zlib
+    ones stay as they are and still read; the version tells an older loom the file is newer than
+    it reads, rather than damaged where it meets a zstd blob."""
+
+
+MIGRATIONS: list[Migration] = [_tokens_to_vocabulary, _scores_table, _zstd_blobs]
+
+
+# Migrations that change only what new writes produce: a file they have not run on yet reads as
+# it is (so it can be opened read-only, and exported, without an upgrade).
+READ_COMPATIBLE: frozenset[Migration] = frozenset({_zstd_blobs})
+
+
+def readable_from() -> int:
+    """The oldest version this code reads without upgrading it."""
+    version = schema_version()
+    while version > 1 and MIGRATIONS[version - 2] in READ_COMPATIBLE:
+        version -= 1
+    return version
 
 
 def schema_version() -> int:
@@ -134,17 +153,23 @@ CREATE TABLE history (seq INTEGER PRIMARY KEY, state INTEGER NOT NULL, grp INTEG
 CREATE INDEX history_by_state ON history (state, seq);
 
 CREATE VIRTUAL TABLE nodes_fts USING fts5 (text, content='nodes', content_rowid='id');
-CREATE TRIGGER nodes_fts_insert AFTER INSERT ON nodes BEGIN
-    INSERT INTO nodes_fts (rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER nodes_fts_delete AFTER DELETE ON nodes BEGIN
-    INSERT INTO nodes_fts (nodes_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
-CREATE TRIGGER nodes_fts_update AFTER UPDATE OF text ON nodes BEGIN
-    INSERT INTO nodes_fts (nodes_fts, rowid, text) VALUES ('delete', old.id, old.text);
-    INSERT INTO nodes_fts (rowid, text) VALUES (new.id, new.text);
-END;
 """
+
+# The triggers that keep `nodes_fts` in step with `nodes`. An import, which fills an empty loom,
+# goes without them and rebuilds the index once at the end: a third of its time went to them.
+FTS_TRIGGERS = {
+    "nodes_fts_insert": """CREATE TRIGGER nodes_fts_insert AFTER INSERT ON nodes BEGIN
+    INSERT INTO nodes_fts (rowid, text) VALUES (new.id, new.text);
+END""",
+    "nodes_fts_delete": """CREATE TRIGGER nodes_fts_delete AFTER DELETE ON nodes BEGIN
+    INSERT INTO nodes_fts (nodes_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END""",
+    "nodes_fts_update": """CREATE TRIGGER nodes_fts_update AFTER UPDATE OF text ON nodes BEGIN
+    INSERT INTO nodes_fts (nodes_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO nodes_fts (rowid, text) VALUES (new.id, new.text);
+END""",
+}
+DDL += "".join(trigger + ";\n" for trigger in FTS_TRIGGERS.values())
 DDL += SCORES_DDL + ";\n"
 
 

@@ -10,6 +10,7 @@ tree: memory stays bounded by one node (or one batch), whatever the size of the 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -63,7 +64,9 @@ class DocumentStream(Protocol):
 class DocumentSink(Protocol):
     def vocabulary(self, entries: dict[int, str]) -> None: ...
 
-    def node(self, node: Node, key: int | None) -> None: ...
+    def node(self, node: Node, key: int | None, columns: codec.TokenColumns | None = None) -> None:
+        """`columns`: the node's tokens as columns, exceptions to `vocabulary` (then
+        `node.tokens` is empty)."""
 
     def token_array(self, key: int, tokens: TokenArray) -> None: ...
 
@@ -197,11 +200,14 @@ class MemorySink:
         self.nodes: list[Node] = []
         self.events: list[dict[str, Any]] = []
         self._keys: dict[int, TokenArray] = {}
+        self._vocab = codec.VocabTable({})
 
     def vocabulary(self, entries: dict[int, str]) -> None:
-        return None
+        self._vocab.add(entries)
 
-    def node(self, node: Node, key: int | None) -> None:
+    def node(self, node: Node, key: int | None, columns: codec.TokenColumns | None = None) -> None:
+        if columns is not None:
+            node = dataclasses.replace(node, tokens=codec.tokens_of(columns, self._vocab))
         self.nodes.append(node)
         if key is not None:
             self._keys[key] = node.tokens

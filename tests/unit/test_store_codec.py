@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import pytest
 from support.store import model_tokens
 
-from loom.store import codec
+from loom.store import codec, compress
 from loom.tokens import TokenArray
 
 
@@ -153,13 +154,11 @@ def test_packed_columns_unpack_bit_for_bit(name: str) -> None:
 @pytest.mark.parametrize("pick", [3, 4, 100, -2, -128])
 def test_a_pick_outside_the_alternatives_is_refused(pick: int) -> None:
     """The first byte of the packed body picks token 0's alternative (k = 4 here)."""
-    import zlib
-
     t = model_tokens(" a b c", k=4)
     blob = codec.pack(t)
-    body = bytearray(zlib.decompress(blob[1:]))
+    body = bytearray(compress.decompress(blob[1:], 1000))
     body[0] = pick & 0xFF
-    bad = blob[:1] + zlib.compress(bytes(body))
+    bad = blob[:1] + compress.compress(bytes(body))
     if pick == 3:  # the last alternative: allowed, and token 0 becomes it
         ids = codec.unpack(len(t), t.k, bad)[0]
         assert ids[0] == t.top_ids[0, 3]
@@ -174,3 +173,32 @@ def test_stored_json_orjson_refuses_is_read_by_json() -> None:
     assert codec.read_json('{"x": 1}') == {"x": 1}
     with pytest.raises(ValueError):
         codec.read_json("{")
+
+
+def test_token_blobs_written_with_zlib_before_schema_4_still_unpack() -> None:
+    t = model_tokens(" a b c", k=4)
+    blob = codec.pack(t)
+    assert blob[1:5] == b"\x28\xb5\x2f\xfd"  # a zstd frame
+    legacy = blob[:1] + zlib.compress(compress.decompress(blob[1:], 1000), 6)
+    assert [c.tobytes() for c in codec.unpack(len(t), t.k, legacy) if c is not None] == [
+        c.tobytes() for c in codec.unpack(len(t), t.k, blob) if c is not None
+    ]
+
+
+@pytest.mark.parametrize(
+    "how", ["zstd cut", "zstd says more", "zstd garbage", "zlib cut", "zlib more"]
+)
+def test_damaged_compressed_bodies_are_value_errors(how: str) -> None:
+    body = bytes(range(256)) * 4
+    packed = {
+        "zstd cut": compress.compress(body)[:-3],
+        "zstd says more": compress.compress(body + body),
+        "zstd garbage": compress.compress(body)[:6] + b"\x00" * 40,
+        "zlib cut": zlib.compress(body)[:-3],
+        "zlib more": zlib.compress(body + body),
+    }[how]
+    with pytest.raises(ValueError):
+        compress.decompress(packed, len(body))
+    assert compress.decompress(compress.compress(body), len(body)) == body
+    with pytest.raises(ValueError, match="token data"):
+        codec.unpack(1, 0, b"\x00" + packed)

@@ -1,8 +1,10 @@
-"""A .loom written by an older loom is migrated on open: tested on a real file of schema 1.
+"""A .loom written by an older loom is migrated on open: tested on real files of schemas 1 and 3.
 
 `tests/data/store/schema1_labelled.loom` was written by the code of schema 1 (token texts in every
 tokens row), with its loom-json export made by that same code beside it: after the migration the
 loom must export exactly that, and still undo, redo and list its census.
+`schema3_zlib.loom` was written by the code of schema 3 (token blobs and large payloads zlib, not
+zstd): it must read, export and grow on as it was.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from support.compare import differences
+from support.store import model_tokens
 
 from loom.formats import read_document
 from loom.store import migrations, schema
@@ -22,6 +25,8 @@ from loom.store.loom import Loom
 DATA = Path(__file__).resolve().parent.parent / "data" / "store"
 OLD = DATA / "schema1_labelled.loom"
 EXPORT = DATA / "schema1_labelled.loom.json"
+ZLIB = DATA / "schema3_zlib.loom"
+ZLIB_EXPORT = DATA / "schema3_zlib.loom.json"
 
 
 def _copy(tmp_path: Path) -> Path:
@@ -108,3 +113,39 @@ def test_a_failed_migration_leaves_the_old_file(
     monkeypatch.setattr(migrations, "tokens_to_vocabulary", real)
     with Loom.open(path) as lm:
         assert differences(read_document(EXPORT), lm.to_document()) == []
+
+
+def _blobs(path: Path) -> tuple[set[int], set[bytes]]:
+    """The first byte of every token blob's body and of every compressed payload."""
+    conn = sqlite3.connect(path)
+    try:
+        tokens = {bytes(r[0])[1] for r in conn.execute("SELECT data FROM tokens")}
+        payloads = {
+            bytes(r[0])[:1] for r in conn.execute("SELECT payload FROM events")
+            if isinstance(r[0], bytes)
+        }  # fmt: skip
+    finally:
+        conn.close()
+    return tokens, payloads
+
+
+def test_a_schema_3_loom_with_zlib_blobs_reads_and_grows(tmp_path: Path) -> None:
+    path = tmp_path / "zlib.loom"
+    shutil.copyfile(ZLIB, path)
+    assert _version(path) == 3
+    assert _blobs(path) == ({0x78}, {b"\x78"})  # zlib streams only, a payload among them
+    with Loom.open(path, readonly=True) as lm:  # read as it is: no upgrade needed to export it
+        assert differences(read_document(ZLIB_EXPORT), lm.to_document()) == []
+    assert _version(path) == 3
+    with Loom.open(path) as lm:
+        assert differences(read_document(ZLIB_EXPORT), lm.to_document()) == []
+        leaf = lm.children(2)[-1].id  # the fixture's new node, edited after
+        lm.add_child(leaf, " and more", author="model", tokens=model_tokens(" and more", k=3))
+        assert lm.undo() is not None and lm.undo() is not None  # the add, then the zlib edit
+        assert lm.node(leaf).text == " but the croissant eats him first"
+        lm.redo()
+        lm.redo()
+        assert lm.node(lm.children(leaf)[0].id).text == " and more"
+    assert _version(path) == schema.schema_version()
+    tokens, _ = _blobs(path)
+    assert tokens == {0x78, 0x28}  # the old rows as they were, the new one a zstd frame
