@@ -310,7 +310,7 @@ def token_columns_json(columns: codec.TokenColumns) -> dict[str, Any] | None:
         out["logprobs"] = columns.logprobs
     if columns.entropy is not None:
         out["entropy"] = columns.entropy
-    if columns.top_ids.ndim == 2 and columns.top_ids.shape[1]:  # as TokenArray.k reads it
+    if columns.k:
         out["top_ids"] = columns.top_ids
         out["top_logprobs"] = columns.top_logprobs
     if columns.own:

@@ -499,6 +499,11 @@ class TokenColumns:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def k(self) -> int:
+        """Alternatives per token (as TokenArray.k reads it: a 1-D top_ids has none)."""
+        return int(self.top_ids.shape[1]) if self.top_ids.ndim == 2 else 0
+
 
 def text_exceptions(
     tokens: TokenArray, vocab: Mapping[int, str] | VocabTable

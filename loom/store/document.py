@@ -439,9 +439,13 @@ class ImportSink:
                  row.sum_logprob, row.n_logprob)
             )  # fmt: skip
             if len(self._token_rows) >= _CHUNK:
-                self.conn.executemany(rows.TOKEN_ROW_INSERT, self._token_rows)
-                self._token_rows = []
+                self._flush_tokens()
         return found
+
+    def _flush_tokens(self) -> None:
+        if self._token_rows:
+            self.conn.executemany(rows.TOKEN_ROW_INSERT, self._token_rows)
+            self._token_rows = []
 
     def _add(self, node_id: int, parent: int | None, fields: str, ref: int | None,
              key: int | None) -> None:  # fmt: skip
@@ -455,9 +459,7 @@ class ImportSink:
             self._flush()
 
     def _flush(self) -> None:
-        if self._token_rows:
-            self.conn.executemany(rows.TOKEN_ROW_INSERT, self._token_rows)
-            self._token_rows = []
+        self._flush_tokens()
         if self._events:
             self.conn.executemany(
                 "INSERT INTO events (seq, ts, kind, payload) VALUES (?, ?, ?, ?)", self._events
@@ -699,14 +701,14 @@ def _spelled_tokens(node: Node, respelled: list[int]) -> tuple[TokenArray, bool]
 
 def _finite_tokens(tokens: TokenArray) -> bool:
     """No infinite probabilities (NaN is allowed: it marks an unknown one)."""
-    return _all_finite(tokens.logprobs, tokens.top_logprobs, tokens.entropy)
+    return _no_infinity(tokens.logprobs, tokens.top_logprobs, tokens.entropy)
 
 
 def _finite_columns(columns: codec.TokenColumns) -> bool:
-    return _all_finite(columns.logprobs, columns.top_logprobs, columns.entropy)
+    return _no_infinity(columns.logprobs, columns.top_logprobs, columns.entropy)
 
 
-def _all_finite(*columns: np.ndarray[Any, Any] | None) -> bool:
+def _no_infinity(*columns: np.ndarray[Any, Any] | None) -> bool:
     return not any(
         np.isinf(np.asarray(c, dtype=np.float64)).any() for c in columns if c is not None
     )

@@ -221,15 +221,16 @@ def token_row_data(columns: codec.TokenColumns) -> TokenRowData:
         columns.ids, columns.logprobs, columns.top_ids, columns.top_logprobs, columns.entropy
     )
     texts, top_texts = exceptions_json(columns)
-    k = columns.top_ids.shape[1] if columns.top_ids.ndim == 2 else 0
-    h = hashlib.blake2b(f"{len(columns)},{k},".encode(), digest_size=16, person=b"loom-tokens-4")
+    h = hashlib.blake2b(
+        f"{len(columns)},{columns.k},".encode(), digest_size=16, person=b"loom-tokens-4"
+    )
     h.update(body)
     for part in (texts, top_texts):
         h.update(b"\x00" if part is None else b"\x01" + len(part).to_bytes(8, "little"))
         h.update(b"" if part is None else part.encode("ascii"))
     sum_logprob, n_logprob = codec.summary(columns.logprobs)
     return TokenRowData(
-        h.digest(), len(columns), k, codec.compressed(body), texts, top_texts, sum_logprob,
+        h.digest(), len(columns), columns.k, codec.compressed(body), texts, top_texts, sum_logprob,
         n_logprob,
     )  # fmt: skip
 
