@@ -14,9 +14,11 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import resource_tracker
 
 from loom.formats import loomjson
 from loom.formats.jsonstream import RawItem
@@ -58,6 +60,19 @@ def _prepare_batch(items: list[RawItem]) -> list[PreparedNode | None]:
     return out
 
 
+def _start_resource_tracker() -> None:
+    """multiprocessing's resource tracker, started with the process's real stderr: it hands its
+    child `sys.stderr.fileno()`, and under the app (Textual replaces sys.stderr) that is -1,
+    which makes every start of a worker fail ("bad value(s) in fds_to_keep")."""
+    replaced = sys.stderr
+    try:
+        if sys.__stderr__ is not None:
+            sys.stderr = sys.__stderr__
+        resource_tracker.ensure_running()
+    finally:
+        sys.stderr = replaced
+
+
 class Preparer:
     """`loomjson.NodeWorkers` in a pool of `workers` processes (started by `start`; `close` it)."""
 
@@ -70,14 +85,19 @@ class Preparer:
         self._broken = False
 
     def start(self, vocab: dict[int, str]) -> None:
-        # spawn, not fork: the app imports from a thread, and a forked child of a threaded
-        # process may inherit a lock held forever
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(vocab,),
-        )
+        """Start the pool; where it cannot start, every line is read by the importer."""
+        try:
+            _start_resource_tracker()
+            # spawn, not fork: the app imports from a thread, and a forked child of a threaded
+            # process may inherit a lock held forever
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(vocab,),
+            )
+        except (OSError, ValueError, RuntimeError):
+            self._broken = True
 
     def add(self, item: RawItem) -> Iterator[tuple[RawItem, PreparedNode | None]]:
         self._batch.append(item)
@@ -104,7 +124,7 @@ class Preparer:
         if self._pool is not None and not self._broken:
             try:
                 future = self._pool.submit(_prepare_batch, batch)
-            except (BrokenProcessPool, RuntimeError):
+            except (BrokenProcessPool, OSError, ValueError, RuntimeError):  # cannot start one
                 self._broken = True
         if self._broken or self._pool is None:
             future.set_result([None] * len(batch))
@@ -114,7 +134,7 @@ class Preparer:
         batch, future = self._out.popleft()
         try:
             results = future.result()
-        except BrokenProcessPool:  # a worker died (killed, out of memory): read them here
+        except (BrokenProcessPool, OSError):  # a worker died (killed, out of memory): read here
             self._broken = True
             results = [None] * len(batch)
         yield from zip(batch, results, strict=True)

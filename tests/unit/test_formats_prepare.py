@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -154,3 +156,42 @@ def test_lines_a_dead_worker_held_are_read_here(exported: Path, tmp_path: Path) 
         preparer.close()
     assert [item for item, _ in later] == items[1:]  # every line back, in order
     assert all(prepared is None for _, prepared in later)  # to be read by the importer
+
+
+WORKERS_UNDER_THE_APP = """
+import io, sys
+import orjson
+from loom.formats import prepare
+from loom.formats.jsonstream import RawItem
+
+
+class Captured(io.StringIO):  # as Textual replaces sys.stderr: no file descriptor behind it
+    def fileno(self) -> int:
+        return -1
+
+
+if __name__ == "__main__":
+    sys.stderr = Captured()
+    lines = open(sys.argv[1], "rb").read().splitlines()
+    head = next(l for l in lines if l.startswith(b'"vocab"')).rstrip(b",")
+    vocab = orjson.loads(b"{" + head + b"}")
+    node = next(l for l in lines if b'"text":" branch 3 way 1"' in l).rstrip(b",")
+    preparer = prepare.Preparer(2)
+    preparer.start({int(k): v for k, v in vocab["vocab"].items()})
+    try:
+        done = list(preparer.add(RawItem(node, 1))) + list(preparer.drain())
+    finally:
+        preparer.close()
+    print("prepared" if done[0][1] is not None else "not prepared")
+"""
+
+
+def test_workers_start_where_stderr_has_no_file(exported: Path, tmp_path: Path) -> None:
+    """In the app, sys.stderr is Textual's: multiprocessing's resource tracker, handed its
+    fileno (-1), failed every start of a worker ("bad value(s) in fds_to_keep")."""
+    script = tmp_path / "under_app.py"
+    script.write_text(WORKERS_UNDER_THE_APP)
+    done = subprocess.run(
+        [sys.executable, str(script), str(exported)], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "prepared", done.stdout + done.stderr
