@@ -143,7 +143,9 @@ def test_grow_makes_automatic_undo_steps_by_each_policy(env: dict[str, str], wor
 def test_transitions_tabulate_labelled_nodes_futures(env: dict[str, str], work: Path) -> None:
     path, _kids = croissant_loom(work, env)
     failed(run_loom("transitions", path, "-r", "2", cwd=work, env=env), "no labelled node")
-    ok(run_loom("label", path, cwd=work, env=env))
+    # A threshold of 0.5 labels every node of a two-persona set: what the seeded generation says
+    # differs by CPU (AVX without AVX2: both branches at 0.547, undecided at the default 0.6).
+    ok(run_loom("label", path, "--threshold", "0.5", cwd=work, env=env))
     data = json.loads(ok(run_loom("transitions", path, "-r", "3", "-l", "6", "--seed", "1",
                                   "--json", cwd=work, env=env)).stdout)  # fmt: skip
     assert data and set(data) <= {"luigi", "waluigi"}
