@@ -6,19 +6,30 @@ hands batches of raw node lines to a pool of processes and gets back `PreparedNo
 order; the importing process only inserts them. A line a worker cannot prepare (anything amiss,
 or a node that needs the database on the way) comes back as None and is read by the importing
 process itself, which says what is wrong exactly as a serial import would. Memory stays bounded:
-at most `_WINDOW` batches are out at a time.
+at most `_WINDOW` batches a worker are out at a time.
+
+The pool is made here, not taken from concurrent.futures: on Python 3.11 a ProcessPoolExecutor
+whose worker is killed (the out-of-memory killer, a user) can hang for ever in its shutdown, on
+a queue lock the dead worker held or a feeder thread writing into a pipe no one reads (CPython
+gh-94777). Here every worker has its own two pipes, so a dead one is seen by its pipe's end or
+its process sentinel, its lines and every later line are read by the importer, and the rest of
+the workers are killed.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import multiprocessing
 import os
+import queue
+import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import resource_tracker
+from dataclasses import dataclass
+from multiprocessing import connection, resource_tracker
+from multiprocessing.process import BaseProcess
 
 from loom.formats import loomjson
 from loom.formats.jsonstream import RawItem
@@ -60,10 +71,33 @@ def _prepare_batch(items: list[RawItem]) -> list[PreparedNode | None]:
     return out
 
 
+def _serve(tasks: connection.Connection, results: connection.Connection,
+           vocab: dict[int, str]) -> None:  # fmt: skip
+    """A worker: batches in from `tasks`, prepared nodes out to `results`, in order, until the
+    importer closes `tasks`. A thread drains `tasks` while this one works, so the importer's
+    send never waits on this worker's send of a result (two full pipes would wait for ever)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ctrl+c is the importer's to handle
+    _start_worker(vocab)
+    inbox: queue.SimpleQueue[list[RawItem] | None] = queue.SimpleQueue()
+
+    def receive() -> None:
+        try:
+            while True:
+                inbox.put(tasks.recv())
+        except (EOFError, OSError):  # closed: the import is over, or the importer died
+            inbox.put(None)
+
+    threading.Thread(target=receive, daemon=True).start()
+    with contextlib.suppress(OSError):  # the importer stopped reading: it is closing
+        while (batch := inbox.get()) is not None:
+            results.send(_prepare_batch(batch))
+
+
 def _start_resource_tracker() -> None:
-    """multiprocessing's resource tracker, started with the process's real stderr: it hands its
-    child `sys.stderr.fileno()`, and under the app (Textual replaces sys.stderr) that is -1,
-    which makes every start of a worker fail ("bad value(s) in fds_to_keep")."""
+    """multiprocessing's resource tracker, started with the process's real stderr: a spawned
+    process is handed its fd, and the tracker is started with `sys.stderr.fileno()`, which
+    under the app (Textual replaces sys.stderr) is -1 and made every start of a worker fail
+    ("bad value(s) in fds_to_keep")."""
     replaced = sys.stderr
     try:
         if sys.__stderr__ is not None:
@@ -73,31 +107,43 @@ def _start_resource_tracker() -> None:
         sys.stderr = replaced
 
 
+@dataclass
+class _Worker:
+    process: BaseProcess
+    tasks: connection.Connection  # the importer's end: batches to prepare
+    results: connection.Connection  # the importer's end: what came of them, in order
+
+
 class Preparer:
     """`loomjson.NodeWorkers` in a pool of `workers` processes (started by `start`; `close` it)."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool: list[_Worker] = []
         self._batch: list[RawItem] = []
-        self._out: deque[tuple[list[RawItem], concurrent.futures.Future[list[PreparedNode | None]]]]
-        self._out = deque()
+        self._out: deque[tuple[list[RawItem], _Worker | None]] = deque()  # None: read here
+        self._sent = 0
         self._broken = False
 
     def start(self, vocab: dict[int, str]) -> None:
-        """Start the pool; where it cannot start, every line is read by the importer."""
+        """Start the workers; where they cannot start, every line is read by the importer."""
         try:
             _start_resource_tracker()
             # spawn, not fork: the app imports from a thread, and a forked child of a threaded
             # process may inherit a lock held forever
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(vocab,),
-            )
+            context = multiprocessing.get_context("spawn")
+            for _ in range(self.workers):
+                task_out, task_in = context.Pipe(duplex=False)
+                result_out, result_in = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_serve, args=(task_out, result_in, vocab), daemon=True
+                )
+                self._pool.append(_Worker(process, task_in, result_out))
+                process.start()
+                task_out.close()  # the worker's ends: its own copies are the only ones left
+                result_in.close()
         except (OSError, ValueError, RuntimeError):
-            self._broken = True
+            self._break()
 
     def add(self, item: RawItem) -> Iterator[tuple[RawItem, PreparedNode | None]]:
         self._batch.append(item)
@@ -112,29 +158,55 @@ class Preparer:
             yield from self._collect()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """End the workers: a closed task pipe ends a live one once its batch is done, a closed
+        result pipe one that is sending; one still there after a few seconds is killed."""
+        for worker in self._pool:
+            worker.tasks.close()
+            worker.results.close()
+        for worker in self._pool:
+            if worker.process.pid is not None:
+                worker.process.join(5)
+                if worker.process.exitcode is None:
+                    worker.process.kill()
+                    worker.process.join()
+        self._pool = []
+
+    def _break(self) -> None:
+        """A worker died or could not start: every line from here on is read by the importer,
+        and the other workers are stopped now."""
+        self._broken = True
+        for worker in self._pool:
+            if worker.process.pid is not None and worker.process.exitcode is None:
+                worker.process.kill()
 
     def _submit(self) -> None:
         if not self._batch:
             return
         batch, self._batch = self._batch, []
-        future: concurrent.futures.Future[list[PreparedNode | None]] = concurrent.futures.Future()
-        if self._pool is not None and not self._broken:
+        worker = (
+            None if self._broken or not self._pool else self._pool[self._sent % len(self._pool)]
+        )
+        if worker is not None:
             try:
-                future = self._pool.submit(_prepare_batch, batch)
-            except (BrokenProcessPool, OSError, ValueError, RuntimeError):  # cannot start one
-                self._broken = True
-        if self._broken or self._pool is None:
-            future.set_result([None] * len(batch))
-        self._out.append((batch, future))
+                worker.tasks.send(batch)
+                self._sent += 1
+            except (OSError, ValueError):  # its process is gone
+                self._break()
+                worker = None
+        self._out.append((batch, worker))
 
     def _collect(self) -> Iterator[tuple[RawItem, PreparedNode | None]]:
-        batch, future = self._out.popleft()
-        try:
-            results = future.result()
-        except (BrokenProcessPool, OSError):  # a worker died (killed, out of memory): read here
-            self._broken = True
-            results = [None] * len(batch)
+        batch, worker = self._out.popleft()
+        results: list[PreparedNode | None] = [None] * len(batch)
+        if worker is not None and not self._broken:
+            try:
+                # a worker answers in the order it was sent batches, so its next answer is the
+                # one for the oldest batch out; its sentinel says it died instead
+                ready = connection.wait([worker.results, worker.process.sentinel])
+                if worker.results not in ready:
+                    raise EOFError
+                results = worker.results.recv()
+            except (EOFError, OSError):  # killed, out of memory: read here
+                self._break()
+                results = [None] * len(batch)
         yield from zip(batch, results, strict=True)

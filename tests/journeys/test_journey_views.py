@@ -46,7 +46,7 @@ def test_reading_aids_through_the_cli(tmp_path: Path) -> None:
                               env=env)))  # fmt: skip
     grand = ids_of(ok(run_loom("generate", path, "--node", str(kids[0]), "-n", "2",
                                "--max-tokens", "6", "--seed", "4", env=env)))  # fmt: skip
-    ok(run_loom("label", path, env=env))
+    ok(run_loom("label", path, "--threshold", "0.5", env=env))  # every node decided: see below
     # everything new is unread
     assert unread_ids(ok(run_loom("unread", path, env=env))) == [kids[0], *grand, *kids[1:]]
     # the tree by entropy, and a hoisted branch
@@ -64,7 +64,9 @@ def test_reading_aids_through_the_cli(tmp_path: Path) -> None:
         loom.set_current(grand[0])
     left = unread_ids(ok(run_loom("unread", path, env=env)))
     assert left == [grand[1], *kids[1:]]
+    seen = ok(run_loom("tree", path, env=env)).stdout
     blind = ok(run_loom("tree", path, "--blind", "--seed", "5", env=env)).stdout
+    assert "%" in seen and "luigi]" in seen  # what blind reading hides is there to hide
     assert "%" not in blind and "luigi" not in blind
 
     # export and import: the log carries what was read; the hoist stays with the file
