@@ -30,7 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
-from loom.formats import jsonio, jsonstream, loomjson, loomsidian, openloom, prepare, socketteer
+from loom.formats import (
+    jsonio,
+    jsonstream,
+    loomjson,
+    loomsidian,
+    openloom,
+    prepare,
+    socketteer,
+    writebehind,
+)
 from loom.formats.errors import FormatError
 from loom.formats.export import dot, html, markdown, svg
 from loom.formats.fields import brief, listing
@@ -479,8 +488,7 @@ def write_chunks_file(path: Path, chunks: Iterable[bytes]) -> None:
             not stat.S_ISREG(existing.st_mode) or str(path.absolute()).startswith(_IN_PLACE_ROOTS)
         ):
             with open(path, "wb") as handle:
-                for chunk in chunks:
-                    handle.write(chunk)
+                writebehind.write_all(handle, chunks)
             return
         target = Path(os.path.realpath(path))  # through a symlink: replace its file, keep it
         if existing is not None:
@@ -491,8 +499,7 @@ def write_chunks_file(path: Path, chunks: Iterable[bytes]) -> None:
         )
         try:
             with os.fdopen(fd, "wb") as handle:
-                for chunk in chunks:
-                    handle.write(chunk)
+                writebehind.write_all(handle, chunks)
             if mode is None:  # mkstemp makes the file private; an export is an ordinary file
                 umask = os.umask(0)
                 os.umask(umask)

@@ -74,11 +74,13 @@ def _prepare_batch(items: list[RawItem]) -> list[PreparedNode | None]:
 def _serve(tasks: connection.Connection, results: connection.Connection,
            vocab: dict[int, str]) -> None:  # fmt: skip
     """A worker: batches in from `tasks`, prepared nodes out to `results`, in order, until the
-    importer closes `tasks`. A thread drains `tasks` while this one works, so the importer's
-    send never waits on this worker's send of a result (two full pipes would wait for ever)."""
+    importer closes `tasks`. One thread drains `tasks` and another writes `results` while this
+    one works: the importer's send never waits on this worker's send of a result (two full
+    pipes would wait for ever), and this worker never waits for the importer to read."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ctrl+c is the importer's to handle
     _start_worker(vocab)
     inbox: queue.SimpleQueue[list[RawItem] | None] = queue.SimpleQueue()
+    outbox: queue.SimpleQueue[list[PreparedNode | None] | None] = queue.SimpleQueue()
 
     def receive() -> None:
         try:
@@ -87,10 +89,18 @@ def _serve(tasks: connection.Connection, results: connection.Connection,
         except (EOFError, OSError):  # closed: the import is over, or the importer died
             inbox.put(None)
 
+    def send() -> None:
+        with contextlib.suppress(OSError):  # the importer stopped reading: it is closing
+            while (prepared := outbox.get()) is not None:
+                results.send(prepared)
+
     threading.Thread(target=receive, daemon=True).start()
-    with contextlib.suppress(OSError):  # the importer stopped reading: it is closing
-        while (batch := inbox.get()) is not None:
-            results.send(_prepare_batch(batch))
+    sender = threading.Thread(target=send)
+    sender.start()
+    while (batch := inbox.get()) is not None:
+        outbox.put(_prepare_batch(batch))  # at most _WINDOW of them: the importer waits
+    outbox.put(None)
+    sender.join()
 
 
 def _start_resource_tracker() -> None:

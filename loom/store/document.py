@@ -35,7 +35,6 @@ from loom.store.stream import (
     MemoryStream,
     StreamNode,
     Throttle,
-    token_keys,
 )
 from loom.store.views import PARTIAL_KEY, node_scores, record_to_node
 from loom.tokens import TokenArray
@@ -229,9 +228,19 @@ class StoreExport:
         """The token rows the log uses that no exported node holds (one pass over the log)."""
         if self._event_keys is None:
             found: set[int] = set()
-            if self._with_events:
-                for _seq, _ts, _kind, payload in self._payloads():
-                    token_keys(payload, found)
+            last = 0
+            while self._with_events:
+                batch = self.conn.execute(
+                    "SELECT seq, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (last, _CHUNK),
+                ).fetchall()
+                if not batch:
+                    break
+                for _seq, payload in batch:
+                    text = ev.payload_text(payload)
+                    if isinstance(text, str):  # else damaged: `events` will say so
+                        found |= ev.token_refs_in(text)
+                last = int(batch[-1][0])
             held = {
                 int(r[0])
                 for r in self.conn.execute(

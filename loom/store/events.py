@@ -7,6 +7,7 @@ table, written `{"$tok": <id>}`; exported events carry the data itself instead,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,6 +175,17 @@ def nesting_depth(value: Any, limit: int) -> int:
 def dumps(payload: dict[str, Any]) -> str:
     # ASCII-only and NaN-free: the log must stay strict JSON whatever text the nodes hold.
     return codec.json_text(payload, allow_nan=False)
+
+
+# A reference as the log writes it. In JSON text a `"` inside a string is always escaped, so this
+# matches structure only, never a node's text that spells one.
+_TOKEN_REF_TEXT = re.compile(r'\{\s*"\$tok"\s*:\s*(-?[0-9]+)\s*\}')
+
+
+def token_refs_in(text: str) -> set[int]:
+    """The token-table ids a payload's JSON text refers to (`{"$tok": id}`), found by a search:
+    at 100k nodes, parsing and walking every payload for them was a seventh of an export."""
+    return {int(found) for found in _TOKEN_REF_TEXT.findall(text)}
 
 
 def token_ref(ref: int | None) -> dict[str, int] | None:

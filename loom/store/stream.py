@@ -98,18 +98,6 @@ class Throttle:
         self.set(self.total)
 
 
-def token_keys(value: Any, found: set[int]) -> None:
-    """Collect the `{"$tok": key}` keys in a payload."""
-
-    def note(v: dict[str, Any]) -> None:
-        ref = v.get(ev.TOKEN_REF)
-        if isinstance(ref, int):
-            found.add(ref)
-        return None
-
-    ev.map_tokens(value, note)
-
-
 # --- a LoomDocument as a stream, and a sink that collects one ---------------------------------
 
 
