@@ -25,8 +25,9 @@ import queue
 import signal
 import sys
 import threading
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing import connection, resource_tracker
 from multiprocessing.process import BaseProcess
@@ -36,9 +37,16 @@ from loom.formats.jsonstream import RawItem
 from loom.store import codec
 from loom.store.document import PreparedNode, prepare_node
 
+try:
+    import fcntl
+except ImportError:  # not on Windows
+    fcntl = None  # type: ignore[assignment]
+
 PARALLEL_FROM_BYTES = 32 << 20  # smaller files import faster than worker processes start
 _BATCH = 200  # node lines per task: ~1 MB of JSON
 _WINDOW = 3  # tasks out per worker
+_CLOSE_SECONDS = 5.0  # for the workers to end on their own when an import is done
+_PIPE_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
 
 _worker_vocab = codec.VocabTable({})  # a worker's copy of the file's vocabulary
 
@@ -81,12 +89,14 @@ def _serve(tasks: connection.Connection, results: connection.Connection,
     _start_worker(vocab)
     inbox: queue.SimpleQueue[list[RawItem] | None] = queue.SimpleQueue()
     outbox: queue.SimpleQueue[list[PreparedNode | None] | None] = queue.SimpleQueue()
+    closed = threading.Event()  # the importer is done: batches still in the inbox are not wanted
 
     def receive() -> None:
         try:
             while True:
                 inbox.put(tasks.recv())
         except (EOFError, OSError):  # closed: the import is over, or the importer died
+            closed.set()
             inbox.put(None)
 
     def send() -> None:
@@ -94,13 +104,33 @@ def _serve(tasks: connection.Connection, results: connection.Connection,
             while (prepared := outbox.get()) is not None:
                 results.send(prepared)
 
-    threading.Thread(target=receive, daemon=True).start()
-    sender = threading.Thread(target=send)
+    sender = threading.Thread(target=_or_exit(send), daemon=True)
+    threading.Thread(target=_or_exit(receive), daemon=True).start()
     sender.start()
-    while (batch := inbox.get()) is not None:
+    _or_exit(lambda: _work(inbox, outbox, closed))()
+    sender.join()
+
+
+def _work(inbox: queue.SimpleQueue[list[RawItem] | None],
+          outbox: queue.SimpleQueue[list[PreparedNode | None] | None],
+          closed: threading.Event) -> None:  # fmt: skip
+    while (batch := inbox.get()) is not None and not closed.is_set():
         outbox.put(_prepare_batch(batch))  # at most _WINDOW of them: the importer waits
     outbox.put(None)
-    sender.join()
+
+
+def _or_exit(body: Callable[[], None]) -> Callable[[], None]:
+    """`body`, ending the worker if it fails (out of memory, say): a worker left without one of
+    its threads would never answer, and the importer would wait for ever; a worker gone is seen
+    at once, and its lines are read by the importer."""
+
+    def run() -> None:
+        try:
+            body()
+        except BaseException:
+            os._exit(1)
+
+    return run
 
 
 def _start_resource_tracker() -> None:
@@ -115,6 +145,15 @@ def _start_resource_tracker() -> None:
         resource_tracker.ensure_running()
     finally:
         sys.stderr = replaced
+
+
+def _widen(pipe: connection.Connection) -> None:
+    """A pipe that holds a whole batch (~1.3 MB pickled; Linux's default holds 64 KB): its writer
+    hands it over at once instead of waiting, a piece at a time, for the other process to read
+    (which needs that process's GIL). Where it cannot be widened it works as it is."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or over pipe-max-size
+        if fcntl is not None:
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
 
 
 @dataclass
@@ -138,21 +177,25 @@ class Preparer:
     def start(self, vocab: dict[int, str]) -> None:
         """Start the workers; where they cannot start, every line is read by the importer."""
         try:
-            _start_resource_tracker()
+            if os.name == "posix":  # elsewhere spawn needs no resource tracker
+                _start_resource_tracker()
             # spawn, not fork: the app imports from a thread, and a forked child of a threaded
             # process may inherit a lock held forever
             context = multiprocessing.get_context("spawn")
             for _ in range(self.workers):
                 task_out, task_in = context.Pipe(duplex=False)
                 result_out, result_in = context.Pipe(duplex=False)
-                process = context.Process(
+                self._pool.append(_Worker(context.Process(
                     target=_serve, args=(task_out, result_in, vocab), daemon=True
-                )
-                self._pool.append(_Worker(process, task_in, result_out))
-                process.start()
-                task_out.close()  # the worker's ends: its own copies are the only ones left
-                result_in.close()
-        except (OSError, ValueError, RuntimeError):
+                ), task_in, result_out))  # fmt: skip
+                try:
+                    _widen(task_in)
+                    _widen(result_in)
+                    self._pool[-1].process.start()
+                finally:
+                    task_out.close()  # the worker's ends: its own copies are the only ones left
+                    result_in.close()
+        except Exception:  # anything that stops a start (no pipes, no processes, no pickling)
             self._break()
 
     def add(self, item: RawItem) -> Iterator[tuple[RawItem, PreparedNode | None]]:
@@ -169,13 +212,14 @@ class Preparer:
 
     def close(self) -> None:
         """End the workers: a closed task pipe ends a live one once its batch is done, a closed
-        result pipe one that is sending; one still there after a few seconds is killed."""
+        result pipe one that is sending; any still there a few seconds later are killed."""
         for worker in self._pool:
             worker.tasks.close()
             worker.results.close()
+        deadline = time.monotonic() + _CLOSE_SECONDS
         for worker in self._pool:
             if worker.process.pid is not None:
-                worker.process.join(5)
+                worker.process.join(max(0.0, deadline - time.monotonic()))
                 if worker.process.exitcode is None:
                     worker.process.kill()
                     worker.process.join()

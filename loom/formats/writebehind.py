@@ -21,10 +21,11 @@ def write_all(handle: IO[bytes], chunks: Iterable[bytes]) -> None:
     """Write every chunk to `handle`, in order; what the writing raised is raised here."""
     blocks: queue.Queue[bytes | None] = queue.Queue(_QUEUED)
     failed: list[BaseException] = []
+    abandoned = threading.Event()  # the maker failed: what is queued is not worth writing
 
     def write() -> None:
         while (block := blocks.get()) is not None:
-            if failed:
+            if failed or abandoned.is_set():
                 continue  # keep taking blocks, so the maker never waits on a full queue
             try:
                 handle.write(block)
@@ -46,6 +47,9 @@ def write_all(handle: IO[bytes], chunks: Iterable[bytes]) -> None:
                 pending, size = [], 0
         if pending and not failed:
             blocks.put(b"".join(pending))
+    except BaseException:
+        abandoned.set()
+        raise
     finally:
         blocks.put(None)
         writer.join()

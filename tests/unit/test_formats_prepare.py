@@ -210,3 +210,18 @@ def test_workers_start_where_stderr_has_no_file(exported: Path, tmp_path: Path) 
         [sys.executable, str(script), str(exported)], capture_output=True, text=True, timeout=120
     )
     assert done.stdout.strip() == "prepared", done.stdout + done.stderr
+
+
+def test_a_worker_whose_thread_fails_ends_so_the_importer_sees_it() -> None:
+    """A worker's thread that fails (out of memory, say) ends the whole worker, whose end the
+    importer sees; a worker left without its reading or sending thread would never answer."""
+    code = (
+        "import threading\n"
+        "from loom.formats.prepare import _or_exit\n"
+        "def fail():\n"
+        "    raise MemoryError\n"
+        "threading.Thread(target=_or_exit(fail)).start()\n"
+        "threading.Event().wait(60)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert done.returncode == 1 and done.stderr == b""  # ended at once, no traceback on screen
