@@ -500,6 +500,9 @@ def write_chunks_file(path: Path, chunks: Iterable[bytes]) -> None:
         try:
             with os.fdopen(fd, "wb") as handle:
                 writebehind.write_all(handle, chunks)
+                handle.flush()
+                os.fsync(handle.fileno())  # on disk before it replaces anything: a crash
+                # after the rename must not leave an empty file where a good one was
             if mode is None:  # mkstemp makes the file private; an export is an ordinary file
                 umask = os.umask(0)
                 os.umask(umask)
