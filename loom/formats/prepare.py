@@ -107,16 +107,13 @@ def _serve(tasks: connection.Connection, results: connection.Connection,
     sender = threading.Thread(target=_or_exit(send), daemon=True)
     threading.Thread(target=_or_exit(receive), daemon=True).start()
     sender.start()
-    _or_exit(lambda: _work(inbox, outbox, closed))()
+    try:
+        while (batch := inbox.get()) is not None and not closed.is_set():
+            outbox.put(_prepare_batch(batch))  # at most _WINDOW of them: the importer waits
+        outbox.put(None)
+    except BaseException:  # as in its threads (`_or_exit`)
+        os._exit(1)
     sender.join()
-
-
-def _work(inbox: queue.SimpleQueue[list[RawItem] | None],
-          outbox: queue.SimpleQueue[list[PreparedNode | None] | None],
-          closed: threading.Event) -> None:  # fmt: skip
-    while (batch := inbox.get()) is not None and not closed.is_set():
-        outbox.put(_prepare_batch(batch))  # at most _WINDOW of them: the importer waits
-    outbox.put(None)
 
 
 def _or_exit(body: Callable[[], None]) -> Callable[[], None]:
@@ -260,7 +257,6 @@ class Preparer:
                 if worker.results not in ready:
                     raise EOFError
                 results = worker.results.recv()
-            except (EOFError, OSError):  # killed, out of memory: read here
+            except (EOFError, OSError):  # killed, out of memory: its lines are read here
                 self._break()
-                results = [None] * len(batch)
         yield from zip(batch, results, strict=True)

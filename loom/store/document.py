@@ -211,7 +211,8 @@ class StoreExport:
         rec["scores"] = scores or []
         return record_to_node(rec, tokens, node_scores(self.conn, rec))
 
-    def _payloads(self) -> Iterator[tuple[int, float, str, dict[str, Any]]]:
+    def _stored_events(self) -> Iterator[tuple[int, float, str, Any]]:
+        """The log as stored, a chunk of rows at a time (payloads as the table keeps them)."""
         last = 0
         while True:
             batch = self.conn.execute(
@@ -221,26 +222,22 @@ class StoreExport:
             if not batch:
                 return
             for seq, ts, kind, payload in batch:
-                yield int(seq), float(ts), str(kind), ev.parse_payload(int(seq), payload)
+                yield int(seq), float(ts), str(kind), payload
             last = int(batch[-1][0])
+
+    def _payloads(self) -> Iterator[tuple[int, float, str, dict[str, Any]]]:
+        for seq, ts, kind, payload in self._stored_events():
+            yield seq, ts, kind, ev.parse_payload(seq, payload)
 
     def event_token_keys(self) -> list[int]:
         """The token rows the log uses that no exported node holds (one pass over the log)."""
         if self._event_keys is None:
             found: set[int] = set()
-            last = 0
-            while self._with_events:
-                batch = self.conn.execute(
-                    "SELECT seq, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (last, _CHUNK),
-                ).fetchall()
-                if not batch:
-                    break
-                for _seq, payload in batch:
+            if self._with_events:
+                for _seq, _ts, _kind, payload in self._stored_events():
                     text = ev.payload_text(payload)
                     if isinstance(text, str):  # else damaged: `events` will say so
                         found |= ev.token_refs_in(text)
-                last = int(batch[-1][0])
             held = {
                 int(r[0])
                 for r in self.conn.execute(

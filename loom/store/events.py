@@ -179,7 +179,7 @@ def dumps(payload: dict[str, Any]) -> str:
 
 # A reference as the log writes it. In JSON text a `"` inside a string is always escaped, so this
 # matches structure only, never a node's text that spells one.
-_TOKEN_REF_TEXT = re.compile(r'\{\s*"\$tok"\s*:\s*(-?[0-9]+)\s*\}')
+_TOKEN_REF_TEXT = re.compile(r'\{\s*"' + re.escape(TOKEN_REF) + r'"\s*:\s*(-?[0-9]+)\s*\}')
 
 
 def token_refs_in(text: str) -> set[int]:

@@ -191,6 +191,25 @@ def test_the_store_replay_is_the_live_state_after_every_call(
         assert doc_snapshot(state_at(refs, seq, tokens=lm)) == state, f"after event {seq}"
 
 
+def test_token_references_are_found_in_the_text_of_every_kind(
+    session: tuple[Loom, Marks],
+) -> None:
+    """The export finds the log's token references by a search of each payload's text: it finds
+    what a walk of the parsed payload finds, for every kind, and none in a text that spells one."""
+    lm, _ = session
+    spelled = lm.add_child(lm.root_id, ' {"$tok": 1}', author="human")  # as text, not a reference
+    every: set[int] = set()
+    for event in lm.events():
+        walked: list[Any] = []
+        ev.map_tokens(event.payload, lambda v, found=walked: found.append(v.get(ev.TOKEN_REF)))
+        assert ev.token_refs_in(ev.dumps(event.payload)) == set(walked), event.kind
+        every |= set(walked)
+    assert every  # the session's log refers to tokens
+    add = next(e for e in lm.events() if e.kind == ev.ADD and e.payload["parent"] == lm.root_id
+               and e.payload["nodes"][0]["id"] == spelled)  # fmt: skip
+    assert ev.token_refs_in(ev.dumps(add.payload)) == set()
+
+
 def test_the_html_timeline_has_every_event(session: tuple[Loom, Marks]) -> None:
     lm, _ = session
     doc = lm.to_document()
