@@ -146,6 +146,12 @@ class Session:
         if backend is not None:
             self._adopt_tokenizer(backend)
 
+    def model_loading(self) -> None:
+        """The primary model is being loaded: generating meanwhile is told to wait, not that
+        there is no model."""
+        if self.backend is None:
+            self.no_model_reason = "the model is still loading"
+
     def _tokenize_memory(self, text: str) -> list[int]:
         if self.backend is None:
             raise GenerationUnavailable(f"reading a memory needs a model: {self.no_model_reason}")

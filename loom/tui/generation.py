@@ -302,6 +302,7 @@ class GenerationActions(LoomAppBase):
         if second:
             self.status.show(second="loading…")
         else:
+            self.session.model_loading()
             self.status.show(model_note="loading…")
         self._load_worker(model_path, second)
 

@@ -239,19 +239,20 @@ def test_block_multiverse_creates_the_chosen_branch(tmp_path: Path, engine: obje
 def test_model_loads_in_a_worker_with_progress(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import time
+    import threading
 
     from loom.app.session import Session
     from loom.config import load_config
     from loom.engine.engine import Engine
 
     real_load = Engine.load
+    release = threading.Event()  # the load is held until the test has seen its progress state
 
-    def slow_load(*args: object, **kwargs: object) -> Engine:
-        time.sleep(0.5)  # long enough to see the progress state on screen
+    def held_load(*args: object, **kwargs: object) -> Engine:
+        release.wait(timeout=120)
         return real_load(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Engine, "load", slow_load)
+    monkeypatch.setattr(Engine, "load", held_load)
 
     path = tmp_path / "load.loom"
     Loom.create(path, prompt="Hello").close()
@@ -260,10 +261,17 @@ def test_model_loads_in_a_worker_with_progress(
     app.animation_level = "none"
 
     async def body(pilot: Pilot[int]) -> None:
-        assert "loading" in screen_text(app) or "assembling" in screen_text(app)
+        try:
+            await wait_for(pilot, lambda: "loading the model" in screen_text(app), timeout=300)
+            assert app.session.backend is None
+            await pilot.press("g")  # the UI answers while the worker loads
+            await wait_for(pilot, lambda: "still loading" in notices(app))
+        finally:
+            release.set()
         await settle(pilot)
         assert app.session.backend is not None
         assert "Gemma" in screen_text(app) and "ready" in notices(app)
+        assert "loading" not in screen_text(app)
         await pilot.press("g")
         await settle(pilot)
 
