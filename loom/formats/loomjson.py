@@ -364,7 +364,7 @@ def _float_column(value: Any, where: str, n: int, k: int = 0) -> np.ndarray[Any,
         column = np.asarray(items, dtype=np.float64).reshape(n)
     except OverflowError:
         raise FormatError(f"{where} holds a number out of range (beyond ±3.4e38)") from None
-    if column.size and (np.isinf(column).any() or (np.abs(column) > f.FLOAT32_MAX).any()):
+    if column.size and (np.abs(column) > f.FLOAT32_MAX).any():  # infinities too, NaN is not
         raise FormatError(f"{where} holds a number out of range (beyond ±3.4e38)")
     return column.astype(np.float32)
 

@@ -105,18 +105,19 @@ def read_json(text: str | bytes) -> Any:
 _ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
-def json_text(value: Any, *, allow_nan: bool = True) -> str:
+def json_text(value: Any, *, allow_nan: bool = True, finite: bool = False) -> str:
     """ASCII-only compact JSON (what the store keeps: token texts may hold lone surrogates, bytes
     of a split UTF-8 character); NaN and infinities written as `json` writes them, or refused
     (ValueError) without `allow_nan`. orjson writes it (~10x faster) wherever its output is
     exactly that JSON; `json` writes the rest (text beyond ASCII, NaN) and raises for what cannot
-    be written."""
+    be written. `finite`: the caller has checked that `value` holds no NaN or infinity (orjson
+    writes them as null), so it is not walked again."""
     try:
         out = orjson.dumps(value, option=_ORJSON_STRICT)  # raises for a foreign object
     except TypeError:  # orjson.JSONEncodeError is one
         out = b""
     # (json escapes DEL too: then its output, so equal texts keep equal JSON whichever wrote it)
-    if out and out.isascii() and b"\x7f" not in out and _all_finite(value):
+    if out and out.isascii() and b"\x7f" not in out and (finite or _all_finite(value)):
         return out.decode("ascii")
     return json.dumps(value, ensure_ascii=True, allow_nan=allow_nan, separators=(",", ":"))
 

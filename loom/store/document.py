@@ -511,8 +511,8 @@ class ImportSink:
             if i == 0 and event.kind not in ev.SNAPSHOTS:
                 raise ValueError(f"the log starts with {event.kind!r}, not a snapshot")
             payload = self._internalize(event.payload)
-            text = _check_json(payload, "its payload", MAX_PAYLOAD_DEPTH)
-        except (ValueError, LoomError) as exc:
+            text = ev.dumps(payload, finite=True)
+        except (TypeError, ValueError, LoomError) as exc:  # TypeError: what JSON cannot write
             raise LoomError(f"the document's event {seq} is not a loom event: {exc}") from None
         self._events.append((event.seq, event.ts, event.kind, ev.stored_payload(event.kind, text)))
         if len(self._events) >= _CHUNK:
@@ -532,7 +532,12 @@ class ImportSink:
                 return ev.token_ref(self.keys[key])
             raise ValueError(f"refers to token array {key!r}, which the document does not hold")
 
-        result: dict[str, Any] = ev.map_tokens(payload, convert)
+        try:  # checked on the way as `_check_json` checks: for the log and every later reader
+            result: dict[str, Any] = ev.map_tokens(
+                payload, convert, max_depth=MAX_PAYLOAD_DEPTH, finite=True
+            )
+        except ValueError as exc:
+            raise ValueError(f"its payload {exc}") from None
         return result
 
     def finish(self, head: DocumentHead) -> list[str]:
@@ -645,10 +650,12 @@ def _check_id(node: Node) -> None:
 def _check_json(value: Any, where: str, max_depth: int) -> str:
     """`value` as the log writes it; `LoomError` unless it is plain JSON, finite, not too deep
     (so every later writer of it, recursive or not, can write it too)."""
-    if ev.nesting_depth(value, max_depth) > max_depth:
-        raise LoomError(f"{where} is nested too deeply (over {max_depth} levels)")
     try:
-        return ev.dumps(value)
+        ev.check_plain(value, max_depth)
+    except ValueError as exc:
+        raise LoomError(f"{where} {exc}") from None
+    try:
+        return ev.dumps(value, finite=True)
     except (TypeError, ValueError, RecursionError) as exc:
         raise LoomError(f"{where} cannot be stored (not plain JSON data: {exc})") from None
 
@@ -715,9 +722,9 @@ def _finite_columns(columns: codec.TokenColumns) -> bool:
 
 
 def _no_infinity(*columns: np.ndarray[Any, Any] | None) -> bool:
-    return not any(
-        np.isinf(np.asarray(c, dtype=np.float64)).any() for c in columns if c is not None
-    )
+    # (every numpy call counts here: an import makes these checks for every node)
+    arrays = [np.asarray(c) for c in columns if c is not None]
+    return not any(np.isinf(a).any() for a in arrays if a.size)
 
 
 @dataclass(frozen=True)

@@ -172,9 +172,31 @@ def nesting_depth(value: Any, limit: int) -> int:
     return depth
 
 
-def dumps(payload: dict[str, Any]) -> str:
-    # ASCII-only and NaN-free: the log must stay strict JSON whatever text the nodes hold.
-    return codec.json_text(payload, allow_nan=False)
+def check_plain(value: Any, max_depth: int) -> None:
+    """ValueError unless `value` nests lists and objects at most `max_depth` levels deep (as
+    `nesting_depth` counts them) and holds no NaN or infinity: one walk for both, level by level
+    (never recursive), so a value far too deep costs no more than `max_depth` levels of it."""
+    level = [value]
+    depth = 0
+    while level:
+        containers: list[Any] = []
+        for v in level:
+            if isinstance(v, (dict, list, tuple)):
+                containers.append(v)
+            elif isinstance(v, float) and v - v != 0.0:  # inf - inf and NaN - NaN are NaN
+                raise ValueError("holds a NaN or an infinity")
+        if not containers:
+            return
+        depth += 1
+        if depth > max_depth:
+            raise ValueError(f"is nested too deeply (over {max_depth} levels)")
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+
+
+def dumps(payload: dict[str, Any], *, finite: bool = False) -> str:
+    """`payload` as the log keeps it: ASCII-only and NaN-free, so the log stays strict JSON
+    whatever text the nodes hold (`finite`: the caller has checked it holds no NaN or infinity)."""
+    return codec.json_text(payload, allow_nan=False, finite=finite)
 
 
 # A reference as the log writes it. In JSON text a `"` inside a string is always escaped, so this
@@ -201,8 +223,18 @@ def ref_of(value: Any) -> int | None:
     raise ValueError(f"not a token reference: {value!r}")
 
 
-def map_tokens(value: Any, convert: Callable[[dict[str, Any]], Any]) -> Any:
+def map_tokens(
+    value: Any,
+    convert: Callable[[dict[str, Any]], Any],
+    *,
+    max_depth: int | None = None,
+    finite: bool = False,
+) -> Any:
     """A copy of `value` with every token reference or token data object replaced by `convert(it)`.
+
+    ValueError if the copy nests lists and objects deeper than `max_depth` levels, or (`finite`)
+    holds a NaN or an infinity: checked on the way, since at 100k nodes two more walks over the
+    payloads for them took as long as the copy.
 
     Iterative: a delete of a deep subtree holds long lists, and payloads must never hit a recursion
     limit.
@@ -211,30 +243,39 @@ def map_tokens(value: Any, convert: Callable[[dict[str, Any]], Any]) -> Any:
     def is_token(v: Any) -> bool:
         return isinstance(v, dict) and (TOKEN_REF in v or TOKEN_DATA in v) and len(v) == 1
 
+    def not_finite(v: Any) -> bool:
+        return isinstance(v, float) and v - v != 0.0  # inf - inf and NaN - NaN are NaN
+
+    deepest = max_depth if max_depth is not None else -1
     if is_token(value):
         return convert(value)
+    if finite and not_finite(value):
+        raise ValueError("holds a NaN or an infinity")
+    if not isinstance(value, (dict, list)):
+        return value
     root: list[Any] = [value]
     out_root: list[Any] = [None]
-    stack: list[tuple[Any, Any, Any]] = [(root, out_root, 0)]
+    stack: list[tuple[Any, Any, Any, int]] = [(root, out_root, 0, 1)]
     while stack:
-        src_container, dst_container, key = stack.pop()
+        src_container, dst_container, key, depth = stack.pop()
         src = src_container[key]
+        if depth == deepest + 1 and isinstance(src, (dict, list)):
+            raise ValueError(f"is nested too deeply (over {max_depth} levels)")
         if is_token(src):
             dst_container[key] = convert(src)
-        elif isinstance(src, dict):
-            copy: dict[str, Any] = dict(src)
-            dst_container[key] = copy
-            for k, v in src.items():
-                if isinstance(v, (dict, list)):
-                    stack.append((src, copy, k))
-        elif isinstance(src, list):
-            copy_list: list[Any] = list(src)
-            dst_container[key] = copy_list
-            for i, v in enumerate(src):
-                if isinstance(v, (dict, list)):
-                    stack.append((src, copy_list, i))
+            continue
+        if isinstance(src, dict):
+            copy: Any = dict(src)
+            items: Iterable[tuple[Any, Any]] = src.items()
         else:
-            dst_container[key] = src
+            copy = list(src)
+            items = enumerate(src)
+        dst_container[key] = copy
+        for k, v in items:
+            if isinstance(v, (dict, list)):
+                stack.append((src, copy, k, depth + 1))
+            elif finite and not_finite(v):
+                raise ValueError("holds a NaN or an infinity")
     return out_root[0]
 
 

@@ -38,7 +38,9 @@ def marks(n: int) -> str:
 
 
 def _json_or_none(value: Any) -> str | None:
-    return None if value is None else codec.json_text(value)
+    # Only appliers store these, and every payload an applier sees went into the log as strict
+    # JSON first (`apply.commit_event`) or was read back from it: it holds no NaN or infinity.
+    return None if value is None else codec.json_text(value, finite=True)
 
 
 def _loads_or_none(text: str | None) -> Any:
