@@ -266,6 +266,8 @@ def main() -> int:
         "--dir", type=Path, default=None, help="where to build (default: a temp dir)"
     )
     args = parser.parse_args()
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         results: dict[str, dict[str, float]] = {}

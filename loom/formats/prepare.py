@@ -23,30 +23,24 @@ import multiprocessing
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing import connection, resource_tracker
+from multiprocessing import connection
 from multiprocessing.process import BaseProcess
 
+from loom import spawned
 from loom.formats import loomjson
 from loom.formats.jsonstream import RawItem
 from loom.store import codec
 from loom.store.document import PreparedNode, prepare_node
 
-try:
-    import fcntl
-except ImportError:  # not on Windows
-    fcntl = None  # type: ignore[assignment]
-
 PARALLEL_FROM_BYTES = 32 << 20  # smaller files import faster than worker processes start
 _BATCH = 200  # node lines per task: ~1 MB of JSON
 _WINDOW = 3  # tasks out per worker
 _CLOSE_SECONDS = 5.0  # for the workers to end on their own when an import is done
-_PIPE_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
 
 _worker_vocab = codec.VocabTable({})  # a worker's copy of the file's vocabulary
 
@@ -130,29 +124,6 @@ def _or_exit(body: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-def _start_resource_tracker() -> None:
-    """multiprocessing's resource tracker, started with the process's real stderr: a spawned
-    process is handed its fd, and the tracker is started with `sys.stderr.fileno()`, which
-    under the app (Textual replaces sys.stderr) is -1 and made every start of a worker fail
-    ("bad value(s) in fds_to_keep")."""
-    replaced = sys.stderr
-    try:
-        if sys.__stderr__ is not None:
-            sys.stderr = sys.__stderr__
-        resource_tracker.ensure_running()
-    finally:
-        sys.stderr = replaced
-
-
-def _widen(pipe: connection.Connection) -> None:
-    """A pipe that holds a whole batch (~1.3 MB pickled; Linux's default holds 64 KB): its writer
-    hands it over at once instead of waiting, a piece at a time, for the other process to read
-    (which needs that process's GIL). Where it cannot be widened it works as it is."""
-    with contextlib.suppress(AttributeError, OSError):  # not Linux, or over pipe-max-size
-        if fcntl is not None:
-            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-
-
 @dataclass
 class _Worker:
     process: BaseProcess
@@ -174,8 +145,7 @@ class Preparer:
     def start(self, vocab: dict[int, str]) -> None:
         """Start the workers; where they cannot start, every line is read by the importer."""
         try:
-            if os.name == "posix":  # elsewhere spawn needs no resource tracker
-                _start_resource_tracker()
+            spawned.start_resource_tracker()
             # spawn, not fork: the app imports from a thread, and a forked child of a threaded
             # process may inherit a lock held forever
             context = multiprocessing.get_context("spawn")
@@ -186,8 +156,8 @@ class Preparer:
                     target=_serve, args=(task_out, result_in, vocab), daemon=True
                 ), task_in, result_out))  # fmt: skip
                 try:
-                    _widen(task_in)
-                    _widen(result_in)
+                    spawned.widen(task_in)
+                    spawned.widen(result_in)
                     self._pool[-1].process.start()
                 finally:
                     task_out.close()  # the worker's ends: its own copies are the only ones left

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from loom.store import codec, rows, schema, textops
+from loom.store import codec, logcheck, rows, schema, textops
 from loom.store import events as ev
-from loom.store.apply import apply_event, commit_event
+from loom.store.apply import commit_event
 from loom.store.errors import LoomError, UnknownNodeError
 from loom.store.events import Event
 from loom.store.model import MEMORY_KEY, LoomDocument, Memory, Node, Persona
@@ -328,17 +328,20 @@ def import_document(conn: sqlite3.Connection, doc: LoomDocument) -> None:
     """
     stream = MemoryStream(doc)
     sink = ImportSink(conn)
-    sink.vocabulary(dict(stream.vocabulary()))
-    for item in stream.nodes():
-        sink.node(item.node, item.key)
-    for key in stream.event_token_keys():
-        sink.token_array(key, stream.tokens(key))
-    for event in stream.events():
-        sink.event(event)
-    head = stream.head
-    if head.current is None or head.current not in {n.id for n in doc.nodes}:
-        head.current = None
-    warnings = sink.finish(head)
+    try:
+        sink.vocabulary(dict(stream.vocabulary()))
+        for item in stream.nodes():
+            sink.node(item.node, item.key)
+        for key in stream.event_token_keys():
+            sink.token_array(key, stream.tokens(key))
+        for event in stream.events():
+            sink.event(event)
+        head = stream.head
+        if head.current is None or head.current not in {n.id for n in doc.nodes}:
+            head.current = None
+        warnings = sink.finish(head)
+    finally:
+        sink.close()
     if warnings:
         old = doc.meta.get("import_warnings")
         doc.meta["import_warnings"] = [*(old if isinstance(old, list) else []), *warnings]
@@ -371,6 +374,8 @@ class ImportSink:
         self._events: list[tuple[int, float, str, str | bytes]] = []
         self._last_seq = 0
         self._n_events = 0
+        self._log_check = logcheck.LogCheck()  # started for a long log, at its first event
+        self._counted = self._next_token  # token rows below this id: their counts sent to it
         conn.execute("PRAGMA temp_store = FILE")
         conn.execute(
             "CREATE TEMP TABLE import_nodes (id INTEGER PRIMARY KEY, parent INTEGER,"
@@ -514,11 +519,29 @@ class ImportSink:
             text = ev.dumps(payload, finite=True)
         except (TypeError, ValueError, LoomError) as exc:  # TypeError: what JSON cannot write
             raise LoomError(f"the document's event {seq} is not a loom event: {exc}") from None
-        self._events.append((event.seq, event.ts, event.kind, ev.stored_payload(event.kind, text)))
+        stored = (event.seq, event.ts, event.kind, ev.stored_payload(event.kind, text))
+        self._events.append(stored)
+        if i == 0 and self.count >= logcheck.PARALLEL_FROM_NODES:
+            self._log_check.start()
+        if self._log_check.running:
+            if self._next_token > self._counted:  # rows it has not heard of yet
+                self._flush_tokens()
+                found = self.conn.execute(
+                    "SELECT id, n, sum_logprob, n_logprob FROM tokens WHERE id >= ?",
+                    (self._counted,),
+                )
+                while counts := found.fetchmany(5000):
+                    self._log_check.tokens(counts)
+                self._counted = self._next_token
+            self._log_check.event(stored)
         if len(self._events) >= _CHUNK:
             self._flush()
         self._last_seq = event.seq
         self._n_events += 1
+
+    def close(self) -> None:
+        """End what the sink runs beside the import (once it is finished, or has failed)."""
+        self._log_check.close()
 
     def _internalize(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Store the token data a foreign payload carries (or names by key) and refer to it."""
@@ -574,8 +597,10 @@ class ImportSink:
             raise LoomError(
                 "the document's nodes do not form one tree (a cycle or a detached part)"
             )
-        if self._n_events:
-            _check_log(conn)
+        if self._log_check.running:
+            self._log_check.result(conn)
+        elif self._n_events:
+            logcheck.check_log(conn)
         for persona in head.personas:
             if not math.isfinite(float(persona.prior)):
                 raise LoomError(f"persona {persona.name!r}: prior must be a finite number")
@@ -658,40 +683,6 @@ def _check_json(value: Any, where: str, max_depth: int) -> str:
         return ev.dumps(value, finite=True)
     except (TypeError, ValueError, RecursionError) as exc:
         raise LoomError(f"{where} cannot be stored (not plain JSON data: {exc})") from None
-
-
-def _check_log(conn: sqlite3.Connection) -> None:
-    """Apply the carried log from an empty loom, then undo all of that: a log that imports is
-    one `loom replay` and `loom fork` can go through (its payloads are checked by the code that
-    will read them). Any failure names the event."""
-    conn.execute("SAVEPOINT check_log")
-    try:
-        last = 0
-        while True:
-            batch = conn.execute(
-                "SELECT seq, ts, kind, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (last, _CHUNK),
-            ).fetchall()
-            if not batch:
-                break
-            last = int(batch[-1][0])
-            for seq, ts, kind, payload in batch:
-                _replay_one(conn, seq, ts, kind, payload)
-    finally:
-        conn.execute("ROLLBACK TO check_log")
-        conn.execute("RELEASE check_log")
-
-
-def _replay_one(conn: sqlite3.Connection, seq: int, ts: float, kind: str, payload: Any) -> None:
-    try:
-        data = ev.parse_payload(int(seq), payload)
-        apply_event(conn, Event(seq=seq, ts=ts, kind=kind, payload=data))
-    except sqlite3.OperationalError:
-        raise  # the disk, not the document
-    except Exception as exc:  # whatever a foreign payload makes the appliers trip on
-        raise LoomError(
-            f"the document's event {seq} ({kind}) cannot be replayed: {exc!r}"
-        ) from None
 
 
 def _spelled_tokens(node: Node, respelled: list[int]) -> tuple[TokenArray, bool]:

@@ -255,9 +255,12 @@ class Loom:
         path = Path(path)
         with building(path) as conn:
             sink = document.ImportSink(conn)
-            head = fill(sink)
-            sink.progress = Throttle(progress, sink.count)
-            warnings = sink.finish(head)
+            try:
+                head = fill(sink)
+                sink.progress = Throttle(progress, sink.count)
+                warnings = sink.finish(head)
+            finally:
+                sink.close()
             sink.progress.finish()
             _stamp(conn)
         return cls.open(path, tokenizer=tokenizer), warnings
