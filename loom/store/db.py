@@ -95,6 +95,18 @@ def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
     return conn
 
 
+def scratch(cache_mb: int) -> sqlite3.Connection:
+    """An empty loom of the newest schema in a temporary file SQLite deletes when it is closed,
+    keeping at most `cache_mb` of it in memory; inside an open transaction, never committed (a
+    place to apply events to, for a check)."""
+    conn = _connect("", uri=False)
+    conn.execute(f"PRAGMA cache_size = {-1024 * cache_mb}")
+    conn.execute("PRAGMA journal_mode = OFF")  # nothing in it is rolled back or kept
+    conn.execute("BEGIN")
+    create_schema(conn)
+    return conn
+
+
 class Database:
     """One connection to one loom and the transactions on it."""
 

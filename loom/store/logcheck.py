@@ -20,8 +20,8 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from loom import spawned
+from loom.store import db, schema
 from loom.store import events as ev
-from loom.store import schema
 from loom.store.apply import apply_event
 from loom.store.errors import LoomError
 from loom.store.events import Event
@@ -161,13 +161,9 @@ def _serve(pipe: connection.Connection) -> None:
     first failure's message (or None) out at the end. It reads to the end whatever it finds, so
     the importer's sends never wait on a process that stopped reading."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ctrl+c is the importer's to handle
-    # A temporary file (""), not ":memory:": the replayed loom grows with the log, and memory
-    # must not (SQLite keeps a few MB of it cached and the rest on disk, deleted at the end).
-    conn = sqlite3.connect("", isolation_level=None)
-    conn.execute("PRAGMA cache_size = -32768")  # 32 MB: most logs are checked without a spill
-    conn.execute("PRAGMA journal_mode = OFF")  # nothing here is ever rolled back or kept
-    conn.execute("BEGIN")
-    schema.create_schema(conn)
+    # A temporary file, not memory: the replayed loom grows with the log, and memory must not
+    # (32 MB of it cached: most logs are checked without a spill).
+    conn = db.scratch(cache_mb=32)
     for name in schema.FTS_TRIGGERS:  # as in the importer's loom: no search index meanwhile
         conn.execute(f"DROP TRIGGER {name}")
     failure: str | None = None

@@ -2,7 +2,8 @@
 
 Rooms, from the ground up; a module may import its own room and the rooms below it, never above:
 
-    0  loom, loom.tokens, loom.text, loom.intervals, loom.paths, loom.config   the ground floor
+    0  loom, loom.tokens, loom.text, loom.intervals, loom.paths, loom.config,
+       loom.spawned                                           the ground floor
     1  loom.store                                             the tree and its file
     2  loom.formats   loom.engine                             files of other formats; models
     3  loom.personas                                          persona sets, scoring with a model
@@ -31,6 +32,7 @@ LEVEL = {
     "loom.intervals": 0,
     "loom.paths": 0,
     "loom.config": 0,
+    "loom.spawned": 0,
     "loom.store": 1,
     "loom.formats": 2,
     "loom.engine": 2,
