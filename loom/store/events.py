@@ -172,6 +172,10 @@ def nesting_depth(value: Any, limit: int) -> int:
     return depth
 
 
+def _not_finite(v: Any) -> bool:
+    return isinstance(v, float) and v - v != 0.0  # inf - inf and NaN - NaN are NaN
+
+
 def check_plain(value: Any, max_depth: int) -> None:
     """ValueError unless `value` nests lists and objects at most `max_depth` levels deep (as
     `nesting_depth` counts them) and holds no NaN or infinity: one walk for both, level by level
@@ -183,7 +187,7 @@ def check_plain(value: Any, max_depth: int) -> None:
         for v in level:
             if isinstance(v, (dict, list, tuple)):
                 containers.append(v)
-            elif isinstance(v, float) and v - v != 0.0:  # inf - inf and NaN - NaN are NaN
+            elif _not_finite(v):
                 raise ValueError("holds a NaN or an infinity")
         if not containers:
             return
@@ -243,13 +247,10 @@ def map_tokens(
     def is_token(v: Any) -> bool:
         return isinstance(v, dict) and (TOKEN_REF in v or TOKEN_DATA in v) and len(v) == 1
 
-    def not_finite(v: Any) -> bool:
-        return isinstance(v, float) and v - v != 0.0  # inf - inf and NaN - NaN are NaN
-
     deepest = max_depth if max_depth is not None else -1
     if is_token(value):
         return convert(value)
-    if finite and not_finite(value):
+    if finite and _not_finite(value):
         raise ValueError("holds a NaN or an infinity")
     if not isinstance(value, (dict, list)):
         return value
@@ -274,7 +275,7 @@ def map_tokens(
         for k, v in items:
             if isinstance(v, (dict, list)):
                 stack.append((src, copy, k, depth + 1))
-            elif finite and not_finite(v):
+            elif finite and _not_finite(v):
                 raise ValueError("holds a NaN or an infinity")
     return out_root[0]
 

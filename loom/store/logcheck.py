@@ -122,7 +122,7 @@ class LogCheck:
             except (EOFError, OSError):  # it died as it answered
                 pass
         self._stop()
-        if not answered:  # the process is gone (or never started): the check is made here
+        if not answered:  # it died after the last event it was sent: the check is made here
             check_log(conn, self.last_seq)
         elif found is not None:
             raise LoomError(str(found))
@@ -140,10 +140,10 @@ class LogCheck:
             return
         try:
             self._pipe.send(message)
-        except (OSError, ValueError):  # it died: `result` checks the log here instead
-            self._stop(keep_pending=True)
+        except (OSError, ValueError):  # it died: the importer checks the log itself instead
+            self._stop()
 
-    def _stop(self, keep_pending: bool = False) -> None:
+    def _stop(self) -> None:
         if self._pipe is not None:
             self._pipe.close()
         self._pipe = None
@@ -152,12 +152,11 @@ class LogCheck:
                 self._process.kill()
             self._process.join(5)
             self._process = None
-        if not keep_pending:
-            self._batch = []
+        self._batch = []
 
 
 def _serve(pipe: connection.Connection) -> None:
-    """The checking process: a loom in memory, token counts and events in from `pipe`, the
+    """The checking process: a loom of its own, token counts and events in from `pipe`, the
     first failure's message (or None) out at the end. It reads to the end whatever it finds, so
     the importer's sends never wait on a process that stopped reading."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ctrl+c is the importer's to handle
@@ -183,7 +182,7 @@ def _serve(pipe: connection.Connection) -> None:
                 _replay(conn, body)
         except LoomError as exc:
             failure = str(exc)
-        except Exception as exc:  # the disk of memory, say: as the importer would say it
+        except Exception as exc:  # the disk, or memory: said as the importer would say it
             failure = f"the document's log cannot be checked: {exc!r}"
     pipe.send(failure)
 
