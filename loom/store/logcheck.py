@@ -122,7 +122,7 @@ class LogCheck:
             except (EOFError, OSError):  # it died as it answered
                 pass
         self._stop()
-        if not answered:  # it died after the last event it was sent: the check is made here
+        if not answered:  # it died before it answered (or on the last sends): checked here
             check_log(conn, self.last_seq)
         elif found is not None:
             raise LoomError(str(found))
